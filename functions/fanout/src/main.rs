@@ -1,0 +1,17 @@
+//! fanout Lambda: one execution → one attempt and one message per active target.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use shared::domain::Timestamp;
+use shared::handlers::{HandlerError, fanout};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let deps = fanout::Deps::from_env().await?;
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        let deadline = Timestamp::from_unix_millis(event.context.deadline as i64);
+        Ok::<_, HandlerError>(fanout::handle(&deps, event.payload, deadline).await)
+    }))
+    .await
+}

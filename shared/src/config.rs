@@ -1,0 +1,78 @@
+//! Typed configuration from the environment variables `template.yaml` sets,
+//! read once at start-up with clear errors.
+
+use crate::domain::RetryPolicy;
+use crate::store::dynamo::Tables;
+use std::time::Duration;
+
+/// A missing or malformed setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Reads a required variable.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::Missing(name))
+}
+
+/// Reads an optional variable.
+pub fn optional(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Reads a boolean (`true`/`false`/`1`/`0`), defaulting to false.
+pub fn flag(name: &'static str) -> Result<bool, ConfigError> {
+    match optional(name).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("expected true or false, got {other:?}"),
+        }),
+    }
+}
+
+/// Reads whole seconds.
+pub fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    match optional(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => v
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| ConfigError::Invalid {
+                name,
+                reason: format!("expected whole seconds, got {v:?}"),
+            }),
+    }
+}
+
+/// The four table names.
+pub fn tables() -> Result<Tables, ConfigError> {
+    Ok(Tables {
+        targets: required("TARGETS_TABLE")?,
+        attempts: required("ATTEMPTS_TABLE")?,
+        executions: required("EXECUTIONS_TABLE")?,
+        connections: required("CONNECTIONS_TABLE")?,
+    })
+}
+
+/// The retry policy from `RETRY_SCHEDULE_SECONDS` (default `300,900,3600`).
+pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
+    let mut policy = RetryPolicy::default();
+    if let Some(text) = optional("RETRY_SCHEDULE_SECONDS") {
+        policy.schedule = RetryPolicy::parse_schedule(&text).map_err(|reason| {
+            ConfigError::Invalid {
+                name: "RETRY_SCHEDULE_SECONDS",
+                reason,
+            }
+        })?;
+    }
+    Ok(policy)
+}

@@ -1,0 +1,40 @@
+//! Report executions: one finished run of a report and the files rendered
+//! from it.
+
+use super::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A rendered file stored in the blob store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    /// Object key inside the reports bucket.
+    pub key: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// One finished run of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportExecution {
+    pub id: String,
+    pub report_id: String,
+    pub report_name: String,
+    /// When the reporting system produced the data.
+    pub generated_at: Timestamp,
+    /// IANA zone the report is presented in.
+    pub time_zone: String,
+    pub row_count: u64,
+    /// The rendered PDF.
+    pub pdf: StoredFile,
+    pub rendered_at: Timestamp,
+    /// Set once fan-out has queued every active target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanned_out_at: Option<Timestamp>,
+    /// Attempts queued by fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_count: Option<u64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

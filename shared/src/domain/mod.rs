@@ -1,0 +1,17 @@
+//! Domain types: targets, attempts, executions, connections, the retry policy
+//! and validated newtypes. Nothing here knows about AWS.
+
+pub mod attempt;
+pub mod connection;
+pub mod execution;
+pub mod retry;
+pub mod target;
+pub mod time;
+pub mod url;
+
+pub use attempt::{AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition};
+pub use connection::ServiceConnection;
+pub use execution::ReportExecution;
+pub use retry::{RetryDecision, RetryPolicy};
+pub use target::{DeliveryTarget, TargetConfig, TargetType};
+pub use time::Timestamp;

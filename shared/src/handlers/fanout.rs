@@ -1,0 +1,271 @@
+//! fanout: one execution → one queued attempt and one SQS message per active
+//! target. Attempts are created with deterministic ids and conditional
+//! writes, and marked once their message is on the queue, so a re-run sends
+//! nothing twice and a crash in between loses nothing.
+
+use super::{Outcome, body_of, process_batch};
+use crate::contract::{DeliveryTask, FanoutTask};
+use crate::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
+use crate::queue::{OutMessage, Queue};
+use crate::store::{AttemptStore, Created, ExecutionStore, TargetRef, TargetStore};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::{StreamExt, TryStreamExt};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Queue URL per channel, so an outage of one channel does not delay another.
+#[derive(Debug, Clone)]
+pub struct ChannelQueues {
+    pub email: String,
+    pub slack: String,
+    pub webhook: String,
+}
+
+impl ChannelQueues {
+    /// The queue for a channel.
+    pub fn for_type(&self, t: TargetType) -> &str {
+        match t {
+            TargetType::Email => &self.email,
+            TargetType::Slack => &self.slack,
+            TargetType::Webhook => &self.webhook,
+        }
+    }
+}
+
+/// What fan-out needs.
+pub struct Deps {
+    pub targets: Box<dyn TargetStore>,
+    pub attempts: Box<dyn AttemptStore>,
+    pub executions: Box<dyn ExecutionStore>,
+    pub queue: Box<dyn Queue>,
+    pub channel_queues: ChannelQueues,
+    pub fanout_queue_url: String,
+    pub dead_letter_url: String,
+    /// Targets read per query.
+    pub page_size: i32,
+    /// Conditional writes and sends in flight at once.
+    pub concurrency: usize,
+    /// Hand over to a continuation message when less than this is left.
+    pub reserve: Duration,
+}
+
+/// The Lambda handler. `deadline` is the invocation's deadline.
+pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -> SqsBatchResponse {
+    process_batch(
+        &event,
+        deps.queue.as_ref(),
+        &deps.dead_letter_url,
+        1,
+        |m: &SqsMessage| process(deps, m, deadline),
+    )
+    .await
+}
+
+async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Outcome {
+    let body = match body_of(m) {
+        Ok(b) => b,
+        Err(outcome) => return outcome,
+    };
+    let (execution_id, mut cursor, mut queued) = match serde_json::from_str::<FanoutTask>(body) {
+        Ok(FanoutTask::FanoutV1 {
+            execution_id,
+            cursor,
+            queued_so_far,
+        }) => (execution_id, cursor, queued_so_far),
+        Err(e) => {
+            return Outcome::Reject {
+                code: "malformed_message",
+                reason: format!("not a valid fanout.v1 task: {e}"),
+            };
+        }
+    };
+    let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
+        reason: e.to_string(),
+    };
+    let execution = match deps.executions.get_execution(&execution_id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return Outcome::Reject {
+                code: "unknown_execution",
+                reason: format!("execution {execution_id} is not recorded"),
+            };
+        }
+        Err(e) => return retry(&e),
+    };
+    if cursor.is_none() {
+        match deps.targets.report_known(&execution.report_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Outcome::Reject {
+                    code: "unknown_report",
+                    reason: format!("report {} has no delivery targets", execution.report_id),
+                };
+            }
+            Err(e) => return retry(&e),
+        }
+    }
+    loop {
+        if let Some(deadline) = deadline
+            && deadline.millis_since(Timestamp::now()) < deps.reserve.as_millis() as i64
+        {
+            let task = FanoutTask::FanoutV1 {
+                execution_id: execution_id.clone(),
+                cursor: cursor.clone(),
+                queued_so_far: queued,
+            };
+            let body = serde_json::to_string(&task).unwrap_or_default();
+            return match deps.queue.send(&deps.fanout_queue_url, &body).await {
+                Ok(()) => {
+                    info!(%execution_id, queued, "continuing fan-out in a new message");
+                    Outcome::Done
+                }
+                Err(e) => retry(&e),
+            };
+        }
+        let page = match deps
+            .targets
+            .active_targets(&execution.report_id, None, cursor.clone(), deps.page_size)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return retry(&e),
+        };
+        if let Err(outcome) = queue_page(deps, &execution.id, &execution.report_id, &page.items).await {
+            return outcome;
+        }
+        queued += page.items.len() as u64;
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if let Err(e) = deps
+        .executions
+        .mark_fanned_out(&execution_id, queued, Timestamp::now())
+        .await
+    {
+        return retry(&e);
+    }
+    info!(%execution_id, targets = queued, "fan-out complete");
+    Outcome::Done
+}
+
+/// Creates the page's attempts and sends the messages that are not yet sent.
+async fn queue_page(
+    deps: &Deps,
+    execution_id: &str,
+    report_id: &str,
+    targets: &[TargetRef],
+) -> Result<(), Outcome> {
+    let now = Timestamp::now();
+    let created: Vec<Created> = futures::stream::iter(targets)
+        .map(|t| {
+            let attempt = DeliveryAttempt::queued(execution_id, report_id, &t.id, t.target_type, now);
+            async move { deps.attempts.create(&attempt).await }
+        })
+        .buffer_unordered(deps.concurrency)
+        .try_collect()
+        .await
+        .map_err(|e| Outcome::Retry {
+            reason: e.to_string(),
+        })?;
+    let pending: Vec<DeliveryAttempt> = created
+        .into_iter()
+        .filter_map(|c| match c {
+            Created::New(a) => Some(a),
+            Created::Existing(a) if a.status == AttemptStatus::Queued && a.enqueued_at.is_none() => {
+                Some(a)
+            }
+            Created::Existing(_) => None,
+        })
+        .collect();
+    let mut batches: Vec<(&str, Vec<&DeliveryAttempt>)> = Vec::new();
+    for t in [TargetType::Email, TargetType::Slack, TargetType::Webhook] {
+        let of_type: Vec<&DeliveryAttempt> = pending.iter().filter(|a| a.target_type == t).collect();
+        for chunk in of_type.chunks(10) {
+            batches.push((deps.channel_queues.for_type(t), chunk.to_vec()));
+        }
+    }
+    futures::stream::iter(batches)
+        .map(|(url, batch)| send_batch(deps, url, batch))
+        .buffer_unordered(deps.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Result<(), Outcome> {
+    let messages: Vec<OutMessage> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, a)| OutMessage {
+            entry_id: i.to_string(),
+            body: serde_json::to_string(&DeliveryTask::DeliverV1 {
+                attempt_id: a.id.clone(),
+                execution_id: a.report_execution_id.clone(),
+                target_id: a.delivery_target_id.clone(),
+            })
+            .unwrap_or_default(),
+        })
+        .collect();
+    let mut to_send = messages;
+    // One retry for entries SQS reports as failed; then surface them.
+    for round in 0..2 {
+        let failed = deps
+            .queue
+            .send_batch(url, &to_send)
+            .await
+            .map_err(|e| Outcome::Retry {
+                reason: e.to_string(),
+            })?;
+        to_send.retain(|m| failed.contains(&m.entry_id));
+        if to_send.is_empty() {
+            break;
+        }
+        warn!(failed = to_send.len(), round, "SQS refused some batch entries");
+    }
+    let now = Timestamp::now();
+    for (i, a) in batch.iter().enumerate() {
+        if to_send.iter().any(|m| m.entry_id == i.to_string()) {
+            continue;
+        }
+        deps.attempts
+            .mark_enqueued(&a.id, now)
+            .await
+            .map_err(|e| Outcome::Retry {
+                reason: e.to_string(),
+            })?;
+    }
+    if to_send.is_empty() {
+        Ok(())
+    } else {
+        Err(Outcome::Retry {
+            reason: format!("{} delivery messages could not be queued", to_send.len()),
+        })
+    }
+}
+
+impl Deps {
+    /// Builds the deps from the environment `template.yaml` sets.
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{required, seconds, tables};
+        let sdk = crate::aws::load().await;
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        Ok(Self {
+            targets: Box::new(store.clone()),
+            attempts: Box::new(store.clone()),
+            executions: Box::new(store),
+            queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
+            channel_queues: ChannelQueues {
+                email: required("EMAIL_QUEUE_URL")?,
+                slack: required("SLACK_QUEUE_URL")?,
+                webhook: required("WEBHOOK_QUEUE_URL")?,
+            },
+            fanout_queue_url: required("FANOUT_QUEUE_URL")?,
+            dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            page_size: 100,
+            concurrency: 16,
+            reserve: seconds("FANOUT_RESERVE_SECONDS", 20)?,
+        })
+    }
+}

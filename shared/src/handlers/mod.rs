@@ -1,0 +1,139 @@
+//! The three Lambda handlers, each a plain async fn over a deps struct, and
+//! the per-message plumbing they share: one span per message, partial batch
+//! responses, and dead-lettering of messages that can never succeed.
+
+pub mod deliver;
+pub mod fanout;
+pub mod render;
+
+use crate::queue::{DeadLetter, Queue};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use std::future::Future;
+use tracing::{Instrument, error, info_span, warn};
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished (or nothing to do): delete it.
+    Done,
+    /// Temporary trouble: leave it for SQS to redeliver.
+    Retry { reason: String },
+    /// It can never succeed: move it to the dead-letter queue with a reason
+    /// and delete it, so it does not loop.
+    Reject { code: &'static str, reason: String },
+}
+
+/// A failure of the whole invocation (never of a single message).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("batch is malformed: {0}")]
+    Malformed(String),
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "NonRetryable".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The SQS `ApproximateReceiveCount` of a message (1 if absent).
+pub fn receive_count(m: &SqsMessage) -> u32 {
+    m.attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Runs `process` over every record with up to `concurrency` in flight,
+/// dead-letters rejects, and reports the rest as partial batch failures.
+pub async fn process_batch<'a, F, Fut>(
+    event: &'a SqsEvent,
+    queue: &'a dyn Queue,
+    dead_letter_url: &'a str,
+    concurrency: usize,
+    process: F,
+) -> SqsBatchResponse
+where
+    F: Fn(&'a SqsMessage) -> Fut,
+    Fut: Future<Output = Outcome> + 'a,
+{
+    let results: Vec<(Option<String>, bool)> = futures::stream::iter(&event.records)
+        .map(|m| {
+            let id = m.message_id.clone().unwrap_or_default();
+            let span = info_span!(
+                "message",
+                message_id = %id,
+                receive_count = receive_count(m),
+                attempt_id = tracing::field::Empty
+            );
+            let fut = process(m);
+            async move {
+                let ok = match fut.await {
+                    Outcome::Done => true,
+                    Outcome::Retry { reason } => {
+                        warn!(%reason, "left for redelivery");
+                        false
+                    }
+                    Outcome::Reject { code, reason } => {
+                        error!(code, %reason, "rejected; moving to the dead-letter queue");
+                        let letter = DeadLetter {
+                            body: m.body.as_deref().unwrap_or(""),
+                            code,
+                            reason: &reason,
+                            source_message_id: &id,
+                        };
+                        match queue.dead_letter(dead_letter_url, letter).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                error!(error = %e, "dead-lettering failed; leaving the message");
+                                false
+                            }
+                        }
+                    }
+                };
+                (m.message_id.clone(), ok)
+            }
+            .instrument(span)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, ok) in results {
+        if !ok {
+            // A record without an id cannot be reported; SQS then retries
+            // the whole batch, which is the safe side.
+            response.add_failure(id.unwrap_or_default());
+        }
+    }
+    response
+}
+
+/// Reads a message body, refusing oversized ones before parsing.
+pub fn body_of(m: &SqsMessage) -> Result<&str, Outcome> {
+    let body = m.body.as_deref().unwrap_or("");
+    if body.len() > crate::contract::MAX_INLINE_BODY_BYTES {
+        return Err(Outcome::Reject {
+            code: "payload_too_large",
+            reason: format!(
+                "message body is {} bytes, over the {} byte limit",
+                body.len(),
+                crate::contract::MAX_INLINE_BODY_BYTES
+            ),
+        });
+    }
+    Ok(body)
+}
+
+/// Ids end up in S3 keys and log lines, so they are kept plain.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}

@@ -1,0 +1,110 @@
+//! SQS adapter for the queue port.
+
+use super::{DeadLetter, OutMessage, Queue, QueueError};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use std::time::Duration;
+
+/// The SQS-backed queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+}
+
+impl SqsQueue {
+    /// Wraps a client.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn err<E: std::error::Error + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> QueueError {
+    QueueError(DisplayErrorContext(&e).to_string())
+}
+
+fn attr(v: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(|e| QueueError(e.to_string()))
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutMessage],
+    ) -> Result<Vec<String>, QueueError> {
+        let entries = messages
+            .iter()
+            .map(|m| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(&m.entry_id)
+                    .message_body(&m.body)
+                    .build()
+                    .map_err(|e| QueueError(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out.failed.into_iter().map(|f| f.id).collect())
+    }
+
+    async fn send(&self, queue_url: &str, body: &str) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, queue_url: &str, l: DeadLetter<'_>) -> Result<(), QueueError> {
+        // An empty body is not a valid SQS message; keep a marker instead.
+        let body = if l.body.is_empty() { "<empty>" } else { l.body };
+        self.client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .message_attributes("error_code", attr(l.code)?)
+            .message_attributes("error_reason", attr(&truncate(l.reason, 1000))?)
+            .message_attributes("source_message_id", attr(l.source_message_id)?)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn change_visibility(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,137 @@
+//! Storage ports for targets, attempts, executions and connections, with the
+//! DynamoDB adapter in [`dynamo`].
+
+pub mod dynamo;
+
+use crate::domain::execution::ReportExecution;
+use crate::domain::{
+    AttemptStatus, DeliveryAttempt, DeliveryTarget, ServiceConnection, TargetType, Timestamp,
+    Transition,
+};
+use async_trait::async_trait;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed or throttled; worth retrying.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// A stored record could not be read into the domain (e.g. an invalid
+    /// target config). Retrying will not help.
+    #[error("stored record {id} is invalid: {reason}")]
+    Invalid { id: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether retrying could help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
+/// One page of a query, with the cursor for the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque; `None` when this was the last page.
+    pub next: Option<String>,
+}
+
+/// An active target as fan-out needs it: id and channel only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRef {
+    pub id: String,
+    pub target_type: TargetType,
+}
+
+/// The outcome of creating an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The attempt is new.
+    New(DeliveryAttempt),
+    /// An attempt for the pair already existed; it is returned unchanged.
+    Existing(DeliveryAttempt),
+}
+
+/// The outcome of a status transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The write landed; the record after it.
+    Yes(DeliveryAttempt),
+    /// The condition refused it; the record as it is (`None` if missing).
+    Refused(Option<DeliveryAttempt>),
+}
+
+/// Delivery targets.
+#[async_trait]
+pub trait TargetStore: Send + Sync {
+    /// Creates or replaces a target (configs are validated before this).
+    async fn put_target(&self, target: &DeliveryTarget) -> Result<(), StoreError>;
+    /// Reads a target; an invalid stored config is [`StoreError::Invalid`].
+    async fn get_target(&self, id: &str) -> Result<Option<DeliveryTarget>, StoreError>;
+    /// Active targets of a report, optionally of one type, a page at a time.
+    async fn active_targets(
+        &self,
+        report_id: &str,
+        target_type: Option<TargetType>,
+        cursor: Option<String>,
+        page_size: i32,
+    ) -> Result<Page<TargetRef>, StoreError>;
+    /// Whether the report has any target at all, active or not.
+    async fn report_known(&self, report_id: &str) -> Result<bool, StoreError>;
+}
+
+/// Delivery attempts.
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    /// Creates the attempt unless one exists for its id.
+    async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError>;
+    /// Reads an attempt.
+    async fn get(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError>;
+    /// Applies a transition as a conditional write.
+    async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
+    /// Records that the delivery message for the attempt is on its queue.
+    async fn mark_enqueued(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Attempts in a status, oldest first.
+    async fn by_status(
+        &self,
+        status: AttemptStatus,
+        cursor: Option<String>,
+        page_size: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError>;
+    /// Attempts of a target, optionally in one status.
+    async fn by_target(
+        &self,
+        target_id: &str,
+        status: Option<AttemptStatus>,
+    ) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    /// Attempts of an execution.
+    async fn by_execution(&self, execution_id: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+}
+
+/// Report executions.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Records a rendered execution. A second render of the same execution
+    /// keeps the first record and returns it.
+    async fn put_rendered(&self, execution: &ReportExecution)
+    -> Result<ReportExecution, StoreError>;
+    /// Reads an execution.
+    async fn get_execution(&self, id: &str) -> Result<Option<ReportExecution>, StoreError>;
+    /// Records that fan-out finished with `target_count` attempts.
+    async fn mark_fanned_out(
+        &self,
+        id: &str,
+        target_count: u64,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+}
+
+/// Service connections (credentials).
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// Creates or replaces a connection.
+    async fn put_connection(&self, connection: &ServiceConnection) -> Result<(), StoreError>;
+    /// Reads a connection.
+    async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError>;
+}
