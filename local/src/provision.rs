@@ -1,0 +1,203 @@
+//! Creates a template's queues, tables and bucket in moto with the same
+//! attributes, under a name prefix so that stacks can live side by side.
+
+use crate::template::{Template, getatt_target};
+use anyhow::{Context, Result, anyhow};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_norway::Value;
+use std::collections::BTreeMap;
+
+/// A queue that exists.
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    pub name: String,
+    pub url: String,
+    pub arn: String,
+}
+
+/// The physical resources of one local stack.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub prefix: String,
+    pub queues: BTreeMap<String, QueueInfo>,
+    pub tables: BTreeMap<String, String>,
+    pub buckets: BTreeMap<String, String>,
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl Stack {
+    /// Resolves `!Ref X` (attr None) or `!GetAtt X.attr` to a physical value.
+    pub fn lookup(&self, id: &str, attr: Option<&str>) -> Option<String> {
+        if let Some(q) = self.queues.get(id) {
+            return match attr {
+                None | Some("QueueUrl") => Some(q.url.clone()),
+                Some("Arn") => Some(q.arn.clone()),
+                Some("QueueName") => Some(q.name.clone()),
+                _ => None,
+            };
+        }
+        if let Some(t) = self.tables.get(id) {
+            return match attr {
+                None => Some(t.clone()),
+                Some("Arn") => Some(format!("arn:aws:dynamodb:us-east-1:123456789012:table/{t}")),
+                _ => None,
+            };
+        }
+        if let Some(b) = self.buckets.get(id) {
+            return match attr {
+                None => Some(b.clone()),
+                Some("Arn") => Some(format!("arn:aws:s3:::{b}")),
+                _ => None,
+            };
+        }
+        if attr.is_none() {
+            return self.parameters.get(id).cloned();
+        }
+        None
+    }
+
+    /// The URL of a queue by logical id.
+    pub fn queue_url(&self, logical_id: &str) -> Result<&str> {
+        self.queues
+            .get(logical_id)
+            .map(|q| q.url.as_str())
+            .ok_or_else(|| anyhow!("no queue {logical_id} in the template"))
+    }
+
+    /// A table name by logical id.
+    pub fn table(&self, logical_id: &str) -> Result<&str> {
+        self.tables
+            .get(logical_id)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("no table {logical_id} in the template"))
+    }
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_mapping()?.get(Value::String(key.into()))
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Provisions every queue, table and bucket of `template` in moto.
+pub async fn provision(config: &aws_config::SdkConfig, template: &Template, prefix: &str) -> Result<Stack> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let ddb = aws_sdk_dynamodb::Client::new(config);
+    let s3 = shared::aws::s3(config);
+    let mut stack = Stack {
+        prefix: prefix.to_owned(),
+        queues: BTreeMap::new(),
+        tables: BTreeMap::new(),
+        buckets: BTreeMap::new(),
+        parameters: template.parameters.clone(),
+    };
+
+    // Queues first without redrive, so every dead-letter ARN exists.
+    let queues = template.of_kind("AWS::SQS::Queue");
+    for (id, r) in &queues {
+        let name = format!("{prefix}-{id}");
+        let mut req = sqs.create_queue().queue_name(&name);
+        for (key, attr) in [
+            ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
+            ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+            ("DelaySeconds", QueueAttributeName::DelaySeconds),
+            ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+        ] {
+            if let Some(v) = get(&r.properties, key).and_then(scalar) {
+                req = req.attributes(attr, v);
+            }
+        }
+        let url = req.send().await.with_context(|| format!("creating queue {name}"))?.queue_url.unwrap_or_default();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?;
+        let arn = attrs
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| anyhow!("queue {name} has no ARN"))?;
+        stack.queues.insert((*id).clone(), QueueInfo { name, url, arn });
+    }
+    for (id, r) in &queues {
+        let Some(redrive) = get(&r.properties, "RedrivePolicy") else {
+            continue;
+        };
+        let dlq = getatt_target(get(redrive, "deadLetterTargetArn").ok_or_else(|| anyhow!("{id}: redrive without target"))?)?;
+        let max = get(redrive, "maxReceiveCount").and_then(scalar).ok_or_else(|| anyhow!("{id}: redrive without maxReceiveCount"))?;
+        let dlq_arn = &stack.queues.get(&dlq).ok_or_else(|| anyhow!("{id}: unknown DLQ {dlq}"))?.arn;
+        let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max.parse::<u32>()?});
+        sqs.set_queue_attributes()
+            .queue_url(stack.queue_url(id)?)
+            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+            .send()
+            .await?;
+    }
+
+    for (id, r) in template.of_kind("AWS::DynamoDB::Table") {
+        let name = format!("{prefix}-{id}");
+        let p = &r.properties;
+        let defs = get(p, "AttributeDefinitions").and_then(Value::as_sequence).cloned().unwrap_or_default();
+        let mut req = ddb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+        for d in defs {
+            let n = get(&d, "AttributeName").and_then(scalar).unwrap_or_default();
+            let t = get(&d, "AttributeType").and_then(scalar).unwrap_or_default();
+            req = req.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(n)
+                    .attribute_type(ScalarAttributeType::from(t.as_str()))
+                    .build()?,
+            );
+        }
+        req = req.set_key_schema(Some(key_schema(get(p, "KeySchema"))?));
+        for g in get(p, "GlobalSecondaryIndexes").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+            let proj = get(&g, "Projection")
+                .and_then(|p| get(p, "ProjectionType"))
+                .and_then(scalar)
+                .unwrap_or_else(|| "ALL".into());
+            req = req.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(get(&g, "IndexName").and_then(scalar).unwrap_or_default())
+                    .set_key_schema(Some(key_schema(get(&g, "KeySchema"))?))
+                    .projection(Projection::builder().projection_type(ProjectionType::from(proj.as_str())).build())
+                    .build()?,
+            );
+        }
+        req.send().await.with_context(|| format!("creating table {name}"))?;
+        stack.tables.insert(id.clone(), name);
+    }
+
+    for (id, _) in template.of_kind("AWS::S3::Bucket") {
+        let name = format!("{prefix}-{id}").to_ascii_lowercase();
+        s3.create_bucket().bucket(&name).send().await.with_context(|| format!("creating bucket {name}"))?;
+        stack.buckets.insert(id.clone(), name);
+    }
+    Ok(stack)
+}
+
+fn key_schema(v: Option<&Value>) -> Result<Vec<KeySchemaElement>> {
+    v.and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("KeySchema missing"))?
+        .iter()
+        .map(|k| {
+            let name = get(k, "AttributeName").and_then(scalar).unwrap_or_default();
+            let kind = get(k, "KeyType").and_then(scalar).unwrap_or_default();
+            Ok(KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(KeyType::from(kind.as_str()))
+                .build()?)
+        })
+        .collect()
+}

@@ -1,0 +1,436 @@
+//! A local stand-in for the Lambda service and its SQS event source mapping.
+//!
+//! For each function in the template it serves the Lambda Runtime API on
+//! 127.0.0.1, starts the real function binary against it (and restarts it
+//! when it dies), long-polls the function's queues with the template's batch
+//! size, invokes with real `SqsEvent` JSON, deletes the messages the
+//! `SqsBatchResponse` does not list as failures, and leaves the rest to
+//! their visibility timeout.
+
+use crate::provision::Stack;
+use crate::template::{FunctionSpec, Template, resolve};
+use anyhow::{Context, Result};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// How the runner starts functions.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Where the function binaries are (e.g. `target/debug`).
+    pub binaries_dir: PathBuf,
+    /// Where each function's stdout/stderr goes.
+    pub log_dir: PathBuf,
+    /// Extra or replaced environment variables for every function.
+    pub env_overrides: BTreeMap<String, String>,
+    /// Long-poll wait per receive.
+    pub poll_wait_secs: i32,
+}
+
+type Reply = std::result::Result<Bytes, String>;
+
+struct Invocation {
+    id: String,
+    payload: String,
+    deadline_ms: u64,
+}
+
+/// One function: its Runtime API endpoint and its process.
+pub struct FunctionHost {
+    spec: FunctionSpec,
+    arn: String,
+    tx: mpsc::Sender<Invocation>,
+    rx: Mutex<mpsc::Receiver<Invocation>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    spawned_at: Mutex<Option<Instant>>,
+    pid: Mutex<Option<u32>>,
+    /// Completed invocations, for tests and the demo.
+    pub invocations: std::sync::atomic::AtomicU64,
+}
+
+impl FunctionHost {
+    /// The binary name.
+    pub fn name(&self) -> &str {
+        &self.spec.binary
+    }
+
+    async fn invoke(&self, payload: String) -> Reply {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.pending.lock().await.insert(id.clone(), reply_tx);
+        let timeout = Duration::from_secs(self.spec.timeout_secs);
+        let deadline_ms = (std::time::SystemTime::now() + timeout)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        if self.tx.send(Invocation { id: id.clone(), payload, deadline_ms }).await.is_err() {
+            return Err("runner is shutting down".into());
+        }
+        match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err("function process exited during the invocation".into()),
+            Err(_) => {
+                self.pending.lock().await.remove(&id);
+                warn!(function = %self.spec.binary, "invocation timed out; restarting the process");
+                self.kill().await;
+                Err(format!("Task timed out after {} seconds", self.spec.timeout_secs))
+            }
+        }
+    }
+
+    /// Kills the current process (the supervisor starts a new one), as
+    /// Lambda does with a timed-out or crashed execution environment.
+    pub async fn kill(&self) {
+        if let Some(pid) = *self.pid.lock().await {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .await;
+        }
+    }
+}
+
+/// The running local Lambda service.
+pub struct Runner {
+    pub hosts: Vec<Arc<FunctionHost>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Starts every function of the template and its pollers.
+    pub async fn start(
+        sdk: &aws_config::SdkConfig,
+        template: &Template,
+        stack: &Stack,
+        config: RunnerConfig,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&config.log_dir)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let region = crate::region(sdk);
+        let mut hosts = Vec::new();
+        let mut tasks = Vec::new();
+        for spec in template.functions()? {
+            let mut env = BTreeMap::new();
+            for (k, v) in &spec.env {
+                env.insert(k.clone(), resolve(v, &|id, attr| stack.lookup(id, attr))?);
+            }
+            env.extend(config.env_overrides.clone());
+            let (tx, rx) = mpsc::channel(16);
+            let host = Arc::new(FunctionHost {
+                arn: format!("arn:aws:lambda:{region}:123456789012:function:{}-{}", stack.prefix, spec.logical_id),
+                spec: spec.clone(),
+                tx,
+                rx: Mutex::new(rx),
+                pending: Mutex::new(HashMap::new()),
+                spawned_at: Mutex::new(None),
+                pid: Mutex::new(None),
+                invocations: 0.into(),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let app = axum::Router::new()
+                .route("/2018-06-01/runtime/invocation/next", get(next))
+                .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+                .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+                .route("/2018-06-01/runtime/init/error", post(init_error))
+                .with_state(host.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            }));
+            tasks.push(tokio::spawn(supervise(
+                host.clone(),
+                addr,
+                env,
+                config.clone(),
+                region.clone(),
+                shutdown_rx.clone(),
+            )));
+            for source in &spec.sources {
+                let queue = stack
+                    .queues
+                    .get(&source.queue)
+                    .with_context(|| format!("{} polls unknown queue {}", spec.logical_id, source.queue))?
+                    .clone();
+                tasks.push(tokio::spawn(poll(
+                    host.clone(),
+                    sqs.clone(),
+                    queue.url,
+                    queue.arn,
+                    source.batch_size,
+                    config.poll_wait_secs,
+                    region.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
+            hosts.push(host);
+        }
+        Ok(Self { hosts, shutdown, tasks })
+    }
+
+    /// The host of a function binary.
+    pub fn host(&self, binary: &str) -> Option<&Arc<FunctionHost>> {
+        self.hosts.iter().find(|h| h.spec.binary == binary)
+    }
+
+    /// Stops pollers and kills every function process.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for h in &self.hosts {
+            h.kill().await;
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+async fn supervise(
+    host: Arc<FunctionHost>,
+    addr: SocketAddr,
+    env: BTreeMap<String, String>,
+    config: RunnerConfig,
+    region: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let binary = config.binaries_dir.join(&host.spec.binary);
+    let log_path = config.log_dir.join(format!("{}.log", host.spec.binary));
+    while !*shutdown.borrow() {
+        let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot open function log");
+                return;
+            }
+        };
+        let mut cmd = tokio::process::Command::new(&binary);
+        cmd.env_clear()
+            .envs(std::env::vars().filter(|(k, _)| {
+                k == "PATH" || k == "HOME" || k.starts_with("AWS_") || k == "RUST_LOG" || k == "RUST_BACKTRACE"
+            }))
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", &host.spec.logical_id)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", host.spec.memory_mb.to_string())
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_REGION", &region)
+            .env("LOG_FORMAT", "text")
+            .envs(&env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            cmd.env("AWS_ACCESS_KEY_ID", crate::TEST_ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", crate::TEST_ACCESS_KEY);
+        }
+        match log.try_clone() {
+            Ok(out) => {
+                cmd.stdout(out).stderr(log);
+            }
+            Err(_) => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(binary = %binary.display(), error = %e, "cannot start function; build it with `cargo build --bins`");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        *host.pid.lock().await = child.id();
+        *host.spawned_at.lock().await = Some(Instant::now());
+        tokio::select! {
+            status = child.wait() => {
+                warn!(function = %host.spec.binary, ?status, "function process exited; restarting");
+                *host.pid.lock().await = None;
+                for (_, reply) in host.pending.lock().await.drain() {
+                    let _ = reply.send(Err("function process exited".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = shutdown.changed() => {
+                let _ = child.kill().await;
+                return;
+            }
+        }
+    }
+}
+
+async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
+    if let Some(spawned) = host.spawned_at.lock().await.take() {
+        info!(function = %host.spec.binary, init_ms = spawned.elapsed().as_millis() as u64, "cold start");
+    }
+    let inv = host.rx.lock().await.recv().await;
+    let Some(inv) = inv else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    let mut put = |k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            headers.insert(k, v);
+        }
+    };
+    put("lambda-runtime-aws-request-id", &inv.id);
+    put("lambda-runtime-deadline-ms", &inv.deadline_ms.to_string());
+    put("lambda-runtime-invoked-function-arn", &host.arn);
+    put("lambda-runtime-trace-id", &format!("Root=1-{}", inv.id));
+    put("content-type", "application/json");
+    (headers, inv.payload).into_response()
+}
+
+async fn response(State(host): State<Arc<FunctionHost>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    if let Some(reply) = host.pending.lock().await.remove(&id) {
+        let _ = reply.send(Ok(body));
+    }
+    StatusCode::ACCEPTED
+}
+
+async fn error(State(host): State<Arc<FunctionHost>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    if let Some(reply) = host.pending.lock().await.remove(&id) {
+        let _ = reply.send(Err(String::from_utf8_lossy(&body).into_owned()));
+    }
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State(host): State<Arc<FunctionHost>>, body: Bytes) -> StatusCode {
+    warn!(function = %host.spec.binary, error = %String::from_utf8_lossy(&body), "init error");
+    StatusCode::ACCEPTED
+}
+
+/// The Lambda JSON form of one SQS message.
+pub fn lambda_record(m: &Message, arn: &str, region: &str) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = m
+        .attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.clone().into()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let message_attributes: serde_json::Map<String, serde_json::Value> = m
+        .message_attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::json!({
+                            "stringValue": v.string_value(),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": v.data_type(),
+                        }),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "messageId": m.message_id(),
+        "receiptHandle": m.receipt_handle(),
+        "body": m.body(),
+        "attributes": attributes,
+        "messageAttributes": message_attributes,
+        "md5OfBody": m.md5_of_body(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": region,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn poll(
+    host: Arc<FunctionHost>,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    arn: String,
+    batch_size: i32,
+    wait: i32,
+    region: String,
+    shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let received = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(batch_size.clamp(1, 10))
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                if !*shutdown.borrow() {
+                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), queue = %url, "receive failed");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<_> = messages.iter().map(|m| lambda_record(m, &arn, &region)).collect();
+        let event = serde_json::json!({ "Records": records }).to_string();
+        let started = Instant::now();
+        let reply = host.invoke(event).await;
+        host.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let failed: Vec<String> = match &reply {
+            Ok(body) => match serde_json::from_slice::<aws_lambda_events::sqs::SqsBatchResponse>(body) {
+                Ok(r) => r.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+                // A null or empty response means the whole batch succeeded.
+                Err(_) if body.is_empty() || body.as_ref() == b"null" => Vec::new(),
+                Err(e) => {
+                    warn!(error = %e, "unreadable batch response; treating the batch as failed");
+                    messages.iter().filter_map(|m| m.message_id.clone()).collect()
+                }
+            },
+            Err(_) => messages.iter().filter_map(|m| m.message_id.clone()).collect(),
+        };
+        info!(
+            function = %host.spec.binary,
+            records = messages.len(),
+            failures = failed.len(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            error = reply.as_ref().err().map(String::as_str).unwrap_or(""),
+            "invocation"
+        );
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty()
+            && let Err(e) = sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await
+        {
+            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed; messages will be redelivered");
+        }
+    }
+}

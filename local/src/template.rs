@@ -1,0 +1,217 @@
+//! Reads `template.yaml`, the single source of truth for resource
+//! attributes, and resolves the intrinsics the local stack needs.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_norway::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A parsed SAM template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub parameters: BTreeMap<String, String>,
+    pub resources: BTreeMap<String, Resource>,
+    pub global_env: BTreeMap<String, Value>,
+    pub global_timeout: u64,
+    pub global_memory: u64,
+}
+
+/// One resource: its type and properties (raw YAML, tags kept).
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub kind: String,
+    pub properties: Value,
+    pub metadata: Value,
+}
+
+/// An SQS event source of a function.
+#[derive(Debug, Clone)]
+pub struct SqsSource {
+    pub queue: String,
+    pub batch_size: i32,
+}
+
+/// A function as the runner needs it.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub binary: String,
+    pub timeout_secs: u64,
+    pub memory_mb: u64,
+    pub env: BTreeMap<String, Value>,
+    pub sources: Vec<SqsSource>,
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_mapping()?.get(Value::String(key.into()))
+}
+
+fn str_map(v: Option<&Value>) -> BTreeMap<String, Value> {
+    v.and_then(Value::as_mapping)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Template {
+    /// Loads and parses a template file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// Parses template text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let doc: Value = serde_norway::from_str(text).context("template.yaml is not YAML")?;
+        let parameters = str_map(get(&doc, "Parameters"))
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = get(&v, "Default")?;
+                let text = match d {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return None,
+                };
+                Some((k, text))
+            })
+            .collect();
+        let resources = str_map(get(&doc, "Resources"))
+            .into_iter()
+            .map(|(k, v)| {
+                let kind = get(&v, "Type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let properties = get(&v, "Properties").cloned().unwrap_or(Value::Null);
+                let metadata = get(&v, "Metadata").cloned().unwrap_or(Value::Null);
+                (
+                    k,
+                    Resource {
+                        kind,
+                        properties,
+                        metadata,
+                    },
+                )
+            })
+            .collect();
+        let globals = get(&doc, "Globals").and_then(|g| get(g, "Function"));
+        let global_env = str_map(
+            globals
+                .and_then(|g| get(g, "Environment"))
+                .and_then(|e| get(e, "Variables")),
+        );
+        let num = |key| {
+            globals
+                .and_then(|g| get(g, key))
+                .and_then(Value::as_u64)
+        };
+        Ok(Self {
+            parameters,
+            resources,
+            global_env,
+            global_timeout: num("Timeout").unwrap_or(3),
+            global_memory: num("MemorySize").unwrap_or(128),
+        })
+    }
+
+    /// Logical ids of resources of one type, sorted.
+    pub fn of_kind(&self, kind: &str) -> Vec<(&String, &Resource)> {
+        self.resources.iter().filter(|(_, r)| r.kind == kind).collect()
+    }
+
+    /// The functions with their binaries, settings and SQS sources.
+    pub fn functions(&self) -> Result<Vec<FunctionSpec>> {
+        let mut out = Vec::new();
+        for (id, r) in self.of_kind("AWS::Serverless::Function") {
+            let binary = get(&r.metadata, "BuildProperties")
+                .and_then(|b| get(b, "Binary"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{id} has no Metadata.BuildProperties.Binary"))?
+                .to_owned();
+            let p = &r.properties;
+            let mut env = self.global_env.clone();
+            env.extend(str_map(
+                get(p, "Environment").and_then(|e| get(e, "Variables")),
+            ));
+            let mut sources = Vec::new();
+            for (name, ev) in str_map(get(p, "Events")) {
+                if get(&ev, "Type").and_then(Value::as_str) != Some("SQS") {
+                    continue;
+                }
+                let props = get(&ev, "Properties").ok_or_else(|| anyhow!("{id}.{name} has no Properties"))?;
+                let queue = getatt_target(get(props, "Queue").ok_or_else(|| anyhow!("{id}.{name} has no Queue"))?)?;
+                let batch_size = get(props, "BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32;
+                let types = get(props, "FunctionResponseTypes")
+                    .and_then(Value::as_sequence)
+                    .map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                if !types.contains(&"ReportBatchItemFailures") {
+                    bail!("{id}.{name} must set FunctionResponseTypes: [ReportBatchItemFailures]");
+                }
+                sources.push(SqsSource { queue, batch_size });
+            }
+            out.push(FunctionSpec {
+                logical_id: id.clone(),
+                binary,
+                timeout_secs: get(p, "Timeout").and_then(Value::as_u64).unwrap_or(self.global_timeout),
+                memory_mb: get(p, "MemorySize").and_then(Value::as_u64).unwrap_or(self.global_memory),
+                env,
+                sources,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The logical id in `!GetAtt X.Arn`.
+pub fn getatt_target(v: &Value) -> Result<String> {
+    match v {
+        Value::Tagged(t) if t.tag == "GetAtt" => {
+            let s = t.value.as_str().ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
+            Ok(s.split('.').next().unwrap_or(s).to_owned())
+        }
+        other => bail!("expected !GetAtt X.Arn, got {other:?}"),
+    }
+}
+
+/// Resolves `!Ref`, `!GetAtt` and plain scalars through `lookup`, which
+/// gets (logical id, attribute or None for Ref).
+pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Tagged(t) if t.tag == "Ref" => {
+            let id = t.value.as_str().ok_or_else(|| anyhow!("!Ref needs a string"))?;
+            lookup(id, None).ok_or_else(|| anyhow!("cannot resolve !Ref {id}"))
+        }
+        Value::Tagged(t) if t.tag == "GetAtt" => {
+            let s = t.value.as_str().ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
+            let (id, attr) = s.split_once('.').ok_or_else(|| anyhow!("bad !GetAtt {s}"))?;
+            lookup(id, Some(attr)).ok_or_else(|| anyhow!("cannot resolve !GetAtt {s}"))
+        }
+        other => bail!("unsupported value in template: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_project_template() {
+        let t = Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
+            .expect("template parses");
+        let fns = t.functions().expect("functions");
+        let deliver = fns.iter().find(|f| f.binary == "deliver").expect("deliver");
+        assert_eq!(deliver.sources.len(), 3);
+        assert!(deliver.sources.iter().all(|s| s.batch_size == 10));
+        assert!(deliver.env.contains_key("TARGETS_TABLE"));
+        assert_eq!(t.parameters.get("RetryScheduleSeconds").map(String::as_str), Some("300,900,3600"));
+    }
+}
