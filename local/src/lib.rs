@@ -5,7 +5,9 @@
 
 pub mod provision;
 pub mod runner;
+pub mod seed;
 pub mod sinks;
+pub mod stack;
 pub mod template;
 
 use anyhow::{Context, Result};

@@ -1,0 +1,40 @@
+# report-delivery: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+MOTO_PORT ?= 4566
+export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(MOTO_PORT)
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_REGION ?= us-east-1
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+export MOTO_PORT
+
+.PHONY: demo test check lint unit it venv moto-start moto-stop build clean
+
+## demo: run one sample execution through the whole local stack
+demo: build
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; ./target/debug/local demo
+
+## test: every check CI runs (fmt, clippy, template lint, unit, integration, end to end)
+test: venv
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; $(MAKE) --no-print-directory check
+
+check: lint build
+	cargo test --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	.venv/bin/cfn-lint template.yaml
+	.venv/bin/sam validate --lint --template template.yaml
+
+build:
+	cargo build --workspace --bins
+
+venv:
+	@bash scripts/venv.sh
+
+clean:
+	rm -rf .local target

@@ -1,0 +1,205 @@
+//! One local stack end to end: provisioned resources, stores, a webhook
+//! sink and the runner. Used by the demo and the end-to-end tests.
+
+use crate::provision::{Stack, provision};
+use crate::runner::{Runner, RunnerConfig};
+use crate::sinks::WebhookSink;
+use crate::template::Template;
+use anyhow::{Context, Result, bail};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use shared::domain::DeliveryAttempt;
+use shared::handlers::deliver::is_settled;
+use shared::store::AttemptStore;
+use shared::store::dynamo::{DynamoStore, Tables};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The repository root (where `template.yaml` lives).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The directory holding the built function binaries: the nearest ancestor
+/// of this executable that contains `render`.
+pub fn binaries_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .find(|d| d.join("render").is_file())
+        .map(Path::to_path_buf)
+        .context("function binaries not found next to this executable; run `cargo build --bins` first")
+}
+
+/// A running local stack.
+pub struct LocalStack {
+    pub sdk: aws_config::SdkConfig,
+    pub template: Template,
+    pub stack: Stack,
+    pub store: DynamoStore,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub webhook: WebhookSink,
+    pub runner: Option<Runner>,
+    pub work_dir: PathBuf,
+}
+
+impl LocalStack {
+    /// Provisions a stack named `prefix` and starts the webhook sink;
+    /// captures and function logs go under `work_dir`.
+    pub async fn up(prefix: &str, work_dir: &Path) -> Result<Self> {
+        let sdk = crate::sdk_config().await?;
+        let template = Template::load(&project_root().join("template.yaml"))?;
+        let stack = provision(&sdk, &template, prefix).await?;
+        let tables = Tables {
+            targets: stack.table("TargetsTable")?.to_owned(),
+            attempts: stack.table("AttemptsTable")?.to_owned(),
+            executions: stack.table("ExecutionsTable")?.to_owned(),
+            connections: stack.table("ConnectionsTable")?.to_owned(),
+        };
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
+        let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
+        Ok(Self {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            s3: shared::aws::s3(&sdk),
+            sdk,
+            template,
+            stack,
+            store,
+            webhook,
+            runner: None,
+            work_dir: work_dir.to_owned(),
+        })
+    }
+
+    /// Starts the runner. Local stacks allow webhooks to 127.0.0.1 (the
+    /// sink) through the explicit setting; `overrides` add or replace more.
+    pub async fn start_runner(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
+        let mut env = BTreeMap::from([("ALLOW_PRIVATE_WEBHOOK_TARGETS".to_owned(), "true".to_owned())]);
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = RunnerConfig {
+            binaries_dir: binaries_dir()?,
+            log_dir: self.work_dir.join("logs"),
+            env_overrides: env,
+            poll_wait_secs: 1,
+        };
+        self.runner = Some(Runner::start(&self.sdk, &self.template, &self.stack, config).await?);
+        Ok(())
+    }
+
+    /// Loads a seed file, substituting `{{webhook_sink_url}}`.
+    pub async fn seed(&self, text: &str) -> Result<()> {
+        let vars = BTreeMap::from([("webhook_sink_url".to_owned(), self.webhook.url.clone())]);
+        let (connections, targets) = crate::seed::parse(text, &vars, true)?;
+        crate::seed::store(&connections, &targets, &self.store, &self.store).await
+    }
+
+    /// Puts a raw body on a queue by logical id.
+    pub async fn send(&self, queue: &str, body: &str) -> Result<()> {
+        self.sqs
+            .send_message()
+            .queue_url(self.stack.queue_url(queue)?)
+            .message_body(body)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `expected` attempts of the execution exist and all are
+    /// delivered or failed.
+    pub async fn wait_settled(&self, execution_id: &str, expected: usize, timeout: Duration) -> Result<Vec<DeliveryAttempt>> {
+        let start = Instant::now();
+        loop {
+            let attempts = self.store.by_execution(execution_id).await?;
+            if attempts.len() >= expected && attempts.iter().all(is_settled) {
+                return Ok(attempts);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "execution {execution_id} did not settle in {timeout:?}: {:?}",
+                    attempts.iter().map(|a| (&a.delivery_target_id, a.status)).collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Receives (and deletes) up to 10 messages from a queue, waiting up to
+    /// `wait` for the first. Returns (body, attributes) pairs.
+    pub async fn drain(&self, queue: &str, wait: Duration) -> Result<Vec<DrainedMessage>> {
+        let url = self.stack.queue_url(queue)?;
+        let start = Instant::now();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await?;
+            let messages = out.messages.unwrap_or_default();
+            if !messages.is_empty() || start.elapsed() >= wait {
+                let mut drained = Vec::new();
+                for m in messages {
+                    if let Some(h) = m.receipt_handle() {
+                        self.sqs.delete_message().queue_url(url).receipt_handle(h).send().await?;
+                    }
+                    drained.push(DrainedMessage {
+                        body: m.body().unwrap_or_default().to_owned(),
+                        attributes: m
+                            .message_attributes()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+                return Ok(drained);
+            }
+        }
+    }
+
+    /// Approximate visible + in-flight messages on a queue.
+    pub async fn depth(&self, queue: &str) -> Result<u64> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.stack.queue_url(queue)?)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await?;
+        let attrs = out.attributes.unwrap_or_default();
+        let n = |k: &QueueAttributeName| attrs.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(n(&QueueAttributeName::ApproximateNumberOfMessages) + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Reads an object from the reports bucket.
+    pub async fn object(&self, key: &str) -> Result<Vec<u8>> {
+        let bucket = self.stack.buckets.get("ReportsBucket").context("no ReportsBucket")?;
+        let out = self.s3.get_object().bucket(bucket).key(key).send().await?;
+        Ok(out.body.collect().await?.into_bytes().to_vec())
+    }
+
+    /// Stops the runner.
+    pub async fn down(mut self) {
+        if let Some(r) = self.runner.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// A message taken off a queue.
+#[derive(Debug, Clone)]
+pub struct DrainedMessage {
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+}
