@@ -30,7 +30,8 @@ pub fn endpoint() -> Result<String> {
 /// and region filled in when absent, always pointed at moto.
 pub async fn sdk_config() -> Result<aws_config::SdkConfig> {
     let endpoint = endpoint()?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
             TEST_ACCESS_KEY,
@@ -40,7 +41,8 @@ pub async fn sdk_config() -> Result<aws_config::SdkConfig> {
             "local",
         ));
     }
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
         loader = loader.region(aws_config::Region::new(DEFAULT_REGION));
     }
     Ok(loader.load().await)

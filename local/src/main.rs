@@ -15,7 +15,10 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "local=info,warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "local=info,warn".into()),
+        )
         .with_target(false)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,35 +30,56 @@ async fn main() -> Result<()> {
 
 async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> {
     let root = project_root();
-    let execution_path = execution.map(Into::into).unwrap_or_else(|| root.join("events/execution-completed.json"));
-    let targets_path = targets.map(Into::into).unwrap_or_else(|| root.join("events/targets.json"));
-    let body = std::fs::read_to_string(&execution_path).with_context(|| format!("reading {}", execution_path.display()))?;
-    let ExecutionMessage::CompletedV1(msg) = serde_json::from_str(&body).context("the execution event is not valid")?;
+    let execution_path = execution
+        .map(Into::into)
+        .unwrap_or_else(|| root.join("events/execution-completed.json"));
+    let targets_path = targets
+        .map(Into::into)
+        .unwrap_or_else(|| root.join("events/targets.json"));
+    let body = std::fs::read_to_string(&execution_path)
+        .with_context(|| format!("reading {}", execution_path.display()))?;
+    let ExecutionMessage::CompletedV1(msg) =
+        serde_json::from_str(&body).context("the execution event is not valid")?;
     let work = root.join(".local/demo");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
 
     let prefix = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    println!("==> provisioning stack {prefix} in moto ({}) from template.yaml", local::endpoint()?);
+    println!(
+        "==> provisioning stack {prefix} in moto ({}) from template.yaml",
+        local::endpoint()?
+    );
     let mut stack = LocalStack::up(&prefix, &work).await?;
     stack.seed(&std::fs::read_to_string(&targets_path)?).await?;
     println!("==> webhook receiver listening on {}", stack.webhook.url);
     stack.start_runner(&[]).await?;
-    println!("==> functions running behind the local Lambda runtime API; logs in {}", work.join("logs").display());
+    println!(
+        "==> functions running behind the local Lambda runtime API; logs in {}",
+        work.join("logs").display()
+    );
     stack.send("ExecutionsQueue", &body).await?;
-    println!("==> sent {} ({}) to ExecutionsQueue", msg.execution_id, execution_path.display());
+    println!(
+        "==> sent {} ({}) to ExecutionsQueue",
+        msg.execution_id,
+        execution_path.display()
+    );
 
     let mut expected = 0;
     let mut cursor = None;
     loop {
-        let page = stack.store.active_targets(&msg.report_id, None, cursor, 100).await?;
+        let page = stack
+            .store
+            .active_targets(&msg.report_id, None, cursor, 100)
+            .await?;
         expected += page.items.len();
         cursor = page.next;
         if cursor.is_none() {
             break;
         }
     }
-    let attempts = stack.wait_settled(&msg.execution_id, expected, Duration::from_secs(90)).await;
+    let attempts = stack
+        .wait_settled(&msg.execution_id, expected, Duration::from_secs(90))
+        .await;
     let execution = stack.store.get_execution(&msg.execution_id).await?;
     let result = report(&stack, &msg.execution_id, attempts, execution, &work).await;
     stack.down().await;
@@ -74,17 +98,28 @@ async fn report(
     let pdf_path = work.join(format!("{execution_id}.pdf"));
     std::fs::write(&pdf_path, stack.object(&execution.pdf.key).await?)?;
     println!();
-    println!("Execution {execution_id}: {} rows rendered at {}", execution.row_count, execution.rendered_at);
+    println!(
+        "Execution {execution_id}: {} rows rendered at {}",
+        execution.row_count, execution.rendered_at
+    );
     println!(
         "  PDF  s3://{}/{}  ({} bytes, sha256 {})",
-        stack.stack.buckets.get("ReportsBucket").map(String::as_str).unwrap_or("?"),
+        stack
+            .stack
+            .buckets
+            .get("ReportsBucket")
+            .map(String::as_str)
+            .unwrap_or("?"),
         execution.pdf.key,
         execution.pdf.size,
         execution.pdf.sha256
     );
     println!("       copy: {}", pdf_path.display());
     println!();
-    println!("{:<24} {:<8} {:<10} {:>7} {:>12}  detail", "target", "channel", "status", "retries", "queued→done");
+    println!(
+        "{:<24} {:<8} {:<10} {:>7} {:>12}  detail",
+        "target", "channel", "status", "retries", "queued→done"
+    );
     let mut failed = 0;
     for a in &attempts {
         let took = a
@@ -93,7 +128,10 @@ async fn report(
             .map(|t| format!("{} ms", t.millis_since(a.created_at)))
             .unwrap_or_default();
         let detail = match (&a.status, &a.last_error) {
-            (AttemptStatus::Delivered, _) => format!("delivered at {}", a.delivered_at.map(|t| t.to_string()).unwrap_or_default()),
+            (AttemptStatus::Delivered, _) => format!(
+                "delivered at {}",
+                a.delivered_at.map(|t| t.to_string()).unwrap_or_default()
+            ),
             (_, Some(e)) => format!("{:?} {}: {}", e.category, e.code, e.message),
             _ => String::new(),
         };
@@ -112,7 +150,11 @@ async fn report(
     }
     println!();
     println!("Captured payloads:");
-    println!("  webhook: {} request(s) in {}", stack.webhook.received().len(), work.join("captures/webhook").display());
+    println!(
+        "  webhook: {} request(s) in {}",
+        stack.webhook.received().len(),
+        work.join("captures/webhook").display()
+    );
     if failed > 0 {
         bail!("{failed} deliveries did not succeed");
     }

@@ -91,7 +91,11 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// Provisions every queue, table and bucket of `template` in moto.
-pub async fn provision(config: &aws_config::SdkConfig, template: &Template, prefix: &str) -> Result<Stack> {
+pub async fn provision(
+    config: &aws_config::SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<Stack> {
     let sqs = aws_sdk_sqs::Client::new(config);
     let ddb = aws_sdk_dynamodb::Client::new(config);
     let s3 = shared::aws::s3(config);
@@ -110,15 +114,26 @@ pub async fn provision(config: &aws_config::SdkConfig, template: &Template, pref
         let mut req = sqs.create_queue().queue_name(&name);
         for (key, attr) in [
             ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-            ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+            (
+                "MessageRetentionPeriod",
+                QueueAttributeName::MessageRetentionPeriod,
+            ),
             ("DelaySeconds", QueueAttributeName::DelaySeconds),
-            ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+            (
+                "ReceiveMessageWaitTimeSeconds",
+                QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+            ),
         ] {
             if let Some(v) = get(&r.properties, key).and_then(scalar) {
                 req = req.attributes(attr, v);
             }
         }
-        let url = req.send().await.with_context(|| format!("creating queue {name}"))?.queue_url.unwrap_or_default();
+        let url = req
+            .send()
+            .await
+            .with_context(|| format!("creating queue {name}"))?
+            .queue_url
+            .unwrap_or_default();
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(&url)
@@ -129,15 +144,26 @@ pub async fn provision(config: &aws_config::SdkConfig, template: &Template, pref
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or_else(|| anyhow!("queue {name} has no ARN"))?;
-        stack.queues.insert((*id).clone(), QueueInfo { name, url, arn });
+        stack
+            .queues
+            .insert((*id).clone(), QueueInfo { name, url, arn });
     }
     for (id, r) in &queues {
         let Some(redrive) = get(&r.properties, "RedrivePolicy") else {
             continue;
         };
-        let dlq = getatt_target(get(redrive, "deadLetterTargetArn").ok_or_else(|| anyhow!("{id}: redrive without target"))?)?;
-        let max = get(redrive, "maxReceiveCount").and_then(scalar).ok_or_else(|| anyhow!("{id}: redrive without maxReceiveCount"))?;
-        let dlq_arn = &stack.queues.get(&dlq).ok_or_else(|| anyhow!("{id}: unknown DLQ {dlq}"))?.arn;
+        let dlq = getatt_target(
+            get(redrive, "deadLetterTargetArn")
+                .ok_or_else(|| anyhow!("{id}: redrive without target"))?,
+        )?;
+        let max = get(redrive, "maxReceiveCount")
+            .and_then(scalar)
+            .ok_or_else(|| anyhow!("{id}: redrive without maxReceiveCount"))?;
+        let dlq_arn = &stack
+            .queues
+            .get(&dlq)
+            .ok_or_else(|| anyhow!("{id}: unknown DLQ {dlq}"))?
+            .arn;
         let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max.parse::<u32>()?});
         sqs.set_queue_attributes()
             .queue_url(stack.queue_url(id)?)
@@ -149,11 +175,21 @@ pub async fn provision(config: &aws_config::SdkConfig, template: &Template, pref
     for (id, r) in template.of_kind("AWS::DynamoDB::Table") {
         let name = format!("{prefix}-{id}");
         let p = &r.properties;
-        let defs = get(p, "AttributeDefinitions").and_then(Value::as_sequence).cloned().unwrap_or_default();
-        let mut req = ddb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+        let defs = get(p, "AttributeDefinitions")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        let mut req = ddb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest);
         for d in defs {
-            let n = get(&d, "AttributeName").and_then(scalar).unwrap_or_default();
-            let t = get(&d, "AttributeType").and_then(scalar).unwrap_or_default();
+            let n = get(&d, "AttributeName")
+                .and_then(scalar)
+                .unwrap_or_default();
+            let t = get(&d, "AttributeType")
+                .and_then(scalar)
+                .unwrap_or_default();
             req = req.attribute_definitions(
                 AttributeDefinition::builder()
                     .attribute_name(n)
@@ -162,7 +198,11 @@ pub async fn provision(config: &aws_config::SdkConfig, template: &Template, pref
             );
         }
         req = req.set_key_schema(Some(key_schema(get(p, "KeySchema"))?));
-        for g in get(p, "GlobalSecondaryIndexes").and_then(Value::as_sequence).cloned().unwrap_or_default() {
+        for g in get(p, "GlobalSecondaryIndexes")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+        {
             let proj = get(&g, "Projection")
                 .and_then(|p| get(p, "ProjectionType"))
                 .and_then(scalar)
@@ -171,17 +211,27 @@ pub async fn provision(config: &aws_config::SdkConfig, template: &Template, pref
                 GlobalSecondaryIndex::builder()
                     .index_name(get(&g, "IndexName").and_then(scalar).unwrap_or_default())
                     .set_key_schema(Some(key_schema(get(&g, "KeySchema"))?))
-                    .projection(Projection::builder().projection_type(ProjectionType::from(proj.as_str())).build())
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::from(proj.as_str()))
+                            .build(),
+                    )
                     .build()?,
             );
         }
-        req.send().await.with_context(|| format!("creating table {name}"))?;
+        req.send()
+            .await
+            .with_context(|| format!("creating table {name}"))?;
         stack.tables.insert(id.clone(), name);
     }
 
     for (id, _) in template.of_kind("AWS::S3::Bucket") {
         let name = format!("{prefix}-{id}").to_ascii_lowercase();
-        s3.create_bucket().bucket(&name).send().await.with_context(|| format!("creating bucket {name}"))?;
+        s3.create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {name}"))?;
         stack.buckets.insert(id.clone(), name);
     }
     Ok(stack)

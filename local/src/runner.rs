@@ -75,7 +75,16 @@ impl FunctionHost {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        if self.tx.send(Invocation { id: id.clone(), payload, deadline_ms }).await.is_err() {
+        if self
+            .tx
+            .send(Invocation {
+                id: id.clone(),
+                payload,
+                deadline_ms,
+            })
+            .await
+            .is_err()
+        {
             return Err("runner is shutting down".into());
         }
         match tokio::time::timeout(timeout, reply_rx).await {
@@ -85,7 +94,10 @@ impl FunctionHost {
                 self.pending.lock().await.remove(&id);
                 warn!(function = %self.spec.binary, "invocation timed out; restarting the process");
                 self.kill().await;
-                Err(format!("Task timed out after {} seconds", self.spec.timeout_secs))
+                Err(format!(
+                    "Task timed out after {} seconds",
+                    self.spec.timeout_secs
+                ))
             }
         }
     }
@@ -131,7 +143,10 @@ impl Runner {
             env.extend(config.env_overrides.clone());
             let (tx, rx) = mpsc::channel(16);
             let host = Arc::new(FunctionHost {
-                arn: format!("arn:aws:lambda:{region}:123456789012:function:{}-{}", stack.prefix, spec.logical_id),
+                arn: format!(
+                    "arn:aws:lambda:{region}:123456789012:function:{}-{}",
+                    stack.prefix, spec.logical_id
+                ),
                 spec: spec.clone(),
                 tx,
                 rx: Mutex::new(rx),
@@ -144,7 +159,10 @@ impl Runner {
             let addr = listener.local_addr()?;
             let app = axum::Router::new()
                 .route("/2018-06-01/runtime/invocation/next", get(next))
-                .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+                .route(
+                    "/2018-06-01/runtime/invocation/{id}/response",
+                    post(response),
+                )
                 .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
                 .route("/2018-06-01/runtime/init/error", post(init_error))
                 .with_state(host.clone());
@@ -168,7 +186,9 @@ impl Runner {
                 let queue = stack
                     .queues
                     .get(&source.queue)
-                    .with_context(|| format!("{} polls unknown queue {}", spec.logical_id, source.queue))?
+                    .with_context(|| {
+                        format!("{} polls unknown queue {}", spec.logical_id, source.queue)
+                    })?
                     .clone();
                 tasks.push(tokio::spawn(poll(
                     host.clone(),
@@ -183,7 +203,11 @@ impl Runner {
             }
             hosts.push(host);
         }
-        Ok(Self { hosts, shutdown, tasks })
+        Ok(Self {
+            hosts,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The host of a function binary.
@@ -214,7 +238,11 @@ async fn supervise(
     let binary = config.binaries_dir.join(&host.spec.binary);
     let log_path = config.log_dir.join(format!("{}.log", host.spec.binary));
     while !*shutdown.borrow() {
-        let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+        let log = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+        {
             Ok(f) => f,
             Err(e) => {
                 warn!(error = %e, "cannot open function log");
@@ -224,11 +252,18 @@ async fn supervise(
         let mut cmd = tokio::process::Command::new(&binary);
         cmd.env_clear()
             .envs(std::env::vars().filter(|(k, _)| {
-                k == "PATH" || k == "HOME" || k.starts_with("AWS_") || k == "RUST_LOG" || k == "RUST_BACKTRACE"
+                k == "PATH"
+                    || k == "HOME"
+                    || k.starts_with("AWS_")
+                    || k == "RUST_LOG"
+                    || k == "RUST_BACKTRACE"
             }))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &host.spec.logical_id)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", host.spec.memory_mb.to_string())
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                host.spec.memory_mb.to_string(),
+            )
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_REGION", &region)
             .env("LOG_FORMAT", "text")
@@ -296,14 +331,22 @@ async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
     (headers, inv.payload).into_response()
 }
 
-async fn response(State(host): State<Arc<FunctionHost>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+async fn response(
+    State(host): State<Arc<FunctionHost>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
     if let Some(reply) = host.pending.lock().await.remove(&id) {
         let _ = reply.send(Ok(body));
     }
     StatusCode::ACCEPTED
 }
 
-async fn error(State(host): State<Arc<FunctionHost>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+async fn error(
+    State(host): State<Arc<FunctionHost>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
     if let Some(reply) = host.pending.lock().await.remove(&id) {
         let _ = reply.send(Err(String::from_utf8_lossy(&body).into_owned()));
     }
@@ -390,22 +433,38 @@ async fn poll(
         if messages.is_empty() {
             continue;
         }
-        let records: Vec<_> = messages.iter().map(|m| lambda_record(m, &arn, &region)).collect();
+        let records: Vec<_> = messages
+            .iter()
+            .map(|m| lambda_record(m, &arn, &region))
+            .collect();
         let event = serde_json::json!({ "Records": records }).to_string();
         let started = Instant::now();
         let reply = host.invoke(event).await;
-        host.invocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        host.invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let failed: Vec<String> = match &reply {
-            Ok(body) => match serde_json::from_slice::<aws_lambda_events::sqs::SqsBatchResponse>(body) {
-                Ok(r) => r.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
-                // A null or empty response means the whole batch succeeded.
-                Err(_) if body.is_empty() || body.as_ref() == b"null" => Vec::new(),
-                Err(e) => {
-                    warn!(error = %e, "unreadable batch response; treating the batch as failed");
-                    messages.iter().filter_map(|m| m.message_id.clone()).collect()
+            Ok(body) => {
+                match serde_json::from_slice::<aws_lambda_events::sqs::SqsBatchResponse>(body) {
+                    Ok(r) => r
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect(),
+                    // A null or empty response means the whole batch succeeded.
+                    Err(_) if body.is_empty() || body.as_ref() == b"null" => Vec::new(),
+                    Err(e) => {
+                        warn!(error = %e, "unreadable batch response; treating the batch as failed");
+                        messages
+                            .iter()
+                            .filter_map(|m| m.message_id.clone())
+                            .collect()
+                    }
                 }
-            },
-            Err(_) => messages.iter().filter_map(|m| m.message_id.clone()).collect(),
+            }
+            Err(_) => messages
+                .iter()
+                .filter_map(|m| m.message_id.clone())
+                .collect(),
         };
         info!(
             function = %host.spec.binary,
@@ -428,7 +487,12 @@ async fn poll(
             })
             .collect();
         if !entries.is_empty()
-            && let Err(e) = sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await
+            && let Err(e) = sqs
+                .delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
         {
             warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed; messages will be redelivered");
         }

@@ -47,20 +47,29 @@ fn yes() -> bool {
 
 /// Replaces `{{name}}` placeholders.
 pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
-    vars.iter()
-        .fold(text.to_owned(), |acc, (k, v)| acc.replace(&format!("{{{{{k}}}}}"), v))
+    vars.iter().fold(text.to_owned(), |acc, (k, v)| {
+        acc.replace(&format!("{{{{{k}}}}}"), v)
+    })
 }
 
 /// Parses a seed file after substitution, validating every target config.
-pub fn parse(text: &str, vars: &BTreeMap<String, String>, allow_private_hosts: bool) -> Result<(Vec<ServiceConnection>, Vec<DeliveryTarget>)> {
-    let file: SeedFile = serde_json::from_str(&substitute(text, vars)).context("seed file is not valid")?;
+pub fn parse(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    allow_private_hosts: bool,
+) -> Result<(Vec<ServiceConnection>, Vec<DeliveryTarget>)> {
+    let file: SeedFile =
+        serde_json::from_str(&substitute(text, vars)).context("seed file is not valid")?;
     let connections = file
         .connections
         .into_iter()
         .map(|c| {
             let credentials = Credentials::from_parts(&c.kind, c.secrets)
                 .ok_or_else(|| anyhow!("connection {}: unknown kind or no secrets", c.id))?;
-            Ok(ServiceConnection { id: c.id, credentials })
+            Ok(ServiceConnection {
+                id: c.id,
+                credentials,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let now = Timestamp::now();

@@ -89,7 +89,10 @@ impl WebhookSink {
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.inner.lock().map(|i| i.received.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.received.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -99,7 +102,11 @@ impl Drop for WebhookSink {
     }
 }
 
-async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>, dir: Option<PathBuf>) -> Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    inner: Arc<Mutex<Inner>>,
+    dir: Option<PathBuf>,
+) -> Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let header_end = loop {
@@ -124,7 +131,10 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>, dir: Option<Path
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = buf[header_end..].to_vec();
     while body.len() < len {
         let n = stream.read(&mut chunk).await?;
@@ -156,7 +166,11 @@ async fn serve(mut stream: TcpStream, inner: Arc<Mutex<Inner>>, dir: Option<Path
         i.received.len()
     };
     if let Some(dir) = dir {
-        let id = record.headers.get("webhook-id").cloned().unwrap_or_default();
+        let id = record
+            .headers
+            .get("webhook-id")
+            .cloned()
+            .unwrap_or_default();
         let doc = serde_json::json!({
             "method": record.method,
             "path": record.path,

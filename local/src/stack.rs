@@ -31,7 +31,9 @@ pub fn binaries_dir() -> Result<PathBuf> {
         .skip(1)
         .find(|d| d.join("render").is_file())
         .map(Path::to_path_buf)
-        .context("function binaries not found next to this executable; run `cargo build --bins` first")
+        .context(
+            "function binaries not found next to this executable; run `cargo build --bins` first",
+        )
 }
 
 /// A running local stack.
@@ -78,8 +80,15 @@ impl LocalStack {
     /// Starts the runner. Local stacks allow webhooks to 127.0.0.1 (the
     /// sink) through the explicit setting; `overrides` add or replace more.
     pub async fn start_runner(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
-        let mut env = BTreeMap::from([("ALLOW_PRIVATE_WEBHOOK_TARGETS".to_owned(), "true".to_owned())]);
-        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut env = BTreeMap::from([(
+            "ALLOW_PRIVATE_WEBHOOK_TARGETS".to_owned(),
+            "true".to_owned(),
+        )]);
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let config = RunnerConfig {
             binaries_dir: binaries_dir()?,
             log_dir: self.work_dir.join("logs"),
@@ -110,7 +119,12 @@ impl LocalStack {
 
     /// Waits until `expected` attempts of the execution exist and all are
     /// delivered or failed.
-    pub async fn wait_settled(&self, execution_id: &str, expected: usize, timeout: Duration) -> Result<Vec<DeliveryAttempt>> {
+    pub async fn wait_settled(
+        &self,
+        execution_id: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Result<Vec<DeliveryAttempt>> {
         let start = Instant::now();
         loop {
             let attempts = self.store.by_execution(execution_id).await?;
@@ -120,7 +134,10 @@ impl LocalStack {
             if start.elapsed() > timeout {
                 bail!(
                     "execution {execution_id} did not settle in {timeout:?}: {:?}",
-                    attempts.iter().map(|a| (&a.delivery_target_id, a.status)).collect::<Vec<_>>()
+                    attempts
+                        .iter()
+                        .map(|a| (&a.delivery_target_id, a.status))
+                        .collect::<Vec<_>>()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -148,7 +165,12 @@ impl LocalStack {
                 let mut drained = Vec::new();
                 for m in messages {
                     if let Some(h) = m.receipt_handle() {
-                        self.sqs.delete_message().queue_url(url).receipt_handle(h).send().await?;
+                        self.sqs
+                            .delete_message()
+                            .queue_url(url)
+                            .receipt_handle(h)
+                            .send()
+                            .await?;
                     }
                     drained.push(DrainedMessage {
                         body: m.body().unwrap_or_default().to_owned(),
@@ -156,7 +178,9 @@ impl LocalStack {
                             .message_attributes()
                             .map(|a| {
                                 a.iter()
-                                    .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                                    .map(|(k, v)| {
+                                        (k.clone(), v.string_value().unwrap_or_default().to_owned())
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default(),
@@ -178,13 +202,23 @@ impl LocalStack {
             .send()
             .await?;
         let attrs = out.attributes.unwrap_or_default();
-        let n = |k: &QueueAttributeName| attrs.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Ok(n(&QueueAttributeName::ApproximateNumberOfMessages) + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+        let n = |k: &QueueAttributeName| {
+            attrs
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(n(&QueueAttributeName::ApproximateNumberOfMessages)
+            + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
     }
 
     /// Reads an object from the reports bucket.
     pub async fn object(&self, key: &str) -> Result<Vec<u8>> {
-        let bucket = self.stack.buckets.get("ReportsBucket").context("no ReportsBucket")?;
+        let bucket = self
+            .stack
+            .buckets
+            .get("ReportsBucket")
+            .context("no ReportsBucket")?;
         let out = self.s3.get_object().bucket(bucket).key(key).send().await?;
         Ok(out.body.collect().await?.into_bytes().to_vec())
     }
@@ -202,4 +236,11 @@ impl LocalStack {
 pub struct DrainedMessage {
     pub body: String,
     pub attributes: BTreeMap<String, String>,
+}
+
+impl LocalStack {
+    /// A raw DynamoDB client for tests that write malformed items.
+    pub fn sdk_dynamo(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
 }

@@ -59,8 +59,8 @@ fn str_map(v: Option<&Value>) -> BTreeMap<String, Value> {
 impl Template {
     /// Loads and parses a template file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text)
     }
 
@@ -105,11 +105,7 @@ impl Template {
                 .and_then(|g| get(g, "Environment"))
                 .and_then(|e| get(e, "Variables")),
         );
-        let num = |key| {
-            globals
-                .and_then(|g| get(g, key))
-                .and_then(Value::as_u64)
-        };
+        let num = |key| globals.and_then(|g| get(g, key)).and_then(Value::as_u64);
         Ok(Self {
             parameters,
             resources,
@@ -121,7 +117,10 @@ impl Template {
 
     /// Logical ids of resources of one type, sorted.
     pub fn of_kind(&self, kind: &str) -> Vec<(&String, &Resource)> {
-        self.resources.iter().filter(|(_, r)| r.kind == kind).collect()
+        self.resources
+            .iter()
+            .filter(|(_, r)| r.kind == kind)
+            .collect()
     }
 
     /// The functions with their binaries, settings and SQS sources.
@@ -143,9 +142,14 @@ impl Template {
                 if get(&ev, "Type").and_then(Value::as_str) != Some("SQS") {
                     continue;
                 }
-                let props = get(&ev, "Properties").ok_or_else(|| anyhow!("{id}.{name} has no Properties"))?;
-                let queue = getatt_target(get(props, "Queue").ok_or_else(|| anyhow!("{id}.{name} has no Queue"))?)?;
-                let batch_size = get(props, "BatchSize").and_then(Value::as_i64).unwrap_or(10) as i32;
+                let props = get(&ev, "Properties")
+                    .ok_or_else(|| anyhow!("{id}.{name} has no Properties"))?;
+                let queue = getatt_target(
+                    get(props, "Queue").ok_or_else(|| anyhow!("{id}.{name} has no Queue"))?,
+                )?;
+                let batch_size = get(props, "BatchSize")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(10) as i32;
                 let types = get(props, "FunctionResponseTypes")
                     .and_then(Value::as_sequence)
                     .map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>())
@@ -158,8 +162,12 @@ impl Template {
             out.push(FunctionSpec {
                 logical_id: id.clone(),
                 binary,
-                timeout_secs: get(p, "Timeout").and_then(Value::as_u64).unwrap_or(self.global_timeout),
-                memory_mb: get(p, "MemorySize").and_then(Value::as_u64).unwrap_or(self.global_memory),
+                timeout_secs: get(p, "Timeout")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(self.global_timeout),
+                memory_mb: get(p, "MemorySize")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(self.global_memory),
                 env,
                 sources,
             });
@@ -172,7 +180,10 @@ impl Template {
 pub fn getatt_target(v: &Value) -> Result<String> {
     match v {
         Value::Tagged(t) if t.tag == "GetAtt" => {
-            let s = t.value.as_str().ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
+            let s = t
+                .value
+                .as_str()
+                .ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
             Ok(s.split('.').next().unwrap_or(s).to_owned())
         }
         other => bail!("expected !GetAtt X.Arn, got {other:?}"),
@@ -187,12 +198,20 @@ pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>)
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
         Value::Tagged(t) if t.tag == "Ref" => {
-            let id = t.value.as_str().ok_or_else(|| anyhow!("!Ref needs a string"))?;
+            let id = t
+                .value
+                .as_str()
+                .ok_or_else(|| anyhow!("!Ref needs a string"))?;
             lookup(id, None).ok_or_else(|| anyhow!("cannot resolve !Ref {id}"))
         }
         Value::Tagged(t) if t.tag == "GetAtt" => {
-            let s = t.value.as_str().ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
-            let (id, attr) = s.split_once('.').ok_or_else(|| anyhow!("bad !GetAtt {s}"))?;
+            let s = t
+                .value
+                .as_str()
+                .ok_or_else(|| anyhow!("!GetAtt needs a string"))?;
+            let (id, attr) = s
+                .split_once('.')
+                .ok_or_else(|| anyhow!("bad !GetAtt {s}"))?;
             lookup(id, Some(attr)).ok_or_else(|| anyhow!("cannot resolve !GetAtt {s}"))
         }
         other => bail!("unsupported value in template: {other:?}"),
@@ -212,6 +231,9 @@ mod tests {
         assert_eq!(deliver.sources.len(), 3);
         assert!(deliver.sources.iter().all(|s| s.batch_size == 10));
         assert!(deliver.env.contains_key("TARGETS_TABLE"));
-        assert_eq!(t.parameters.get("RetryScheduleSeconds").map(String::as_str), Some("300,900,3600"));
+        assert_eq!(
+            t.parameters.get("RetryScheduleSeconds").map(String::as_str),
+            Some("300,900,3600")
+        );
     }
 }

@@ -67,12 +67,11 @@ pub fn tables() -> Result<Tables, ConfigError> {
 pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
     let mut policy = RetryPolicy::default();
     if let Some(text) = optional("RETRY_SCHEDULE_SECONDS") {
-        policy.schedule = RetryPolicy::parse_schedule(&text).map_err(|reason| {
-            ConfigError::Invalid {
+        policy.schedule =
+            RetryPolicy::parse_schedule(&text).map_err(|reason| ConfigError::Invalid {
                 name: "RETRY_SCHEDULE_SECONDS",
                 reason,
-            }
-        })?;
+            })?;
     }
     Ok(policy)
 }

@@ -83,7 +83,11 @@ pub enum TableError {
     #[error("table has no columns")]
     NoColumns,
     #[error("row {row} has {got} cells, expected {expected}")]
-    Width { row: usize, got: usize, expected: usize },
+    Width {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
     #[error("row {row}, column {column:?}: expected {expected:?}, got {got}")]
     Cell {
         row: usize,

@@ -66,11 +66,25 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
         let start = page * rows_per_page();
         let end = (start + rows_per_page()).min(cells.len());
         if cells.is_empty() {
-            text(&mut ops, MARGIN, y - ROW_H + 4.0, FONT_SIZE, false, "No rows in this execution.");
+            text(
+                &mut ops,
+                MARGIN,
+                y - ROW_H + 4.0,
+                FONT_SIZE,
+                false,
+                "No rows in this execution.",
+            );
         }
         for (i, row) in cells[start..end].iter().enumerate() {
             if i % 2 == 1 {
-                fill_rect(&mut ops, MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.95);
+                fill_rect(
+                    &mut ops,
+                    MARGIN,
+                    y - ROW_H,
+                    PAGE_W - 2.0 * MARGIN,
+                    ROW_H,
+                    0.95,
+                );
             }
             let mut x = MARGIN;
             for ((cell, col), w) in row.iter().zip(&table.columns).zip(&widths) {
@@ -87,7 +101,11 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
             y -= ROW_H;
         }
         footer(&mut ops, meta, page + 1, pages);
-        out_pages.push(PdfPage::new(Mm::from(Pt(PAGE_W)), Mm::from(Pt(PAGE_H)), ops));
+        out_pages.push(PdfPage::new(
+            Mm::from(Pt(PAGE_W)),
+            Mm::from(Pt(PAGE_H)),
+            ops,
+        ));
     }
     doc.with_pages(out_pages)
         .save(&PdfSaveOptions::default(), &mut Vec::new())
@@ -189,7 +207,13 @@ fn rule(ops: &mut Vec<Op>, y: f32) {
 /// Replaces characters the builtin fonts cannot show.
 fn latin1(s: &str) -> String {
     s.chars()
-        .map(|c| if (c as u32) < 256 && !c.is_control() { c } else { '?' })
+        .map(|c| {
+            if (c as u32) < 256 && !c.is_control() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -253,7 +277,9 @@ fn format_cell(v: &serde_json::Value, kind: ColumnType) -> String {
 
 fn group_thousands(num: &str) -> String {
     let (sign, rest) = num.strip_prefix('-').map_or(("", num), |r| ("-", r));
-    let (int, frac) = rest.split_once('.').map_or((rest, None), |(i, f)| (i, Some(f)));
+    let (int, frac) = rest
+        .split_once('.')
+        .map_or((rest, None), |(i, f)| (i, Some(f)));
     let mut grouped = String::new();
     for (i, c) in int.chars().enumerate() {
         if i > 0 && (int.len() - i) % 3 == 0 {
@@ -373,7 +399,10 @@ mod tests {
     fn numbers_are_grouped_and_long_text_is_ellipsized() {
         assert_eq!(group_thousands("1234567.50"), "1,234,567.50");
         assert_eq!(group_thousands("-1000"), "-1,000");
-        assert_eq!(format_cell(&json!(98231.5), ColumnType::Decimal), "98,231.50");
+        assert_eq!(
+            format_cell(&json!(98231.5), ColumnType::Decimal),
+            "98,231.50"
+        );
         let long = "x".repeat(500);
         let cut = ellipsize(&long, 100.0);
         assert!(cut.ends_with("..."));

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
         let deadline = Timestamp::from_unix_millis(event.context.deadline as i64);
-        Ok::<_, HandlerError>(fanout::handle(&deps, event.payload, deadline).await)
+        Ok::<_, HandlerError>(fanout::handle(deps, event.payload, deadline).await)
     }))
     .await
 }

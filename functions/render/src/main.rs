@@ -9,7 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = render::Deps::from_env().await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-        Ok::<_, HandlerError>(render::handle(&deps, event.payload).await)
+        Ok::<_, HandlerError>(render::handle(deps, event.payload).await)
     }))
     .await
 }

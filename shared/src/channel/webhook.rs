@@ -35,7 +35,9 @@ impl WebhookChannel {
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
-            .dns_resolver(Arc::new(VettingResolver { allow_private_hosts }))
+            .dns_resolver(Arc::new(VettingResolver {
+                allow_private_hosts,
+            }))
             .user_agent(concat!("report-delivery/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -57,9 +59,8 @@ impl Resolve for VettingResolver {
         let allow = self.allow_private_hosts;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow && let Some(bad) = addrs.iter().find(|a| is_forbidden_ip(a.ip())) {
                 return Err(format!("{host} resolves to a non-public address {}", bad.ip()).into());
             }
@@ -128,7 +129,10 @@ pub fn sign(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> Result<S
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        parts.push(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())));
+        parts.push(format!(
+            "v1,{}",
+            STANDARD.encode(mac.finalize().into_bytes())
+        ));
     }
     Ok(parts.join(" "))
 }

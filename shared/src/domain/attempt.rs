@@ -253,9 +253,7 @@ impl Transition {
                 a.started_at = Some(*now);
                 a.updated_at = *now;
             }
-            Transition::Deliver {
-                now, metadata, ..
-            } => {
+            Transition::Deliver { now, metadata, .. } => {
                 a.delivered_at = Some(*now);
                 a.updated_at = *now;
                 a.metadata.extend(metadata.clone());
@@ -384,7 +382,10 @@ mod tests {
         t.apply(&mut a);
         assert_eq!(a.status, AttemptStatus::Queued);
         assert_eq!(a.retry_count, 1);
-        assert_eq!(a.last_error.as_ref().map(|e| e.code.as_str()), Some("http_503"));
+        assert_eq!(
+            a.last_error.as_ref().map(|e| e.code.as_str()),
+            Some("http_503")
+        );
         assert!(a.lease_token.is_none());
     }
 

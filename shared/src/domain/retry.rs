@@ -109,10 +109,22 @@ mod tests {
     #[test]
     fn first_failure_is_retried_at_once_then_backs_off_5m_15m_1h_then_gives_up() {
         let p = policy();
-        assert_eq!(p.decide(1, false, None, 0.5), RetryDecision::Immediate(Duration::ZERO));
-        assert_eq!(p.decide(1, true, None, 0.5), RetryDecision::Backoff(Duration::from_secs(300)));
-        assert_eq!(p.decide(2, false, None, 0.5), RetryDecision::Backoff(Duration::from_secs(900)));
-        assert_eq!(p.decide(3, false, None, 0.5), RetryDecision::Backoff(Duration::from_secs(3600)));
+        assert_eq!(
+            p.decide(1, false, None, 0.5),
+            RetryDecision::Immediate(Duration::ZERO)
+        );
+        assert_eq!(
+            p.decide(1, true, None, 0.5),
+            RetryDecision::Backoff(Duration::from_secs(300))
+        );
+        assert_eq!(
+            p.decide(2, false, None, 0.5),
+            RetryDecision::Backoff(Duration::from_secs(900))
+        );
+        assert_eq!(
+            p.decide(3, false, None, 0.5),
+            RetryDecision::Backoff(Duration::from_secs(3600))
+        );
         assert_eq!(p.decide(4, false, None, 0.5), RetryDecision::Exhausted);
         assert_eq!(p.max_receive_count(), 4);
     }
@@ -120,8 +132,14 @@ mod tests {
     #[test]
     fn jitter_stays_within_ten_percent() {
         let p = policy();
-        assert_eq!(p.decide(2, false, None, 0.0), RetryDecision::Backoff(Duration::from_secs(810)));
-        assert_eq!(p.decide(2, false, None, 1.0), RetryDecision::Backoff(Duration::from_secs(990)));
+        assert_eq!(
+            p.decide(2, false, None, 0.0),
+            RetryDecision::Backoff(Duration::from_secs(810))
+        );
+        assert_eq!(
+            p.decide(2, false, None, 1.0),
+            RetryDecision::Backoff(Duration::from_secs(990))
+        );
     }
 
     #[test]
@@ -148,7 +166,11 @@ mod tests {
     fn schedules_parse_from_seconds() {
         assert_eq!(
             RetryPolicy::parse_schedule("1, 2,3"),
-            Ok(vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(3)])
+            Ok(vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(3)
+            ])
         );
         assert!(RetryPolicy::parse_schedule("5m").is_err());
     }

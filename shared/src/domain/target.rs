@@ -127,7 +127,8 @@ impl SlackChannelId {
         let ok = s.len() >= 9
             && s.len() <= 13
             && s.starts_with(['C', 'G', 'D'])
-            && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -217,7 +218,9 @@ impl TargetConfig {
                     url: WebhookUrl::parse(&raw.url, allow_private_hosts)?,
                 }))
             }
-            None => Err(ConfigError::UnknownType(target_type.chars().take(40).collect())),
+            None => Err(ConfigError::UnknownType(
+                target_type.chars().take(40).collect(),
+            )),
         }
     }
 

@@ -12,7 +12,9 @@ use crate::domain::{
     Timestamp, Transition,
 };
 use crate::queue::{Queue, queue_url_from_arn};
-use crate::store::{Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore};
+use crate::store::{
+    Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore,
+};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::time::Duration;
 use tracing::{Span, error, info, warn};
@@ -80,7 +82,8 @@ async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
     let begin = Transition::Begin {
         token: token.clone(),
         now,
-        lease_until: now.plus(time::Duration::try_from(deps.lease).unwrap_or(time::Duration::minutes(15))),
+        lease_until: now
+            .plus(time::Duration::try_from(deps.lease).unwrap_or(time::Duration::minutes(15))),
     };
     let attempt = match deps.attempts.apply(&attempt_id, &begin).await {
         Ok(Applied::Yes(a)) => a,
@@ -99,17 +102,28 @@ async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
         Err(e) => return temp(&e),
     };
     if attempt.delivery_target_id != target_id {
-        return fail(deps, &attempt, &token, DeliveryError::permanent(
-            "invalid_payload",
-            "message target does not match the attempt",
-        ))
+        return fail(
+            deps,
+            &attempt,
+            &token,
+            DeliveryError::permanent(
+                "invalid_payload",
+                "message target does not match the attempt",
+            ),
+        )
         .await;
     }
     match prepare_and_send(deps, &attempt, &token, m).await {
         Ok(outcome) => outcome,
         Err(SendFailure::Store(e)) if e.is_retryable() => temp(&e),
         Err(SendFailure::Store(e)) => {
-            fail(deps, &attempt, &token, DeliveryError::permanent("invalid_record", e.to_string())).await
+            fail(
+                deps,
+                &attempt,
+                &token,
+                DeliveryError::permanent("invalid_record", e.to_string()),
+            )
+            .await
         }
         Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e).await,
     }
@@ -140,28 +154,35 @@ async fn prepare_and_send(
         .get_target(&attempt.delivery_target_id)
         .await
         .map_err(|e| match e {
-            StoreError::Invalid { reason, .. } => SendFailure::Delivery(DeliveryError::permanent(
-                "invalid_target_config",
-                reason,
-            )),
+            StoreError::Invalid { reason, .. } => {
+                SendFailure::Delivery(DeliveryError::permanent("invalid_target_config", reason))
+            }
             other => SendFailure::Store(other),
         })?
         .ok_or_else(|| missing("target_not_found", "the delivery target no longer exists"))?;
     if !target.active {
-        return Err(missing("target_inactive", "the delivery target was deactivated"));
+        return Err(missing(
+            "target_inactive",
+            "the delivery target was deactivated",
+        ));
     }
     let execution = deps
         .executions
         .get_execution(&attempt.report_execution_id)
         .await?
-        .ok_or_else(|| missing("execution_not_found", "the report execution is not recorded"))?;
+        .ok_or_else(|| {
+            missing(
+                "execution_not_found",
+                "the report execution is not recorded",
+            )
+        })?;
     let connection = match &target.service_connection_id {
-        Some(id) => Some(
-            deps.connections
-                .get_connection(id)
-                .await?
-                .ok_or_else(|| missing("connection_not_found", "the service connection does not exist"))?,
-        ),
+        Some(id) => Some(deps.connections.get_connection(id).await?.ok_or_else(|| {
+            missing(
+                "connection_not_found",
+                "the service connection does not exist",
+            )
+        })?),
         None => None,
     };
     let channel = deps
@@ -173,8 +194,8 @@ async fn prepare_and_send(
         .presign_get(&execution.pdf.key, deps.link_ttl)
         .await
         .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link", e.to_string())))?;
-    let link_expires_at =
-        Timestamp::now().plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
+    let link_expires_at = Timestamp::now()
+        .plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
     let receives = receive_count(m);
     let mut immediate_used = false;
     loop {
@@ -288,7 +309,8 @@ async fn fail(deps: &Deps, attempt: &DeliveryAttempt, token: &str, e: DeliveryEr
 }
 
 async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration) {
-    let (Some(arn), Some(handle)) = (m.event_source_arn.as_deref(), m.receipt_handle.as_deref()) else {
+    let (Some(arn), Some(handle)) = (m.event_source_arn.as_deref(), m.receipt_handle.as_deref())
+    else {
         return;
     };
     let Some(url) = queue_url_from_arn(arn, deps.sqs_endpoint.as_deref()) else {
@@ -313,7 +335,9 @@ impl Deps {
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         let allow_private = flag("ALLOW_PRIVATE_WEBHOOK_TARGETS")?;
         if allow_private {
-            warn!("ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)");
+            warn!(
+                "ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)"
+            );
         }
         let webhook = crate::channel::webhook::WebhookChannel::new(allow_private).map_err(|e| {
             ConfigError::Invalid {

@@ -130,7 +130,9 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             Ok(p) => p,
             Err(e) => return retry(&e),
         };
-        if let Err(outcome) = queue_page(deps, &execution.id, &execution.report_id, &page.items).await {
+        if let Err(outcome) =
+            queue_page(deps, &execution.id, &execution.report_id, &page.items).await
+        {
             return outcome;
         }
         queued += page.items.len() as u64;
@@ -160,7 +162,8 @@ async fn queue_page(
     let now = Timestamp::now();
     let created: Vec<Created> = futures::stream::iter(targets)
         .map(|t| {
-            let attempt = DeliveryAttempt::queued(execution_id, report_id, &t.id, t.target_type, now);
+            let attempt =
+                DeliveryAttempt::queued(execution_id, report_id, &t.id, t.target_type, now);
             async move { deps.attempts.create(&attempt).await }
         })
         .buffer_unordered(deps.concurrency)
@@ -173,7 +176,9 @@ async fn queue_page(
         .into_iter()
         .filter_map(|c| match c {
             Created::New(a) => Some(a),
-            Created::Existing(a) if a.status == AttemptStatus::Queued && a.enqueued_at.is_none() => {
+            Created::Existing(a)
+                if a.status == AttemptStatus::Queued && a.enqueued_at.is_none() =>
+            {
                 Some(a)
             }
             Created::Existing(_) => None,
@@ -181,7 +186,8 @@ async fn queue_page(
         .collect();
     let mut batches: Vec<(&str, Vec<&DeliveryAttempt>)> = Vec::new();
     for t in [TargetType::Email, TargetType::Slack, TargetType::Webhook] {
-        let of_type: Vec<&DeliveryAttempt> = pending.iter().filter(|a| a.target_type == t).collect();
+        let of_type: Vec<&DeliveryAttempt> =
+            pending.iter().filter(|a| a.target_type == t).collect();
         for chunk in of_type.chunks(10) {
             batches.push((deps.channel_queues.for_type(t), chunk.to_vec()));
         }
@@ -222,7 +228,10 @@ async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Res
         if to_send.is_empty() {
             break;
         }
-        warn!(failed = to_send.len(), round, "SQS refused some batch entries");
+        warn!(
+            failed = to_send.len(),
+            round, "SQS refused some batch entries"
+        );
     }
     let now = Timestamp::now();
     for (i, a) in batch.iter().enumerate() {

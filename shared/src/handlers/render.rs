@@ -77,7 +77,10 @@ async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
     }
 }
 
-async fn render_and_store(deps: &Deps, msg: ExecutionCompletedV1) -> Result<ReportExecution, Outcome> {
+async fn render_and_store(
+    deps: &Deps,
+    msg: ExecutionCompletedV1,
+) -> Result<ReportExecution, Outcome> {
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
         reason: e.to_string(),
     };

@@ -2,8 +2,8 @@
 //! serde_dynamo; every status change is one conditional `UpdateItem`.
 
 use super::{
-    Applied, AttemptStore, ConnectionStore, Created, ExecutionStore, Page, StoreError,
-    TargetRef, TargetStore,
+    Applied, AttemptStore, ConnectionStore, Created, ExecutionStore, Page, StoreError, TargetRef,
+    TargetStore,
 };
 use crate::domain::connection::Credentials;
 use crate::domain::execution::ReportExecution;
@@ -52,7 +52,9 @@ impl DynamoStore {
     }
 }
 
-fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
     let detail = match &e {
         SdkError::ServiceError(s) => {
             let err = s.err();
@@ -100,7 +102,9 @@ fn encode_cursor(key: Option<HashMap<String, AttributeValue>>) -> Option<String>
         .map(|b| URL_SAFE_NO_PAD.encode(b))
 }
 
-fn decode_cursor(cursor: Option<String>) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+fn decode_cursor(
+    cursor: Option<String>,
+) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
@@ -265,7 +269,8 @@ impl AttemptStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Created::New(attempt.clone())),
-            Err(e) if is_condition_failure(&e) => match AttemptStore::get(self, &attempt.id).await? {
+            Err(e) if is_condition_failure(&e) => match AttemptStore::get(self, &attempt.id).await?
+            {
                 Some(existing) => Ok(Created::Existing(existing)),
                 None => Err(StoreError::Backend(format!(
                     "attempt {} reported existing but not found",
@@ -296,16 +301,17 @@ impl AttemptStore for DynamoStore {
         let mut set = vec!["#s = :to".to_owned()];
         let mut remove: Vec<&str> = Vec::new();
         let condition: String;
-        let put_metadata = |meta: &std::collections::BTreeMap<String, String>,
-                                set: &mut Vec<String>,
-                                names: &mut HashMap<String, String>,
-                                values: &mut HashMap<String, AttributeValue>| {
-            for (i, (k, v)) in meta.iter().enumerate() {
-                names.insert(format!("#m{i}"), k.clone());
-                values.insert(format!(":m{i}"), s(v.clone()));
-                set.push(format!("metadata.#m{i} = :m{i}"));
-            }
-        };
+        let put_metadata =
+            |meta: &std::collections::BTreeMap<String, String>,
+             set: &mut Vec<String>,
+             names: &mut HashMap<String, String>,
+             values: &mut HashMap<String, AttributeValue>| {
+                for (i, (k, v)) in meta.iter().enumerate() {
+                    names.insert(format!("#m{i}"), k.clone());
+                    values.insert(format!(":m{i}"), s(v.clone()));
+                    set.push(format!("metadata.#m{i} = :m{i}"));
+                }
+            };
         let lease_held = "#s = :processing AND lease_token = :tok";
         values.insert(":processing".into(), s("processing"));
         match t {
@@ -567,7 +573,12 @@ impl ConnectionStore for DynamoStore {
         let record = ConnectionRecord {
             id: c.id.clone(),
             kind: c.credentials.kind().to_owned(),
-            secrets: c.credentials.secrets().into_iter().map(str::to_owned).collect(),
+            secrets: c
+                .credentials
+                .secrets()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         };
         self.client
             .put_item()

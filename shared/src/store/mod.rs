@@ -114,8 +114,10 @@ pub trait AttemptStore: Send + Sync {
 pub trait ExecutionStore: Send + Sync {
     /// Records a rendered execution. A second render of the same execution
     /// keeps the first record and returns it.
-    async fn put_rendered(&self, execution: &ReportExecution)
-    -> Result<ReportExecution, StoreError>;
+    async fn put_rendered(
+        &self,
+        execution: &ReportExecution,
+    ) -> Result<ReportExecution, StoreError>;
     /// Reads an execution.
     async fn get_execution(&self, id: &str) -> Result<Option<ReportExecution>, StoreError>;
     /// Records that fan-out finished with `target_count` attempts.

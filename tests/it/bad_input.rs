@@ -1,0 +1,157 @@
+//! Bad input end to end: every case is kept where an operator sees it (a
+//! dead-letter queue with the reason, or a failed attempt with the reason),
+//! and none loops or vanishes.
+
+use report_delivery_tests::{running_stack, sample_execution, webhook_targets};
+use shared::contract::DeliveryTask;
+use shared::domain::{AttemptStatus, DeliveryAttempt, ErrorCategory, TargetType, Timestamp};
+use shared::store::{AttemptStore, ExecutionStore};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn dead_lettered(s: &local::stack::LocalStack, queue: &str) -> local::stack::DrainedMessage {
+    let mut got = s.drain(queue, WAIT).await.expect("drain");
+    assert_eq!(got.len(), 1, "exactly one message dead-lettered on {queue}");
+    got.remove(0)
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_execution_messages_go_to_the_dead_letter_queue_with_a_reason() {
+    let s = running_stack("bad-executions", &[]).await;
+    let (_, good) = sample_execution("rpt-bad");
+    let mut wrong_version: serde_json::Value = serde_json::from_str(&good).expect("json");
+    wrong_version["type"] = "execution_completed.v9".into();
+    let mut bad_rows: serde_json::Value = serde_json::from_str(&good).expect("json");
+    bad_rows["data"]["rows"][1][1] = "many".into();
+    let mut missing_claim: serde_json::Value = serde_json::from_str(&good).expect("json");
+    missing_claim["data"] = serde_json::json!({"source": "s3", "uri": format!("s3://{}/nope.json", s.stack.buckets["ReportsBucket"])});
+    let mut bad_id: serde_json::Value = serde_json::from_str(&good).expect("json");
+    bad_id["execution_id"] = "../../etc/passwd".into();
+    let cases = [
+        ("{not json", "malformed_message"),
+        (&wrong_version.to_string(), "malformed_message"),
+        (&bad_rows.to_string(), "invalid_rows"),
+        (&missing_claim.to_string(), "claim_check_missing"),
+        (&bad_id.to_string(), "invalid_id"),
+    ];
+    for (body, code) in cases {
+        s.send("ExecutionsQueue", body).await.expect("send");
+        let dead = dead_lettered(&s, "ExecutionsDeadLetterQueue").await;
+        assert_eq!(dead.body, body, "the original body is kept");
+        assert_eq!(
+            dead.attributes.get("error_code").map(String::as_str),
+            Some(code)
+        );
+        assert!(!dead.attributes["error_reason"].is_empty());
+        assert!(dead.attributes.contains_key("source_message_id"));
+    }
+    // Nothing loops: the input queue is empty and nothing reached fan-out
+    assert_eq!(s.depth("ExecutionsQueue").await.expect("depth"), 0);
+    assert_eq!(s.depth("FanoutQueue").await.expect("depth"), 0);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_unknown_report_is_dead_lettered_by_fanout() {
+    let s = running_stack("bad-report", &[]).await;
+    let (execution_id, body) = sample_execution("rpt-nobody-knows");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let dead = dead_lettered(&s, "FanoutDeadLetterQueue").await;
+    assert_eq!(
+        dead.attributes.get("error_code").map(String::as_str),
+        Some("unknown_report")
+    );
+    assert!(dead.body.contains(&execution_id));
+    // The render itself was kept
+    assert!(
+        s.store
+            .get_execution(&execution_id)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn unknown_attempts_and_malformed_delivery_tasks_are_dead_lettered() {
+    let s = running_stack("bad-deliver", &[]).await;
+    s.send("WebhookDeliveryQueue", "[]").await.expect("send");
+    let dead = dead_lettered(&s, "DeliveryDeadLetterQueue").await;
+    assert_eq!(
+        dead.attributes.get("error_code").map(String::as_str),
+        Some("malformed_message")
+    );
+    let ghost = serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: "att_ghost".into(),
+        execution_id: "e".into(),
+        target_id: "t".into(),
+    })
+    .expect("json");
+    s.send("WebhookDeliveryQueue", &ghost).await.expect("send");
+    let dead = dead_lettered(&s, "DeliveryDeadLetterQueue").await;
+    assert_eq!(
+        dead.attributes.get("error_code").map(String::as_str),
+        Some("unknown_attempt")
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_attempt_whose_target_vanished_fails_with_the_reason() {
+    let s = running_stack("bad-target", &[]).await;
+    // Given an attempt whose target was deleted after fan-out
+    let attempt = DeliveryAttempt::queued(
+        "exec-x",
+        "rpt-x",
+        "tgt-deleted",
+        TargetType::Webhook,
+        Timestamp::now(),
+    );
+    s.store.create(&attempt).await.expect("create");
+    let task = serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: attempt.id.clone(),
+        execution_id: "exec-x".into(),
+        target_id: "tgt-deleted".into(),
+    })
+    .expect("json");
+    s.send("WebhookDeliveryQueue", &task).await.expect("send");
+    let settled = s.wait_settled("exec-x", 1, WAIT).await.expect("settles");
+    let e = settled[0].last_error.as_ref().expect("reason");
+    assert_eq!(settled[0].status, AttemptStatus::Failed);
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "target_not_found")
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_webhook_to_loopback_is_refused_unless_the_local_setting_allows_it() {
+    // The local stack turns ALLOW_PRIVATE_WEBHOOK_TARGETS on; here it stays off, as in production.
+    let s = running_stack("bad-ssrf", &[("ALLOW_PRIVATE_WEBHOOK_TARGETS", "false")]).await;
+    s.seed(&webhook_targets(
+        "rpt-ssrf",
+        &[("loopback", "/x", true, false)],
+    ))
+    .await
+    .expect("seed");
+    let (execution_id, body) = sample_execution("rpt-ssrf");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let settled = s
+        .wait_settled(&execution_id, 1, WAIT)
+        .await
+        .expect("settles");
+    let e = settled[0].last_error.as_ref().expect("reason");
+    assert_eq!(settled[0].status, AttemptStatus::Failed);
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "forbidden_url")
+    );
+    assert!(
+        s.webhook.received().is_empty(),
+        "nothing reached the loopback receiver"
+    );
+    s.down().await;
+}

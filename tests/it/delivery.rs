@@ -1,0 +1,344 @@
+//! End to end through the local runner: execution message → render → fan-out
+//! → webhook delivery, with faults injected by the local receiver.
+
+use local::sinks::Fault;
+use local::stack::LocalStack;
+use report_delivery_tests::{SIGNING_SECRET, running_stack, sample_execution, webhook_targets};
+use shared::contract::DeliveryTask;
+use shared::domain::{AttemptStatus, ErrorCategory};
+use shared::store::ExecutionStore;
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Verifies a Standard Webhooks signature with the reference Python
+/// implementation (the `standardwebhooks` package), not ours.
+fn verify_with_reference(
+    secret: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+    body: &[u8],
+) -> bool {
+    let python = local::stack::project_root().join(".venv/bin/python");
+    let script = "import sys, json\nfrom standardwebhooks import Webhook\nh = json.loads(sys.argv[2])\nWebhook(sys.argv[1]).verify(sys.stdin.buffer.read(), h)\nprint('ok')";
+    let mut child = std::process::Command::new(python)
+        .args([
+            "-c",
+            script,
+            secret,
+            &serde_json::to_string(headers).expect("json"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python from the project venv runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("write body");
+    let out = child.wait_with_output().expect("verifier finishes");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
+}
+
+async fn seed_one(s: &LocalStack, report: &str) {
+    s.seed(&webhook_targets(
+        report,
+        &[("hook", "/hooks/a", true, true)],
+    ))
+    .await
+    .expect("seed");
+}
+
+#[tokio::test]
+async fn an_execution_message_ends_as_one_signed_webhook_delivery_and_a_pdf_in_s3() {
+    // Given a report with one signed active webhook target and one inactive one
+    let s = running_stack("e2e-happy", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-e2e",
+        &[
+            ("hook", "/hooks/a", true, true),
+            ("off", "/hooks/off", false, false),
+        ],
+    ))
+    .await
+    .expect("seed");
+    // When the execution-completed message lands on the input queue
+    let (execution_id, body) = sample_execution("rpt-e2e");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    // Then exactly one attempt exists and it is delivered
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    assert_eq!(attempts.len(), 1, "the inactive target gets nothing");
+    let attempt = &attempts[0];
+    assert_eq!(attempt.status, AttemptStatus::Delivered);
+    assert_eq!(attempt.delivery_target_id, "hook");
+    assert_eq!(attempt.retry_count, 0);
+    assert!(attempt.delivered_at.is_some() && attempt.enqueued_at.is_some());
+    // And the PDF in S3 is a real PDF matching the recorded size and hash
+    let execution = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    let pdf = s.object(&execution.pdf.key).await.expect("pdf in S3");
+    assert!(pdf.starts_with(b"%PDF"));
+    assert_eq!(pdf.len() as u64, execution.pdf.size);
+    use sha2_check::hex_sha256;
+    assert_eq!(hex_sha256(&pdf), execution.pdf.sha256);
+    let parsed = printpdf::PdfDocument::parse(&pdf, &Default::default(), &mut Vec::new())
+        .expect("PDF parses");
+    assert_eq!(parsed.pages.len(), 1);
+    assert_eq!(execution.row_count, 5);
+    assert_eq!(execution.target_count, Some(1));
+    // And the receiver got exactly one POST with the expected fields and a valid signature
+    let received = s.webhook.received();
+    assert_eq!(received.len(), 1);
+    let post = &received[0];
+    assert_eq!(
+        (post.method.as_str(), post.path.as_str()),
+        ("POST", "/hooks/a")
+    );
+    assert_eq!(post.headers.get("webhook-id"), Some(&attempt.id));
+    let json = post.json().expect("JSON body");
+    assert_eq!(json["type"], "report.ready");
+    assert_eq!(json["execution"]["id"], execution_id.as_str());
+    assert_eq!(json["report"]["name"], "Weekly sales");
+    assert_eq!(json["file"]["sha256"], execution.pdf.sha256.as_str());
+    assert_eq!(json["file"]["size"], execution.pdf.size);
+    let link = json["file"]["download_url"].as_str().expect("link");
+    assert!(link.contains(&execution.pdf.key) && link.contains("X-Amz-Signature"));
+    assert!(
+        verify_with_reference(SIGNING_SECRET, &post.headers, &post.body),
+        "signature verifies"
+    );
+    let mut tampered = post.body.clone();
+    tampered.push(b' ');
+    assert!(
+        !verify_with_reference(SIGNING_SECRET, &post.headers, &tampered),
+        "a tampered body fails"
+    );
+    s.down().await;
+}
+
+mod sha2_check {
+    /// Hex SHA-256 computed independently of the code under test's helper.
+    pub fn hex_sha256(bytes: &[u8]) -> String {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(bytes)?;
+                c.wait_with_output()
+            })
+            .expect("sha256sum runs");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_503_is_retried_at_once_then_after_backoff_and_delivered_once() {
+    let s = running_stack("e2e-503", &[]).await;
+    seed_one(&s, "rpt-503").await;
+    // The first try and its immediate retry both get 503
+    s.webhook.push_fault(Fault::Status {
+        code: 503,
+        retry_after: None,
+    });
+    s.webhook.push_fault(Fault::Status {
+        code: 503,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-503");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!(a.retry_count, 1, "one backoff retry was scheduled");
+    assert_eq!(
+        a.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("http_503")
+    );
+    let answered: Vec<_> = s.webhook.received().iter().map(|r| r.answered).collect();
+    assert_eq!(answered, [Some(503), Some(503), Some(200)]);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_waited_out_and_a_closed_connection_is_retried() {
+    let s = running_stack("e2e-429", &[]).await;
+    seed_one(&s, "rpt-429").await;
+    s.webhook.push_fault(Fault::Status {
+        code: 429,
+        retry_after: Some(1),
+    });
+    s.webhook.push_fault(Fault::Close);
+    let (execution_id, body) = sample_execution("rpt-429");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    let received = s.webhook.received();
+    assert_eq!(
+        received.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [Some(429), None, Some(200)]
+    );
+    // All three were the same event for the same attempt
+    assert!(
+        received
+            .iter()
+            .all(|r| r.headers.get("webhook-id") == Some(&attempts[0].id))
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_permanent_4xx_fails_at_once_with_its_reason() {
+    let s = running_stack("e2e-400", &[]).await;
+    seed_one(&s, "rpt-400").await;
+    s.webhook.push_fault(Fault::Status {
+        code: 400,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-400");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let e = a.last_error.as_ref().expect("reason recorded");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "http_400")
+    );
+    assert_eq!(a.retry_count, 0);
+    assert_eq!(
+        s.webhook.received().len(),
+        1,
+        "no retry of a permanent failure"
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_attempt_and_move_the_message_to_the_dead_letter_queue() {
+    let s = running_stack("e2e-exhausted", &[]).await;
+    seed_one(&s, "rpt-dlq").await;
+    for _ in 0..10 {
+        s.webhook.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let (execution_id, body) = sample_execution("rpt-dlq");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    assert_eq!(
+        a.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("retries_exhausted")
+    );
+    assert_eq!(a.retry_count, 3, "three backoff retries");
+    // 1 try + 1 immediate retry + 3 backoff retries
+    assert_eq!(s.webhook.received().len(), 5);
+    let dead = s
+        .drain("DeliveryDeadLetterQueue", Duration::from_secs(20))
+        .await
+        .expect("drain");
+    assert_eq!(dead.len(), 1, "the redrive policy moved the message");
+    let task: DeliveryTask = serde_json::from_str(&dead[0].body).expect("original body kept");
+    let DeliveryTask::DeliverV1 { attempt_id, .. } = task;
+    assert_eq!(attempt_id, a.id);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_message_never_sends_twice() {
+    let s = running_stack("e2e-duplicate", &[]).await;
+    seed_one(&s, "rpt-dup").await;
+    let (execution_id, body) = sample_execution("rpt-dup");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    let a = &attempts[0];
+    // When the same delivery message arrives twice more (at-least-once delivery)
+    let task = serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: a.id.clone(),
+        execution_id: execution_id.clone(),
+        target_id: a.delivery_target_id.clone(),
+    })
+    .expect("json");
+    s.send("WebhookDeliveryQueue", &task).await.expect("send");
+    s.send("WebhookDeliveryQueue", &task).await.expect("send");
+    // And the same execution message arrives again (render and fan-out re-run)
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    for queue in ["ExecutionsQueue", "FanoutQueue", "WebhookDeliveryQueue"] {
+        wait_empty(&s, queue).await;
+    }
+    // Then the receiver still has exactly one request
+    assert_eq!(s.webhook.received().len(), 1);
+    assert_eq!(s.store_attempts(&execution_id).await.len(), 1);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn the_runner_restarts_a_killed_function_and_nothing_is_lost() {
+    let s = running_stack("e2e-kill", &[]).await;
+    seed_one(&s, "rpt-kill").await;
+    let runner = s.runner.as_ref().expect("runner");
+    // Let every function start, then kill deliver's process
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    runner.host("deliver").expect("deliver host").kill().await;
+    let (execution_id, body) = sample_execution("rpt-kill");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(s.webhook.received().len(), 1);
+    s.down().await;
+}
+
+async fn wait_empty(s: &LocalStack, queue: &str) {
+    let start = std::time::Instant::now();
+    while s.depth(queue).await.expect("depth") > 0 {
+        assert!(start.elapsed() < SETTLE, "{queue} did not drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+trait AttemptsOf {
+    async fn store_attempts(&self, execution_id: &str) -> Vec<shared::domain::DeliveryAttempt>;
+}
+
+impl AttemptsOf for LocalStack {
+    async fn store_attempts(&self, execution_id: &str) -> Vec<shared::domain::DeliveryAttempt> {
+        use shared::store::AttemptStore;
+        self.store.by_execution(execution_id).await.expect("query")
+    }
+}

@@ -1,0 +1,407 @@
+//! The DynamoDB store against moto: every legal and illegal status
+//! transition, and each access pattern served by a key or GSI query.
+
+use report_delivery_tests::stack;
+use shared::domain::{
+    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, TargetConfig, TargetType,
+    Timestamp, Transition,
+};
+use shared::domain::{DeliveryTarget, attempt::attempt_id};
+use shared::store::{Applied, AttemptStore, Created, TargetStore};
+use std::collections::BTreeMap;
+
+fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
+    let now = Timestamp::now();
+    DeliveryTarget {
+        id: id.into(),
+        report_id: report.into(),
+        service_connection_id: None,
+        config: TargetConfig::from_json(
+            "webhook",
+            serde_json::json!({"url": "https://hooks.example.com/x"}),
+            false,
+        )
+        .expect("valid"),
+        active,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn email(id: &str, report: &str) -> DeliveryTarget {
+    DeliveryTarget {
+        config: TargetConfig::from_json(
+            "email",
+            serde_json::json!({"to": ["ops@example.com"]}),
+            false,
+        )
+        .expect("valid"),
+        ..webhook(id, report, true)
+    }
+}
+
+fn error(code: &str) -> AttemptError {
+    AttemptError {
+        category: ErrorCategory::Temporary,
+        code: code.into(),
+        message: "receiver answered 503".into(),
+        at: Timestamp::now(),
+    }
+}
+
+fn begin(token: &str) -> Transition {
+    let now = Timestamp::now();
+    Transition::Begin {
+        token: token.into(),
+        now,
+        lease_until: now.plus(time::Duration::minutes(5)),
+    }
+}
+
+fn deliver(token: &str) -> Transition {
+    Transition::Deliver {
+        token: token.into(),
+        now: Timestamp::now(),
+        metadata: BTreeMap::from([("http_status".to_owned(), "200".to_owned())]),
+    }
+}
+
+async fn queued(store: &dyn AttemptStore, execution: &str, target: &str) -> DeliveryAttempt {
+    let a = DeliveryAttempt::queued(
+        execution,
+        "r1",
+        target,
+        TargetType::Webhook,
+        Timestamp::now(),
+    );
+    match store.create(&a).await.expect("create") {
+        Created::New(a) => a,
+        Created::Existing(_) => panic!("attempt already existed"),
+    }
+}
+
+fn status(applied: &Applied) -> Option<AttemptStatus> {
+    match applied {
+        Applied::Yes(a) => Some(a.status),
+        Applied::Refused(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_goes_queued_processing_delivered_and_stays_delivered() {
+    // Given a queued attempt
+    let s = stack("storage-happy").await;
+    let a = queued(&s.store, "e1", "t1").await;
+    // When it is begun and delivered by the lease holder
+    let begun = s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    assert_eq!(status(&begun), Some(AttemptStatus::Processing));
+    let done = s
+        .store
+        .apply(&a.id, &deliver("tok"))
+        .await
+        .expect("deliver");
+    // Then it is delivered with its metadata and timings
+    let Applied::Yes(done) = done else {
+        panic!("deliver refused")
+    };
+    assert_eq!(done.status, AttemptStatus::Delivered);
+    assert_eq!(
+        done.metadata.get("http_status").map(String::as_str),
+        Some("200")
+    );
+    assert!(done.delivered_at.is_some() && done.lease_token.is_none());
+    // And no transition can leave delivered
+    let fail_with = Transition::Fail {
+        token: Some("tok".into()),
+        error: error("x"),
+    };
+    let fail_without = Transition::Fail {
+        token: None,
+        error: error("x"),
+    };
+    let retry = Transition::ScheduleRetry {
+        token: "tok".into(),
+        error: error("x"),
+    };
+    for t in [
+        begin("again"),
+        deliver("tok"),
+        retry,
+        fail_with,
+        fail_without,
+    ] {
+        let r = s.store.apply(&a.id, &t).await.expect("apply");
+        let Applied::Refused(Some(current)) = r else {
+            panic!("{t:?} must be refused")
+        };
+        assert_eq!(current.status, AttemptStatus::Delivered);
+    }
+}
+
+#[tokio::test]
+async fn a_live_lease_refuses_a_second_begin_and_a_stale_token() {
+    let s = stack("storage-lease").await;
+    let a = queued(&s.store, "e1", "t1").await;
+    s.store.apply(&a.id, &begin("first")).await.expect("begin");
+    // A second worker cannot take a live lease
+    let second = s.store.apply(&a.id, &begin("second")).await.expect("apply");
+    assert_eq!(status(&second), None);
+    // A stale token cannot finish
+    let stale = s
+        .store
+        .apply(&a.id, &deliver("second"))
+        .await
+        .expect("apply");
+    assert_eq!(status(&stale), None);
+    // An expired lease can be taken over (a crashed worker)
+    let later = Timestamp::now().plus(time::Duration::minutes(10));
+    let takeover = Transition::Begin {
+        token: "third".into(),
+        now: later,
+        lease_until: later.plus(time::Duration::minutes(5)),
+    };
+    let taken = s.store.apply(&a.id, &takeover).await.expect("apply");
+    let Applied::Yes(taken) = taken else {
+        panic!("expired lease not taken over")
+    };
+    assert_eq!(taken.lease_token.as_deref(), Some("third"));
+}
+
+#[tokio::test]
+async fn retries_count_up_and_failures_record_their_reason() {
+    let s = stack("storage-retry").await;
+    let a = queued(&s.store, "e1", "t1").await;
+    // Queued cannot be delivered or retried without a lease
+    assert_eq!(
+        status(&s.store.apply(&a.id, &deliver("tok")).await.expect("apply")),
+        None
+    );
+    // processing → queued with retry_count + 1, twice
+    for round in 1..=2 {
+        s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+        let r = s
+            .store
+            .apply(
+                &a.id,
+                &Transition::ScheduleRetry {
+                    token: "tok".into(),
+                    error: error("http_503"),
+                },
+            )
+            .await
+            .expect("retry");
+        let Applied::Yes(r) = r else {
+            panic!("retry refused")
+        };
+        assert_eq!((r.status, r.retry_count), (AttemptStatus::Queued, round));
+        assert_eq!(
+            r.last_error.as_ref().map(|e| e.code.as_str()),
+            Some("http_503")
+        );
+    }
+    // processing → failed with the reason
+    s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    let failed = s
+        .store
+        .apply(
+            &a.id,
+            &Transition::Fail {
+                token: Some("tok".into()),
+                error: error("retries_exhausted"),
+            },
+        )
+        .await
+        .expect("fail");
+    let Applied::Yes(failed) = failed else {
+        panic!("fail refused")
+    };
+    assert_eq!(failed.status, AttemptStatus::Failed);
+    assert!(failed.failed_at.is_some());
+    // failed → processing is allowed (an operator's redrive)
+    assert_eq!(
+        status(
+            &s.store
+                .apply(&a.id, &begin("redrive"))
+                .await
+                .expect("begin")
+        ),
+        Some(AttemptStatus::Processing)
+    );
+    // queued → failed without a lease; but not from processing without one
+    let b = queued(&s.store, "e1", "t2").await;
+    let no_lease_fail = Transition::Fail {
+        token: None,
+        error: error("target_not_found"),
+    };
+    assert_eq!(
+        status(&s.store.apply(&b.id, &no_lease_fail).await.expect("apply")),
+        Some(AttemptStatus::Failed)
+    );
+    assert_eq!(
+        status(&s.store.apply(&a.id, &no_lease_fail).await.expect("apply")),
+        None
+    );
+    // A transition on a missing attempt is refused with nothing to show
+    let missing = s
+        .store
+        .apply("att_missing", &begin("x"))
+        .await
+        .expect("apply");
+    assert_eq!(missing, Applied::Refused(None));
+}
+
+#[tokio::test]
+async fn creating_an_attempt_twice_returns_the_existing_one() {
+    let s = stack("storage-create").await;
+    let a = queued(&s.store, "e1", "t1").await;
+    assert_eq!(a.id, attempt_id("e1", "t1"));
+    s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    let again = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, Timestamp::now());
+    let Created::Existing(existing) = s.store.create(&again).await.expect("create") else {
+        panic!("second create must not overwrite");
+    };
+    assert_eq!(existing.status, AttemptStatus::Processing);
+}
+
+#[tokio::test]
+async fn access_patterns_are_served_by_queries() {
+    let s = stack("storage-queries").await;
+    // Active targets of a report, optionally by type, paged
+    for i in 0..5 {
+        s.store
+            .put_target(&webhook(&format!("w{i}"), "r1", true))
+            .await
+            .expect("put");
+    }
+    s.store
+        .put_target(&webhook("w-off", "r1", false))
+        .await
+        .expect("put");
+    s.store.put_target(&email("e0", "r1")).await.expect("put");
+    s.store
+        .put_target(&webhook("other", "r2", true))
+        .await
+        .expect("put");
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = s
+            .store
+            .active_targets("r1", None, cursor, 2)
+            .await
+            .expect("query");
+        ids.extend(page.items.into_iter().map(|t| t.id));
+        pages += 1;
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, ["e0", "w0", "w1", "w2", "w3", "w4"]);
+    assert!(pages >= 3, "paged in {pages} pages");
+    let emails = s
+        .store
+        .active_targets("r1", Some(TargetType::Email), None, 100)
+        .await
+        .expect("query");
+    assert_eq!(
+        emails
+            .items
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        ["e0"]
+    );
+    assert!(s.store.report_known("r1").await.expect("query"));
+    assert!(!s.store.report_known("nobody").await.expect("query"));
+    assert_eq!(
+        s.store
+            .get_target("w-off")
+            .await
+            .expect("get")
+            .map(|t| t.active),
+        Some(false)
+    );
+
+    // Attempts by status (oldest first), by target and status, by execution, by pair
+    let first = queued(&s.store, "e1", "w0").await;
+    let second = queued(&s.store, "e1", "w1").await;
+    let third = queued(&s.store, "e2", "w0").await;
+    s.store
+        .apply(&third.id, &begin("tok"))
+        .await
+        .expect("begin");
+    let by_status = s
+        .store
+        .by_status(AttemptStatus::Queued, None, 100)
+        .await
+        .expect("query");
+    let queued_ids: Vec<_> = by_status.items.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(queued_ids, [first.id.clone(), second.id.clone()]);
+    let of_w0 = s
+        .store
+        .by_target("w0", Some(AttemptStatus::Processing))
+        .await
+        .expect("query");
+    assert_eq!(
+        of_w0.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        [third.id.as_str()]
+    );
+    assert_eq!(s.store.by_target("w0", None).await.expect("query").len(), 2);
+    assert_eq!(s.store.by_execution("e1").await.expect("query").len(), 2);
+    let pair = s
+        .store
+        .get(&attempt_id("e2", "w0"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(pair.status, AttemptStatus::Processing);
+}
+
+#[tokio::test]
+async fn an_invalid_stored_target_config_is_reported_not_panicked() {
+    let s = stack("storage-invalid").await;
+    s.sdk_dynamo()
+        .put_item()
+        .table_name(s.stack.table("TargetsTable").expect("table"))
+        .item(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("bad".into()),
+        )
+        .item(
+            "report_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("r1".into()),
+        )
+        .item(
+            "target_type",
+            aws_sdk_dynamodb::types::AttributeValue::S("fax".into()),
+        )
+        .item(
+            "config",
+            aws_sdk_dynamodb::types::AttributeValue::M(Default::default()),
+        )
+        .item(
+            "active",
+            aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+        )
+        .item(
+            "active_type",
+            aws_sdk_dynamodb::types::AttributeValue::S("active#fax".into()),
+        )
+        .item(
+            "created_at",
+            aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000Z".into()),
+        )
+        .item(
+            "updated_at",
+            aws_sdk_dynamodb::types::AttributeValue::S("2026-01-01T00:00:00.000Z".into()),
+        )
+        .send()
+        .await
+        .expect("raw put");
+    let err = s.store.get_target("bad").await.expect_err("invalid");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("fax"), "{err}");
+}
