@@ -22,7 +22,8 @@ test: venv
 	@trap 'bash scripts/moto.sh stop' EXIT; $(MAKE) --no-print-directory check
 
 check: lint build
-	cargo test --workspace --all-targets
+	@set -o pipefail; cargo test --workspace --all-targets 2>&1 | tee .local/test.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' .local/test.log
 
 lint:
 	cargo fmt --all -- --check
