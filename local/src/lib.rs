@@ -23,7 +23,7 @@ pub fn endpoint() -> Result<String> {
     std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|v| !v.is_empty())
-        .context("AWS_ENDPOINT_URL is not set; start moto with `make moto` (the Makefile sets it)")
+        .context("AWS_ENDPOINT_URL is not set; run `make demo` or `make test`, which start moto and set it")
 }
 
 /// SDK config for the local stack: the environment's, with test credentials

@@ -30,16 +30,16 @@ async fn main() -> Result<()> {
 
 async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> {
     let root = project_root();
-    let execution_path = execution
-        .map(Into::into)
-        .unwrap_or_else(|| root.join("events/execution-completed.json"));
+    let executions: Vec<std::path::PathBuf> = match execution {
+        Some(path) => vec![path.into()],
+        None => vec![
+            root.join("events/execution-completed.json"),
+            root.join("events/execution-completed-claim-check.json"),
+        ],
+    };
     let targets_path = targets
         .map(Into::into)
         .unwrap_or_else(|| root.join("events/targets.json"));
-    let body = std::fs::read_to_string(&execution_path)
-        .with_context(|| format!("reading {}", execution_path.display()))?;
-    let ExecutionMessage::CompletedV1(msg) =
-        serde_json::from_str(&body).context("the execution event is not valid")?;
     let work = root.join(".local/demo");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -57,33 +57,88 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         "==> functions running behind the local Lambda runtime API; logs in {}",
         work.join("logs").display()
     );
-    stack.send("ExecutionsQueue", &body).await?;
-    println!(
-        "==> sent {} ({}) to ExecutionsQueue",
-        msg.execution_id,
-        execution_path.display()
-    );
-
-    let mut expected = 0;
-    let mut cursor = None;
-    loop {
-        let page = stack
-            .store
-            .active_targets(&msg.report_id, None, cursor, 100)
-            .await?;
-        expected += page.items.len();
-        cursor = page.next;
-        if cursor.is_none() {
-            break;
+    let mut sent = Vec::new();
+    for path in &executions {
+        let (msg, body) = prepare(&stack, path).await?;
+        stack.send("ExecutionsQueue", &body).await?;
+        println!(
+            "==> sent {} ({}) to ExecutionsQueue",
+            msg.execution_id,
+            path.display()
+        );
+        sent.push(msg);
+    }
+    let mut result = Ok(());
+    for msg in &sent {
+        let mut expected = 0;
+        let mut cursor = None;
+        loop {
+            let page = stack
+                .store
+                .active_targets(&msg.report_id, None, cursor, 100)
+                .await?;
+            expected += page.items.len();
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let attempts = stack
+            .wait_settled(&msg.execution_id, expected, Duration::from_secs(90))
+            .await;
+        let execution = stack.store.get_execution(&msg.execution_id).await?;
+        if let Err(e) = report(&stack, &msg.execution_id, attempts, execution, &work).await {
+            result = Err(e);
         }
     }
-    let attempts = stack
-        .wait_settled(&msg.execution_id, expected, Duration::from_secs(90))
-        .await;
-    let execution = stack.store.get_execution(&msg.execution_id).await?;
-    let result = report(&stack, &msg.execution_id, attempts, execution, &work).await;
+    println!();
+    println!("Captured payloads:");
+    println!(
+        "  webhook: {} request(s) in {}",
+        stack.webhook.received().len(),
+        work.join("captures/webhook").display()
+    );
     stack.down().await;
     result
+}
+
+/// Reads an execution event; for an S3 claim check naming `{{reports_bucket}}`,
+/// uploads the data file of the same name from `events/` first.
+async fn prepare(
+    stack: &LocalStack,
+    path: &std::path::Path,
+) -> Result<(shared::contract::ExecutionCompletedV1, String)> {
+    let bucket = stack
+        .stack
+        .buckets
+        .get("ReportsBucket")
+        .context("no ReportsBucket")?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let body = text.replace("{{reports_bucket}}", bucket);
+    let ExecutionMessage::CompletedV1(msg) =
+        serde_json::from_str(&body).context("the execution event is not valid")?;
+    if let shared::contract::ReportData::S3(check) = &msg.data
+        && text.contains("{{reports_bucket}}")
+    {
+        let key = check
+            .uri
+            .trim_start_matches(&format!("s3://{bucket}/"))
+            .to_owned();
+        let file = path.with_file_name(key.rsplit('/').next().unwrap_or_default());
+        let bytes = std::fs::read(&file)
+            .with_context(|| format!("reading claim-check data {}", file.display()))?;
+        stack
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(bytes.into())
+            .send()
+            .await?;
+        println!("==> uploaded {} to {}", file.display(), check.uri);
+    }
+    Ok((msg, body))
 }
 
 async fn report(
@@ -115,6 +170,9 @@ async fn report(
         execution.pdf.sha256
     );
     println!("       copy: {}", pdf_path.display());
+    if let Some(csv) = &execution.csv {
+        println!("  CSV  {}  ({} bytes)", csv.key, csv.size);
+    }
     println!();
     println!(
         "{:<24} {:<8} {:<10} {:>7} {:>12}  detail",
@@ -148,13 +206,6 @@ async fn report(
             detail
         );
     }
-    println!();
-    println!("Captured payloads:");
-    println!(
-        "  webhook: {} request(s) in {}",
-        stack.webhook.received().len(),
-        work.join("captures/webhook").display()
-    );
     if failed > 0 {
         bail!("{failed} deliveries did not succeed");
     }

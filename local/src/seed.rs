@@ -38,6 +38,9 @@ pub struct SeedTarget {
     pub service_connection_id: Option<String>,
     #[serde(default = "yes")]
     pub active: bool,
+    /// `pdf` (default) and/or `csv`.
+    #[serde(default)]
+    pub formats: Vec<shared::domain::target::Format>,
     pub config: serde_json::Value,
 }
 
@@ -84,6 +87,7 @@ pub fn parse(
                 report_id: t.report_id,
                 service_connection_id: t.service_connection_id,
                 config,
+                formats: t.formats,
                 active: t.active,
                 created_at: now,
                 updated_at: now,

@@ -44,8 +44,33 @@ fn utc() -> String {
 pub enum ReportData {
     /// Rows inside the message.
     Inline(Table),
-    /// A claim check: a JSON [`Table`] stored in S3 (`s3://bucket/key`).
-    S3 { uri: String },
+    /// A claim check: the rows are in an S3 object.
+    S3(ClaimCheck),
+}
+
+/// An S3 object holding the rows, for reports of any size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCheck {
+    /// `s3://bucket/key`.
+    pub uri: String,
+    #[serde(default)]
+    pub format: ClaimFormat,
+    /// Required for CSV (which has no types); for JSON, when given, they
+    /// must equal the stored table's columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<Column>>,
+}
+
+/// The claim-checked object's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimFormat {
+    /// A JSON [`Table`].
+    #[default]
+    Json,
+    /// RFC 4180 CSV with a header row of the column names.
+    Csv,
 }
 
 /// Columns and rows.
@@ -140,6 +165,67 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Parses claim-checked CSV against its declared columns: the header must
+    /// name the columns in order; empty cells become `null`; cells are
+    /// converted to their column's type.
+    pub fn from_csv(bytes: &[u8], columns: Vec<Column>) -> Result<Self, String> {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(bytes);
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| format!("CSV header: {e}"))?
+            .iter()
+            .map(|h| h.trim_start_matches('\u{feff}').to_owned())
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        if header != names {
+            return Err(format!(
+                "CSV header {header:?} does not match the columns {names:?}"
+            ));
+        }
+        let mut rows = Vec::new();
+        for (r, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| format!("CSV row {}: {e}", r + 1))?;
+            let mut row = Vec::with_capacity(columns.len());
+            for (cell, col) in record.iter().zip(&columns) {
+                use serde_json::Value as V;
+                let bad = || {
+                    format!(
+                        "CSV row {}, column {:?}: {cell:?} is not {:?}",
+                        r + 1,
+                        col.name,
+                        col.kind
+                    )
+                };
+                let value = if cell.is_empty() {
+                    V::Null
+                } else {
+                    match col.kind {
+                        ColumnType::String | ColumnType::DateTime => V::String(cell.to_owned()),
+                        ColumnType::Integer => V::from(cell.parse::<i64>().map_err(|_| bad())?),
+                        ColumnType::Decimal => {
+                            let f = cell.parse::<f64>().map_err(|_| bad())?;
+                            serde_json::Number::from_f64(f)
+                                .map(V::Number)
+                                .ok_or_else(bad)?
+                        }
+                        ColumnType::Boolean => match cell.to_ascii_lowercase().as_str() {
+                            "true" => V::Bool(true),
+                            "false" => V::Bool(false),
+                            _ => return Err(bad()),
+                        },
+                    }
+                };
+                row.push(value);
+            }
+            rows.push(row);
+        }
+        Ok(Table { columns, rows })
+    }
+}
+
 /// What render sends to fan-out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -183,6 +269,32 @@ mod tests {
             panic!("sample is inline")
         };
         table.validate().expect("sample rows match columns");
+    }
+
+    #[test]
+    fn claim_check_sample_parses_and_its_csv_matches_its_columns() {
+        let body = include_str!("../../events/execution-completed-claim-check.json");
+        let ExecutionMessage::CompletedV1(m) = serde_json::from_str(body).expect("sample parses");
+        let ReportData::S3(check) = m.data else {
+            panic!("sample is a claim check")
+        };
+        assert_eq!(check.format, ClaimFormat::Csv);
+        let csv = include_bytes!("../../events/weekly-sales-2026-w48.csv");
+        let table = Table::from_csv(csv, check.columns.expect("columns")).expect("CSV parses");
+        table.validate().expect("typed cells");
+        assert_eq!(table.rows.len(), 12);
+        assert!(table.rows.iter().any(|r| r[0] == "東京"));
+    }
+
+    #[test]
+    fn csv_with_the_wrong_header_or_a_bad_cell_is_refused() {
+        let cols: Vec<Column> =
+            serde_json::from_str(r#"[{"name":"a"},{"name":"n","type":"integer"}]"#).expect("cols");
+        assert!(Table::from_csv(b"a,x\n1,2\n", cols.clone()).is_err());
+        let err = Table::from_csv(b"a,n\nq,lots\n", cols.clone()).expect_err("bad cell");
+        assert!(err.contains("row 1"), "{err}");
+        let ok = Table::from_csv(b"a,n\nq,\n", cols).expect("empty is null");
+        assert_eq!(ok.rows[0][1], serde_json::Value::Null);
     }
 
     #[test]

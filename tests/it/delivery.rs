@@ -109,9 +109,12 @@ async fn an_execution_message_ends_as_one_signed_webhook_delivery_and_a_pdf_in_s
     assert_eq!(json["type"], "report.ready");
     assert_eq!(json["execution"]["id"], execution_id.as_str());
     assert_eq!(json["report"]["name"], "Weekly sales");
-    assert_eq!(json["file"]["sha256"], execution.pdf.sha256.as_str());
-    assert_eq!(json["file"]["size"], execution.pdf.size);
-    let link = json["file"]["download_url"].as_str().expect("link");
+    let files = json["files"].as_array().expect("files");
+    assert_eq!(files.len(), 1, "PDF only by default");
+    assert_eq!(files[0]["format"], "pdf");
+    assert_eq!(files[0]["sha256"], execution.pdf.sha256.as_str());
+    assert_eq!(files[0]["size"], execution.pdf.size);
+    let link = files[0]["download_url"].as_str().expect("link");
     assert!(link.contains(&execution.pdf.key) && link.contains("X-Amz-Signature"));
     assert!(
         verify_with_reference(SIGNING_SECRET, &post.headers, &post.body),

@@ -22,6 +22,7 @@ fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
             false,
         )
         .expect("valid"),
+        formats: Vec::new(),
         active,
         created_at: now,
         updated_at: now,

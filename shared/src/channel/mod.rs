@@ -80,11 +80,20 @@ pub struct DeliveryContext<'a> {
     pub target: &'a DeliveryTarget,
     pub execution: &'a ReportExecution,
     pub connection: Option<&'a ServiceConnection>,
-    /// A link to the rendered PDF, valid until `link_expires_at`.
-    pub download_url: &'a str,
+    /// The files the target asked for, each with a download link.
+    pub files: &'a [LinkedFile],
+    /// When the links stop working.
     pub link_expires_at: Timestamp,
     /// Lets the handler run the send without blocking on the clock in tests.
     pub now: Timestamp,
+}
+
+/// A rendered file and a link to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedFile {
+    pub format: crate::domain::target::Format,
+    pub file: crate::domain::execution::StoredFile,
+    pub download_url: String,
 }
 
 /// What a successful send reports, kept in the attempt's metadata.

@@ -80,7 +80,8 @@ pub struct WebhookEvent<'a> {
     pub attempt_id: &'a str,
     pub report: ReportRef<'a>,
     pub execution: ExecutionRef<'a>,
-    pub file: FileRef<'a>,
+    /// The formats the target asked for (PDF by default).
+    pub files: Vec<FileRef<'a>>,
 }
 
 /// The report in a webhook event.
@@ -102,6 +103,7 @@ pub struct ExecutionRef<'a> {
 /// The file in a webhook event.
 #[derive(Debug, Serialize)]
 pub struct FileRef<'a> {
+    pub format: &'static str,
     pub download_url: &'a str,
     pub expires_at: String,
     pub content_type: &'a str,
@@ -195,13 +197,18 @@ impl Channel for WebhookChannel {
                 time_zone: &ctx.execution.time_zone,
                 row_count: ctx.execution.row_count,
             },
-            file: FileRef {
-                download_url: ctx.download_url,
-                expires_at: ctx.link_expires_at.to_string(),
-                content_type: &ctx.execution.pdf.content_type,
-                size: ctx.execution.pdf.size,
-                sha256: &ctx.execution.pdf.sha256,
-            },
+            files: ctx
+                .files
+                .iter()
+                .map(|f| FileRef {
+                    format: f.format.as_str(),
+                    download_url: &f.download_url,
+                    expires_at: ctx.link_expires_at.to_string(),
+                    content_type: &f.file.content_type,
+                    size: f.file.size,
+                    sha256: &f.file.sha256,
+                })
+                .collect(),
         };
         let body = serde_json::to_vec(&event)
             .map_err(|e| DeliveryError::permanent("invalid_payload", e.to_string()))?;

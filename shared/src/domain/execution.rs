@@ -28,6 +28,9 @@ pub struct ReportExecution {
     pub row_count: u64,
     /// The rendered PDF.
     pub pdf: StoredFile,
+    /// The same rows as CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<StoredFile>,
     pub rendered_at: Timestamp,
     /// Set once fan-out has queued every active target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -244,6 +244,24 @@ impl TargetConfig {
     }
 }
 
+/// A file format a target can receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Pdf,
+    Csv,
+}
+
+impl Format {
+    /// The stored and wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Pdf => "pdf",
+            Format::Csv => "csv",
+        }
+    }
+}
+
 /// A place one report is delivered to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryTarget {
@@ -252,9 +270,22 @@ pub struct DeliveryTarget {
     /// Credentials (Slack token, webhook signing secret) live here.
     pub service_connection_id: Option<String>,
     pub config: TargetConfig,
+    /// The files it gets; empty means PDF only.
+    pub formats: Vec<Format>,
     pub active: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl DeliveryTarget {
+    /// The formats it gets, defaulting to PDF.
+    pub fn formats(&self) -> Vec<Format> {
+        if self.formats.is_empty() {
+            vec![Format::Pdf]
+        } else {
+            self.formats.clone()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 
 use super::{Outcome, body_of, process_batch, receive_count};
 use crate::blob::BlobStore;
-use crate::channel::{Channels, DeliveryContext, DeliveryError};
+use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile};
 use crate::contract::DeliveryTask;
+use crate::domain::target::Format;
 use crate::domain::{
     AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, RetryDecision, RetryPolicy,
     Timestamp, Transition,
@@ -189,11 +190,24 @@ async fn prepare_and_send(
         .channels
         .for_type(target.config.target_type())
         .map_err(SendFailure::Delivery)?;
-    let download_url = deps
-        .blobs
-        .presign_get(&execution.pdf.key, deps.link_ttl)
-        .await
-        .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link", e.to_string())))?;
+    let mut files = Vec::new();
+    for format in target.formats() {
+        let file = match format {
+            Format::Pdf => Some(&execution.pdf),
+            Format::Csv => execution.csv.as_ref(),
+        };
+        let Some(file) = file else { continue };
+        let download_url = deps
+            .blobs
+            .presign_get(&file.key, deps.link_ttl)
+            .await
+            .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link", e.to_string())))?;
+        files.push(LinkedFile {
+            format,
+            file: file.clone(),
+            download_url,
+        });
+    }
     let link_expires_at = Timestamp::now()
         .plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
     let receives = receive_count(m);
@@ -204,7 +218,7 @@ async fn prepare_and_send(
             target: &target,
             execution: &execution,
             connection: connection.as_ref(),
-            download_url: &download_url,
+            files: &files,
             link_expires_at,
             now: Timestamp::now(),
         };

@@ -4,11 +4,13 @@
 
 use super::{Outcome, body_of, process_batch, valid_id};
 use crate::blob::{BlobError, BlobStore};
-use crate::contract::{ExecutionCompletedV1, ExecutionMessage, FanoutTask, ReportData, Table};
+use crate::contract::{
+    ClaimCheck, ClaimFormat, ExecutionCompletedV1, ExecutionMessage, FanoutTask, ReportData, Table,
+};
 use crate::domain::Timestamp;
 use crate::domain::execution::{ReportExecution, StoredFile};
 use crate::queue::Queue;
-use crate::render::{ReportMeta, render_pdf};
+use crate::render::{ReportMeta, csv::render_csv, render_pdf, time_zone};
 use crate::store::ExecutionStore;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use sha2::{Digest, Sha256};
@@ -93,6 +95,10 @@ async fn render_and_store(
         info!(execution_id = %existing.id, "already rendered");
         return Ok(existing);
     }
+    let tz = time_zone(&msg.time_zone).ok_or_else(|| Outcome::Reject {
+        code: "invalid_time_zone",
+        reason: format!("{:?} is not an IANA time zone", msg.time_zone),
+    })?;
     let table = load_table(deps, &msg.data).await?;
     table.validate().map_err(|e| Outcome::Reject {
         code: "invalid_rows",
@@ -100,43 +106,35 @@ async fn render_and_store(
     })?;
     let started = std::time::Instant::now();
     let row_count = table.rows.len() as u64;
-    let pdf = tokio::task::spawn_blocking({
+    let (pdf, csv) = tokio::task::spawn_blocking({
         let msg = msg.clone();
         move || {
-            render_pdf(
+            let pdf = render_pdf(
                 &ReportMeta {
                     report_name: &msg.report_name,
                     execution_id: &msg.execution_id,
                     generated_at: msg.generated_at,
-                    time_zone: &msg.time_zone,
+                    time_zone: &tz,
+                    time_zone_name: &msg.time_zone,
                     parameters: &msg.parameters,
                 },
                 &table,
-            )
+            );
+            (pdf, render_csv(&table))
         }
     })
     .await
     .map_err(|e| retry(&e))?;
-    let sha256 = hex::encode(Sha256::digest(&pdf));
-    let size = pdf.len() as u64;
-    // The hash in the key keeps the record and the object consistent even
-    // if two renders of one execution race.
-    let key = format!(
-        "reports/{}/{}/report-{}.pdf",
-        msg.report_id,
-        msg.execution_id,
-        &sha256[..12]
-    );
-    deps.blobs
-        .put(&key, pdf, "application/pdf")
-        .await
-        .map_err(|e| retry(&e))?;
+    let render_ms = started.elapsed().as_millis() as u64;
+    let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
+    let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;
     info!(
         execution_id = %msg.execution_id,
         rows = row_count,
-        bytes = size,
-        render_ms = started.elapsed().as_millis() as u64,
-        key = %key,
+        pdf_bytes = pdf.size,
+        csv_bytes = csv.size,
+        render_ms,
+        key = %pdf.key,
         "rendered"
     );
     let now = Timestamp::now();
@@ -147,12 +145,8 @@ async fn render_and_store(
         generated_at: msg.generated_at,
         time_zone: msg.time_zone,
         row_count,
-        pdf: StoredFile {
-            key,
-            content_type: "application/pdf".into(),
-            size,
-            sha256,
-        },
+        pdf,
+        csv: Some(csv),
         rendered_at: now,
         fanned_out_at: None,
         target_count: None,
@@ -165,23 +159,73 @@ async fn render_and_store(
         .map_err(|e| retry(&e))
 }
 
+/// Stores one rendered file under `reports/<report>/<execution>/`; the hash
+/// in the name keeps the record and the object consistent even if two
+/// renders of one execution race.
+async fn store_file(
+    deps: &Deps,
+    msg: &ExecutionCompletedV1,
+    bytes: Vec<u8>,
+    ext: &str,
+    content_type: &str,
+) -> Result<StoredFile, Outcome> {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let size = bytes.len() as u64;
+    let key = format!(
+        "reports/{}/{}/report-{}.{ext}",
+        msg.report_id,
+        msg.execution_id,
+        &sha256[..12]
+    );
+    deps.blobs
+        .put(&key, bytes, content_type)
+        .await
+        .map_err(|e| Outcome::Retry {
+            reason: e.to_string(),
+        })?;
+    Ok(StoredFile {
+        key,
+        content_type: content_type.to_owned(),
+        size,
+        sha256,
+    })
+}
+
 async fn load_table(deps: &Deps, data: &ReportData) -> Result<Table, Outcome> {
-    match data {
-        ReportData::Inline(table) => Ok(table.clone()),
-        ReportData::S3 { uri } => {
-            let bytes = deps.blobs.get_uri(uri).await.map_err(|e| match e {
-                BlobError::NotFound(what) => Outcome::Reject {
-                    code: "claim_check_missing",
-                    reason: format!("claim-check object not found: {what}"),
-                },
-                other => Outcome::Retry {
-                    reason: other.to_string(),
-                },
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| Outcome::Reject {
-                code: "invalid_claim_check",
-                reason: format!("claim-check object is not a valid table: {e}"),
-            })
+    let check: &ClaimCheck = match data {
+        ReportData::Inline(table) => return Ok(table.clone()),
+        ReportData::S3(check) => check,
+    };
+    let invalid = |reason: String| Outcome::Reject {
+        code: "invalid_claim_check",
+        reason,
+    };
+    let bytes = deps.blobs.get_uri(&check.uri).await.map_err(|e| match e {
+        BlobError::NotFound(what) => Outcome::Reject {
+            code: "claim_check_missing",
+            reason: format!("claim-check object not found: {what}"),
+        },
+        other => Outcome::Retry {
+            reason: other.to_string(),
+        },
+    })?;
+    match check.format {
+        ClaimFormat::Csv => {
+            let columns = check
+                .columns
+                .clone()
+                .ok_or_else(|| invalid("a CSV claim check must declare its columns".into()))?;
+            Table::from_csv(&bytes, columns).map_err(invalid)
+        }
+        ClaimFormat::Json => {
+            let table: Table = serde_json::from_slice(&bytes)
+                .map_err(|e| invalid(format!("claim-check object is not a valid table: {e}")))?;
+            match &check.columns {
+                Some(declared) if *declared != table.columns => Err(invalid(
+                    "the message's columns differ from the claim-check object's".into(),
+                )),
+                _ => Ok(table),
+            }
         }
     }
 }

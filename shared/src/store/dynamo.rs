@@ -131,6 +131,8 @@ struct TargetRecord {
     service_connection_id: Option<String>,
     target_type: String,
     config: serde_json::Value,
+    #[serde(default)]
+    formats: Vec<crate::domain::target::Format>,
     active: bool,
     /// `active#<type>` or `inactive#<type>`: lets one GSI serve "active
     /// targets of a report, optionally by type".
@@ -152,6 +154,7 @@ impl TargetStore for DynamoStore {
             service_connection_id: t.service_connection_id.clone(),
             target_type: t.config.target_type().to_string(),
             config: t.config.to_json(),
+            formats: t.formats.clone(),
             active: t.active,
             active_type: active_type(t.active, t.config.target_type()),
             created_at: t.created_at,
@@ -193,6 +196,7 @@ impl TargetStore for DynamoStore {
             report_id: r.report_id,
             service_connection_id: r.service_connection_id,
             config,
+            formats: r.formats,
             active: r.active,
             created_at: r.created_at,
             updated_at: r.updated_at,

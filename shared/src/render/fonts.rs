@@ -1,0 +1,122 @@
+//! The embedded fonts: DejaVu Sans (Latin, Greek, Cyrillic; regular and
+//! bold) with Droid Sans Fallback for CJK. Parsed once per process; PDFs
+//! embed only the glyphs they use (subsetting). Licences are in
+//! `shared/assets/fonts/`.
+
+use printpdf::ParsedFont;
+use std::sync::OnceLock;
+
+static REGULAR: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
+static FALLBACK: &[u8] = include_bytes!("../../assets/fonts/DroidSansFallback.ttf");
+
+/// Which face a run of text uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    Regular,
+    Bold,
+    Fallback,
+}
+
+/// The parsed faces.
+pub struct Fonts {
+    pub regular: ParsedFont,
+    pub bold: ParsedFont,
+    pub fallback: ParsedFont,
+}
+
+/// The fonts, parsed on first use.
+pub fn fonts() -> &'static Fonts {
+    static FONTS: OnceLock<Fonts> = OnceLock::new();
+    FONTS.get_or_init(|| {
+        let parse = |bytes: &[u8], name: &str| {
+            ParsedFont::from_bytes(bytes, 0, &mut Vec::new())
+                .unwrap_or_else(|| panic!("embedded font {name} does not parse"))
+        };
+        Fonts {
+            regular: parse(REGULAR, "DejaVuSans"),
+            bold: parse(BOLD, "DejaVuSans-Bold"),
+            fallback: parse(FALLBACK, "DroidSansFallback"),
+        }
+    })
+}
+
+impl Fonts {
+    /// The parsed face.
+    pub fn face(&self, face: Face) -> &ParsedFont {
+        match face {
+            Face::Regular => &self.regular,
+            Face::Bold => &self.bold,
+            Face::Fallback => &self.fallback,
+        }
+    }
+
+    /// The face that can draw `c`: the primary (regular or bold) when it has
+    /// a glyph, else the CJK fallback when it has one, else the primary.
+    pub fn face_for(&self, c: char, bold: bool) -> Face {
+        let primary = if bold { Face::Bold } else { Face::Regular };
+        if self.face(primary).lookup_glyph_index(c as u32).is_some() {
+            primary
+        } else if self.fallback.lookup_glyph_index(c as u32).is_some() {
+            Face::Fallback
+        } else {
+            primary
+        }
+    }
+
+    /// Advance width of `c` in points at `size`.
+    pub fn advance(&self, c: char, bold: bool, size: f32) -> f32 {
+        let face = self.face(self.face_for(c, bold));
+        let per_em = face.font_metrics.units_per_em.max(1);
+        let units = face
+            .lookup_glyph_index(c as u32)
+            .map(|g| face.get_horizontal_advance(g))
+            .unwrap_or(per_em / 2);
+        f32::from(units) / f32::from(per_em) * size
+    }
+
+    /// Width of `s` in points.
+    pub fn width(&self, s: &str, bold: bool, size: f32) -> f32 {
+        s.chars().map(|c| self.advance(c, bold, size)).sum()
+    }
+
+    /// Splits `s` into runs drawn with one face each.
+    pub fn runs(&self, s: &str, bold: bool) -> Vec<(Face, String)> {
+        let mut runs: Vec<(Face, String)> = Vec::new();
+        for c in s.chars() {
+            let face = self.face_for(c, bold);
+            match runs.last_mut() {
+                Some((f, text)) if *f == face => text.push(c),
+                _ => runs.push((face, c.to_string())),
+            }
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_script_has_a_face_with_glyphs() {
+        let f = fonts();
+        for text in ["Zürich", "Łódź", "Ελλάδα", "Москва", "€…"] {
+            assert!(
+                f.runs(text, false)
+                    .iter()
+                    .all(|(face, _)| *face == Face::Regular),
+                "{text}"
+            );
+        }
+        assert_eq!(f.runs("東京", false), [(Face::Fallback, "東京".to_owned())]);
+        assert_eq!(
+            f.runs("Tokyo 東京", true),
+            [
+                (Face::Bold, "Tokyo ".to_owned()),
+                (Face::Fallback, "東京".to_owned())
+            ]
+        );
+        assert!(f.width("WWW", false, 10.0) > f.width("iii", false, 10.0));
+    }
+}

@@ -1,0 +1,346 @@
+//! The PDF: A4 landscape; on every page a header (report name, execution
+//! time in the report's zone, parameters) and the table's column headers;
+//! numbers right-aligned, long text ellipsized to its column, a totals line
+//! for numeric columns, and "Page X of Y" in the footer. Text uses embedded
+//! Unicode fonts with a CJK fallback (see [`super::fonts`]).
+
+use super::fonts::{Face, Fonts, fonts};
+use super::{ReportMeta, format_cell, local_time, totals};
+use crate::contract::{ColumnType, Table};
+use printpdf::{
+    Color, FontId, Line, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
+    PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
+};
+
+const PAGE_W: f32 = 841.89; // A4 landscape, points
+const PAGE_H: f32 = 595.28;
+const MARGIN: f32 = 36.0;
+const FONT_SIZE: f32 = 8.5;
+const ROW_H: f32 = 14.0;
+const HEADER_H: f32 = 64.0;
+const FOOTER_H: f32 = 24.0;
+const PAD: f32 = 3.0;
+
+/// Table rows (data or totals) that fit on one page.
+pub fn rows_per_page() -> usize {
+    ((PAGE_H - 2.0 * MARGIN - HEADER_H - FOOTER_H - ROW_H) / ROW_H).floor() as usize
+}
+
+/// Pages for `rows` data rows, plus a totals line when `with_totals`.
+pub fn page_count(rows: usize, with_totals: bool) -> usize {
+    let lines = rows + usize::from(with_totals && rows > 0);
+    lines.div_ceil(rows_per_page()).max(1)
+}
+
+struct Writer<'f> {
+    fonts: &'f Fonts,
+    regular: FontId,
+    bold: FontId,
+    fallback: Option<FontId>,
+    ops: Vec<Op>,
+}
+
+impl Writer<'_> {
+    fn text(&mut self, x: f32, y: f32, size: f32, bold: bool, s: &str) {
+        if s.is_empty() {
+            return;
+        }
+        self.ops.push(Op::StartTextSection);
+        self.ops.push(Op::SetTextCursor {
+            pos: Point { x: Pt(x), y: Pt(y) },
+        });
+        for (face, run) in self.fonts.runs(s, bold) {
+            let id = match face {
+                Face::Regular => &self.regular,
+                Face::Bold => &self.bold,
+                Face::Fallback => self.fallback.as_ref().unwrap_or(&self.regular),
+            };
+            self.ops.push(Op::SetFont {
+                font: PdfFontHandle::External(id.clone()),
+                size: Pt(size),
+            });
+            self.ops.push(Op::ShowText {
+                items: vec![TextItem::Text(run)],
+            });
+        }
+        self.ops.push(Op::EndTextSection);
+    }
+
+    fn width(&self, s: &str, bold: bool, size: f32) -> f32 {
+        self.fonts.width(s, bold, size)
+    }
+
+    /// `s` cut to fit `max` points, with an ellipsis when cut.
+    fn fit(&self, s: &str, bold: bool, max: f32) -> String {
+        if self.width(s, bold, FONT_SIZE) <= max {
+            return s.to_owned();
+        }
+        let budget = max - self.width("…", bold, FONT_SIZE);
+        let mut used = 0.0;
+        let mut out = String::new();
+        for c in s.chars() {
+            used += self.fonts.advance(c, bold, FONT_SIZE);
+            if used > budget {
+                break;
+            }
+            out.push(c);
+        }
+        out.push('…');
+        out
+    }
+
+    fn fill(&mut self, x: f32, y: f32, w: f32, h: f32, grey: f32) {
+        self.ops.extend([
+            Op::SaveGraphicsState,
+            Op::SetFillColor {
+                col: Color::Rgb(Rgb::new(grey, grey, grey, None)),
+            },
+            Op::DrawRectangle {
+                rectangle: Rect {
+                    mode: Some(PaintMode::Fill),
+                    ..Rect::from_xywh(Pt(x), Pt(y), Pt(w), Pt(h))
+                },
+            },
+            Op::RestoreGraphicsState,
+        ]);
+    }
+
+    fn rule(&mut self, y: f32) {
+        let p = |x| LinePoint {
+            p: Point { x: Pt(x), y: Pt(y) },
+            bezier: false,
+        };
+        self.ops.extend([
+            Op::SetOutlineThickness { pt: Pt(0.5) },
+            Op::DrawLine {
+                line: Line {
+                    points: vec![p(MARGIN), p(PAGE_W - MARGIN)],
+                    is_closed: false,
+                },
+            },
+        ]);
+    }
+
+    /// Draws one table line: each cell fitted to its column, numbers right-aligned.
+    fn row(&mut self, y: f32, cells: &[String], table: &Table, widths: &[f32], bold: bool) {
+        let mut x = MARGIN;
+        for ((cell, col), w) in cells.iter().zip(&table.columns).zip(widths) {
+            let fitted = self.fit(cell, bold, w - 2.0 * PAD);
+            let right = matches!(col.kind, ColumnType::Integer | ColumnType::Decimal);
+            let tx = if right {
+                x + w - PAD - self.width(&fitted, bold, FONT_SIZE)
+            } else {
+                x + PAD
+            };
+            self.text(tx, y - ROW_H + 4.0, FONT_SIZE, bold, &fitted);
+            x += w;
+        }
+    }
+}
+
+/// Renders the PDF bytes.
+pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
+    let f = fonts();
+    let tz = meta.time_zone;
+    let cells: Vec<Vec<String>> = table
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&table.columns)
+                .map(|(v, c)| format_cell(v, c.kind, tz))
+                .collect()
+        })
+        .collect();
+    let sums = totals(table);
+    let has_totals = sums.iter().any(Option::is_some) && !cells.is_empty();
+    let totals_line: Vec<String> = sums
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Some(v) => v.clone(),
+            None if i == 0 => "Total".to_owned(),
+            None => String::new(),
+        })
+        .collect();
+
+    let mut doc = PdfDocument::new(meta.report_name);
+    let needs_fallback = cells
+        .iter()
+        .flatten()
+        .chain(table.columns.iter().map(|c| &c.name))
+        .chain(meta.parameters.values())
+        .chain(meta.parameters.keys())
+        .chain([&meta.report_name.to_owned()])
+        .any(|s| s.chars().any(|c| f.face_for(c, false) == Face::Fallback));
+    let regular = doc.add_font(&f.regular);
+    let bold = doc.add_font(&f.bold);
+    let fallback = needs_fallback.then(|| doc.add_font(&f.fallback));
+    let mut w = Writer {
+        fonts: f,
+        regular,
+        bold,
+        fallback,
+        ops: Vec::new(),
+    };
+    let widths = column_widths(&w, table, &cells);
+    let per_page = rows_per_page();
+    let pages = page_count(cells.len(), has_totals);
+    let when = format!(
+        "Generated {} ({})   ·   Execution {}",
+        local_time(meta.generated_at, tz),
+        meta.time_zone_name,
+        meta.execution_id
+    );
+    let params = meta
+        .parameters
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("   ");
+    let mut out_pages = Vec::with_capacity(pages);
+    for page in 0..pages {
+        // Header
+        let top = PAGE_H - MARGIN;
+        let title = w.fit(meta.report_name, true, PAGE_W - 2.0 * MARGIN);
+        w.text(MARGIN, top - 16.0, 15.0, true, &title);
+        w.text(MARGIN, top - 32.0, FONT_SIZE, false, &when);
+        if !params.is_empty() {
+            let line = w.fit(
+                &format!("Parameters   {params}"),
+                false,
+                PAGE_W - 2.0 * MARGIN,
+            );
+            w.text(MARGIN, top - 46.0, FONT_SIZE, false, &line);
+        }
+        // Column headers, repeated on every page
+        let mut y = top - HEADER_H;
+        w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.85);
+        let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        w.row(y, &names, table, &widths, true);
+        w.rule(y - ROW_H);
+        y -= ROW_H;
+        // Rows
+        let start = page * per_page;
+        let end = (start + per_page).min(cells.len());
+        if cells.is_empty() {
+            w.text(
+                MARGIN + PAD,
+                y - ROW_H + 4.0,
+                FONT_SIZE,
+                false,
+                "No rows in this execution.",
+            );
+        }
+        for (i, row) in cells.get(start..end).unwrap_or_default().iter().enumerate() {
+            if i % 2 == 1 {
+                w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.95);
+            }
+            w.row(y, row, table, &widths, false);
+            y -= ROW_H;
+        }
+        if has_totals && page == pages - 1 {
+            w.rule(y);
+            w.row(y, &totals_line, table, &widths, true);
+        }
+        // Footer
+        w.rule(MARGIN + FOOTER_H - 8.0);
+        let name = w.fit(meta.report_name, false, PAGE_W / 2.0);
+        w.text(MARGIN, MARGIN, 8.0, false, &name);
+        let label = format!("Page {} of {pages}", page + 1);
+        let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
+        w.text(x, MARGIN, 8.0, false, &label);
+        let ops = std::mem::take(&mut w.ops);
+        out_pages.push(PdfPage::new(
+            Mm::from(Pt(PAGE_W)),
+            Mm::from(Pt(PAGE_H)),
+            ops,
+        ));
+    }
+    doc.with_pages(out_pages)
+        .save(&PdfSaveOptions::default(), &mut Vec::new())
+}
+
+/// Splits the page width across columns in proportion to their content
+/// (sampled), with a floor so narrow columns stay readable.
+fn column_widths(w: &Writer<'_>, table: &Table, cells: &[Vec<String>]) -> Vec<f32> {
+    let avail = PAGE_W - 2.0 * MARGIN;
+    let natural: Vec<f32> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let widest = cells
+                .iter()
+                .take(1000)
+                .map(|r| w.width(&r[i], false, FONT_SIZE))
+                .fold(w.width(&c.name, true, FONT_SIZE), f32::max);
+            (widest + 2.0 * PAD).clamp(40.0, avail / 2.0)
+        })
+        .collect();
+    let total: f32 = natural.iter().sum();
+    natural.iter().map(|x| x * avail / total).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Column;
+    use crate::domain::Timestamp;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn table(rows: usize) -> Table {
+        Table {
+            columns: vec![
+                Column {
+                    name: "City".into(),
+                    kind: ColumnType::String,
+                },
+                Column {
+                    name: "Revenue".into(),
+                    kind: ColumnType::Decimal,
+                },
+            ],
+            rows: (0..rows)
+                .map(|i| vec![json!(format!("City {i}")), json!(i as f64 * 1000.5)])
+                .collect(),
+        }
+    }
+
+    fn render(t: &Table) -> PdfDocument {
+        let params = BTreeMap::from([("region".to_owned(), "EMEA".to_owned())]);
+        let tz = super::super::time_zone("Europe/Zurich").expect("tz");
+        let meta = ReportMeta {
+            report_name: "Weekly sales",
+            execution_id: "e1",
+            generated_at: Timestamp::parse("2026-11-26T07:00:00Z").expect("ts"),
+            time_zone: &tz,
+            time_zone_name: "Europe/Zurich",
+            parameters: &params,
+        };
+        let pdf = render_pdf(&meta, t);
+        assert!(pdf.starts_with(b"%PDF"));
+        PdfDocument::parse(&pdf, &printpdf::PdfParseOptions::default(), &mut Vec::new())
+            .expect("the PDF parses")
+    }
+
+    fn page_count_of(doc: &PdfDocument) -> usize {
+        doc.pages.len()
+    }
+
+    #[test]
+    fn page_count_follows_the_row_count_including_the_totals_line() {
+        let per = rows_per_page();
+        assert_eq!(page_count(0, true), 1);
+        assert_eq!(page_count(per, false), 1);
+        assert_eq!(
+            page_count(per, true),
+            2,
+            "the totals line spills onto a new page"
+        );
+        assert_eq!(page_count(per * 2 + 1, true), 3);
+        assert_eq!(page_count_of(&render(&table(per * 2 + 1))), 3);
+        assert_eq!(page_count_of(&render(&table(0))), 1);
+    }
+}
