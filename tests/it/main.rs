@@ -5,3 +5,5 @@
 mod bad_input;
 mod delivery;
 mod storage;
+mod fanout;
+mod render;
