@@ -3,6 +3,7 @@
 //! Runtime API with SQS event-source-mapping semantics, and hosts receivers
 //! (sinks) that speak the channels' protocols and can inject faults.
 
+pub mod bench;
 pub mod provision;
 pub mod runner;
 pub mod seed;

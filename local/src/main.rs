@@ -24,8 +24,19 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("demo") => demo(args.get(1).cloned(), args.get(2).cloned()).await,
-        _ => bail!("usage: local demo [EXECUTION_JSON] [TARGETS_JSON]"),
+        Some("bench-render") => {
+            local::bench::render(count(args.get(1), 10_000)?);
+            Ok(())
+        }
+        Some("bench-fanout") => local::bench::fanout(count(args.get(1), 10_000)?).await,
+        _ => bail!(
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] | bench-fanout [TARGETS]"
+        ),
     }
+}
+
+fn count(arg: Option<&String>, default: usize) -> Result<usize> {
+    arg.map_or(Ok(default), |a| a.parse().context("expected a number"))
 }
 
 async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> {

@@ -244,3 +244,16 @@ impl LocalStack {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 }
+
+impl LocalStack {
+    /// The stack's table names.
+    pub fn store_tables(&self) -> shared::store::dynamo::Tables {
+        let t = |id: &str| self.stack.table(id).map(str::to_owned).unwrap_or_default();
+        shared::store::dynamo::Tables {
+            targets: t("TargetsTable"),
+            attempts: t("AttemptsTable"),
+            executions: t("ExecutionsTable"),
+            connections: t("ConnectionsTable"),
+        }
+    }
+}

@@ -114,15 +114,27 @@ async fn a_thousand_targets_get_exactly_a_thousand_attempts_and_messages_even_wh
         let attempts = s.store.by_execution("exec-big").await.expect("query");
         assert_eq!(attempts.len(), 1000, "after run {run}");
         assert!(attempts.iter().all(|a| a.enqueued_at.is_some()));
-        assert_eq!(s.depth("WebhookDeliveryQueue").await.expect("depth"), 1000, "after run {run}");
+        assert_eq!(
+            s.depth("WebhookDeliveryQueue").await.expect("depth"),
+            1000,
+            "after run {run}"
+        );
     }
     // And no inactive target got an attempt
     let attempts = s.store.by_execution("exec-big").await.expect("query");
     for i in 1000..1005 {
         let id = format!("rpt-big-t{i:05}");
-        assert!(attempts.iter().all(|a| a.delivery_target_id != id), "{id} is inactive");
+        assert!(
+            attempts.iter().all(|a| a.delivery_target_id != id),
+            "{id} is inactive"
+        );
     }
-    let execution = s.store.get_execution("exec-big").await.expect("get").expect("exists");
+    let execution = s
+        .store
+        .get_execution("exec-big")
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(execution.target_count, Some(1000));
     assert!(execution.fanned_out_at.is_some());
     assert_eq!(s.depth("EmailDeliveryQueue").await.expect("depth"), 0);
@@ -138,13 +150,29 @@ async fn a_fanout_that_runs_out_of_time_continues_from_a_follow_up_message() {
     let past = Timestamp::now();
     let response = handle(&d, event(&task("exec-cont")), Some(past)).await;
     assert!(response.batch_item_failures.is_empty());
-    let follow_up = s.drain("FanoutQueue", Duration::from_secs(5)).await.expect("drain");
+    let follow_up = s
+        .drain("FanoutQueue", Duration::from_secs(5))
+        .await
+        .expect("drain");
     assert_eq!(follow_up.len(), 1, "a continuation was queued");
-    assert!(s.store.by_execution("exec-cont").await.expect("query").is_empty());
+    assert!(
+        s.store
+            .by_execution("exec-cont")
+            .await
+            .expect("query")
+            .is_empty()
+    );
     // The follow-up finishes the job
     let response = handle(&d, event(&follow_up[0].body), None).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(s.store.by_execution("exec-cont").await.expect("query").len(), 250);
+    assert_eq!(
+        s.store
+            .by_execution("exec-cont")
+            .await
+            .expect("query")
+            .len(),
+        250
+    );
     assert_eq!(s.depth("WebhookDeliveryQueue").await.expect("depth"), 250);
 }
 

@@ -4,6 +4,6 @@
 
 mod bad_input;
 mod delivery;
-mod storage;
 mod fanout;
 mod render;
+mod storage;

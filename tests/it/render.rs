@@ -59,7 +59,11 @@ fn tool(cmd: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{cmd} runs (make test installs it): {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,16 +79,30 @@ fn a_multi_page_report_passes_qpdf_and_gives_back_every_row_and_the_unicode_name
     let info = tool("pdfinfo", &[file]);
     let pages = page_count(rows, true);
     assert_eq!(pages, 3);
-    assert!(info.lines().any(|l| l.split_whitespace().eq(["Pages:", "3"])), "{info}");
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().eq(["Pages:", "3"])),
+        "{info}"
+    );
     // And the text comes back: header on every page, every row, the totals, the footer
     let text = tool("pdftotext", &["-layout", file, "-"]);
-    let page_texts: Vec<&str> = text.split('\u{c}').filter(|p| !p.trim().is_empty()).collect();
+    let page_texts: Vec<&str> = text
+        .split('\u{c}')
+        .filter(|p| !p.trim().is_empty())
+        .collect();
     assert_eq!(page_texts.len(), 3);
     for (i, page) in page_texts.iter().enumerate() {
         assert!(page.contains("Weekly sales"), "header on page {}", i + 1);
-        assert!(page.contains("2026-11-26 08:00 CET (Europe/Zurich)"), "local time on page {}", i + 1);
+        assert!(
+            page.contains("2026-11-26 08:00 CET (Europe/Zurich)"),
+            "local time on page {}",
+            i + 1
+        );
         assert!(page.contains("region: EMEA"));
-        assert!(page.contains("City") && page.contains("Target met"), "column headers repeat");
+        assert!(
+            page.contains("City") && page.contains("Target met"),
+            "column headers repeat"
+        );
         assert!(page.contains(&format!("Page {} of 3", i + 1)));
     }
     for i in 0..rows {
@@ -92,7 +110,10 @@ fn a_multi_page_report_passes_qpdf_and_gives_back_every_row_and_the_unicode_name
         assert!(text.contains(&name), "row {i} ({name}) is in the text");
     }
     assert!(text.contains("Total"));
-    assert!(text.contains("2026-11-25 19:42 CET"), "dates in the report's zone");
+    assert!(
+        text.contains("2026-11-25 19:42 CET"),
+        "dates in the report's zone"
+    );
 }
 
 #[test]
@@ -112,8 +133,14 @@ fn long_text_is_cut_to_its_column_not_overflowing() {
     t.rows[0][0] = "A very long city name that keeps going ".repeat(20).into();
     let path = render_to_file(&t, "long");
     let text = tool("pdftotext", &["-layout", path.to_str().expect("path"), "-"]);
-    let line = text.lines().find(|l| l.contains("A very long")).expect("row present");
+    let line = text
+        .lines()
+        .find(|l| l.contains("A very long"))
+        .expect("row present");
     assert!(line.contains('…'), "ellipsized: {line}");
-    assert!(line.contains("0.25"), "the next columns are still on the line: {line}");
+    assert!(
+        line.contains("0.25"),
+        "the next columns are still on the line: {line}"
+    );
     assert!(!text.contains(&"A very long city name that keeps going ".repeat(20)));
 }

@@ -18,36 +18,42 @@ pub enum Face {
     Fallback,
 }
 
-/// The parsed faces.
+/// The parsed faces. The CJK fallback (the largest) is parsed only when a
+/// report needs it.
 pub struct Fonts {
     pub regular: ParsedFont,
     pub bold: ParsedFont,
-    pub fallback: ParsedFont,
+    fallback: OnceLock<ParsedFont>,
+}
+
+fn parse(bytes: &[u8], name: &str) -> ParsedFont {
+    ParsedFont::from_bytes(bytes, 0, &mut Vec::new())
+        .unwrap_or_else(|| panic!("embedded font {name} does not parse"))
 }
 
 /// The fonts, parsed on first use.
 pub fn fonts() -> &'static Fonts {
     static FONTS: OnceLock<Fonts> = OnceLock::new();
-    FONTS.get_or_init(|| {
-        let parse = |bytes: &[u8], name: &str| {
-            ParsedFont::from_bytes(bytes, 0, &mut Vec::new())
-                .unwrap_or_else(|| panic!("embedded font {name} does not parse"))
-        };
-        Fonts {
-            regular: parse(REGULAR, "DejaVuSans"),
-            bold: parse(BOLD, "DejaVuSans-Bold"),
-            fallback: parse(FALLBACK, "DroidSansFallback"),
-        }
+    FONTS.get_or_init(|| Fonts {
+        regular: parse(REGULAR, "DejaVuSans"),
+        bold: parse(BOLD, "DejaVuSans-Bold"),
+        fallback: OnceLock::new(),
     })
 }
 
 impl Fonts {
+    /// The CJK fallback face, parsed on first use.
+    pub fn fallback(&self) -> &ParsedFont {
+        self.fallback
+            .get_or_init(|| parse(FALLBACK, "DroidSansFallback"))
+    }
+
     /// The parsed face.
     pub fn face(&self, face: Face) -> &ParsedFont {
         match face {
             Face::Regular => &self.regular,
             Face::Bold => &self.bold,
-            Face::Fallback => &self.fallback,
+            Face::Fallback => self.fallback(),
         }
     }
 
@@ -57,7 +63,7 @@ impl Fonts {
         let primary = if bold { Face::Bold } else { Face::Regular };
         if self.face(primary).lookup_glyph_index(c as u32).is_some() {
             primary
-        } else if self.fallback.lookup_glyph_index(c as u32).is_some() {
+        } else if self.fallback().lookup_glyph_index(c as u32).is_some() {
             Face::Fallback
         } else {
             primary

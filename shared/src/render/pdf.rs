@@ -9,7 +9,7 @@ use super::{ReportMeta, format_cell, local_time, totals};
 use crate::contract::{ColumnType, Table};
 use printpdf::{
     Color, FontId, Line, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
-    PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem,
+    PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem, TextMatrix,
 };
 
 const PAGE_W: f32 = 841.89; // A4 landscape, points
@@ -32,12 +32,17 @@ pub fn page_count(rows: usize, with_totals: bool) -> usize {
     lines.div_ceil(rows_per_page()).max(1)
 }
 
+/// Builds one page's operations: shapes first, then every piece of text in
+/// a single text object, positioned absolutely and switching fonts only
+/// when they change. Few operations per cell keep memory low for big reports.
 struct Writer<'f> {
     fonts: &'f Fonts,
     regular: FontId,
     bold: FontId,
     fallback: Option<FontId>,
-    ops: Vec<Op>,
+    shapes: Vec<Op>,
+    text: Vec<Op>,
+    current: Option<(Face, u32)>,
 }
 
 impl Writer<'_> {
@@ -45,25 +50,38 @@ impl Writer<'_> {
         if s.is_empty() {
             return;
         }
-        self.ops.push(Op::StartTextSection);
-        self.ops.push(Op::SetTextCursor {
-            pos: Point { x: Pt(x), y: Pt(y) },
+        self.text.push(Op::SetTextMatrix {
+            matrix: TextMatrix::Translate(Pt(x), Pt(y)),
         });
         for (face, run) in self.fonts.runs(s, bold) {
-            let id = match face {
-                Face::Regular => &self.regular,
-                Face::Bold => &self.bold,
-                Face::Fallback => self.fallback.as_ref().unwrap_or(&self.regular),
-            };
-            self.ops.push(Op::SetFont {
-                font: PdfFontHandle::External(id.clone()),
-                size: Pt(size),
-            });
-            self.ops.push(Op::ShowText {
+            let key = (face, size.to_bits());
+            if self.current != Some(key) {
+                let id = match face {
+                    Face::Regular => &self.regular,
+                    Face::Bold => &self.bold,
+                    Face::Fallback => self.fallback.as_ref().unwrap_or(&self.regular),
+                };
+                self.text.push(Op::SetFont {
+                    font: PdfFontHandle::External(id.clone()),
+                    size: Pt(size),
+                });
+                self.current = Some(key);
+            }
+            self.text.push(Op::ShowText {
                 items: vec![TextItem::Text(run)],
             });
         }
-        self.ops.push(Op::EndTextSection);
+    }
+
+    /// The page's operations, leaving the writer empty for the next page.
+    fn take_page(&mut self) -> Vec<Op> {
+        let mut ops = std::mem::take(&mut self.shapes);
+        ops.reserve(self.text.len() + 2);
+        ops.push(Op::StartTextSection);
+        ops.append(&mut self.text);
+        ops.push(Op::EndTextSection);
+        self.current = None;
+        ops
     }
 
     fn width(&self, s: &str, bold: bool, size: f32) -> f32 {
@@ -90,7 +108,7 @@ impl Writer<'_> {
     }
 
     fn fill(&mut self, x: f32, y: f32, w: f32, h: f32, grey: f32) {
-        self.ops.extend([
+        self.shapes.extend([
             Op::SaveGraphicsState,
             Op::SetFillColor {
                 col: Color::Rgb(Rgb::new(grey, grey, grey, None)),
@@ -110,7 +128,7 @@ impl Writer<'_> {
             p: Point { x: Pt(x), y: Pt(y) },
             bezier: false,
         };
-        self.ops.extend([
+        self.shapes.extend([
             Op::SetOutlineThickness { pt: Pt(0.5) },
             Op::DrawLine {
                 line: Line {
@@ -175,13 +193,15 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
         .any(|s| s.chars().any(|c| f.face_for(c, false) == Face::Fallback));
     let regular = doc.add_font(&f.regular);
     let bold = doc.add_font(&f.bold);
-    let fallback = needs_fallback.then(|| doc.add_font(&f.fallback));
+    let fallback = needs_fallback.then(|| doc.add_font(f.fallback()));
     let mut w = Writer {
         fonts: f,
         regular,
         bold,
         fallback,
-        ops: Vec::new(),
+        shapes: Vec::new(),
+        text: Vec::new(),
+        current: None,
     };
     let widths = column_widths(&w, table, &cells);
     let per_page = rows_per_page();
@@ -250,7 +270,7 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
         let label = format!("Page {} of {pages}", page + 1);
         let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
         w.text(x, MARGIN, 8.0, false, &label);
-        let ops = std::mem::take(&mut w.ops);
+        let ops = w.take_page();
         out_pages.push(PdfPage::new(
             Mm::from(Pt(PAGE_W)),
             Mm::from(Pt(PAGE_H)),

@@ -1,0 +1,287 @@
+//! Benchmarks (run with `make bench`; figures in BENCHMARKS.md):
+//!
+//! * `render`: renders a synthetic table to PDF and CSV in this process and
+//!   reports wall time and peak RSS (`VmHWM`).
+//! * `fanout`: fans one execution out to N targets against moto with the
+//!   real adapters, counting every DynamoDB and SQS request by operation.
+
+use crate::stack::LocalStack;
+use anyhow::Result;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use futures::StreamExt;
+use shared::contract::{Column, ColumnType, Table};
+use shared::domain::execution::{ReportExecution, StoredFile};
+use shared::domain::{DeliveryTarget, TargetConfig, Timestamp};
+use shared::handlers::fanout::{ChannelQueues, Deps, handle};
+use shared::store::dynamo::DynamoStore;
+use shared::store::{ExecutionStore, TargetStore};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Peak resident set size of this process so far, in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A synthetic report: `rows` × 8 columns of every type, with Unicode names
+/// and some long text.
+pub fn synthetic_table(rows: usize) -> Table {
+    let col = |name: &str, kind| Column {
+        name: name.into(),
+        kind,
+    };
+    let cities = [
+        "Zürich",
+        "Łódź",
+        "東京",
+        "Αθήνα",
+        "Lisbon",
+        "Москва",
+        "São Paulo",
+        "Reykjavík",
+    ];
+    Table {
+        columns: vec![
+            col("City", ColumnType::String),
+            col("Product", ColumnType::String),
+            col("Quantity", ColumnType::Integer),
+            col("Unit price", ColumnType::Decimal),
+            col("Total", ColumnType::Decimal),
+            col("Ordered at", ColumnType::DateTime),
+            col("Paid", ColumnType::Boolean),
+            col("Notes", ColumnType::String),
+        ],
+        rows: (0..rows)
+            .map(|i| {
+                vec![
+                    cities[i % cities.len()].into(),
+                    format!("Product {:05}", i % 977).into(),
+                    ((i % 50) as i64 + 1).into(),
+                    serde_json::json!(((i % 1000) as f64) / 10.0 + 0.99),
+                    serde_json::json!((((i % 50) + 1) as f64) * (((i % 1000) as f64) / 10.0 + 0.99)),
+                    "2026-11-25T18:42:00Z".into(),
+                    (i % 3 != 0).into(),
+                    format!("Delivered to warehouse {} after a short delay in customs, signed by the night shift", i % 17).into(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// Runs the render benchmark and prints its figures.
+pub fn render(rows: usize) {
+    let baseline = peak_rss_kib();
+    let table = synthetic_table(rows);
+    let after_data = peak_rss_kib();
+    let started = Instant::now();
+    let fonts = shared::render::fonts::fonts();
+    let _ = fonts.width("warm-up", false, 10.0);
+    let font_ms = started.elapsed().as_millis();
+    let after_fonts = peak_rss_kib();
+    let tz = shared::render::time_zone("Europe/Zurich").unwrap_or_else(jiff_utc);
+    let params = BTreeMap::from([("region".to_owned(), "EMEA".to_owned())]);
+    let meta = shared::render::ReportMeta {
+        report_name: "Benchmark report",
+        execution_id: "bench",
+        generated_at: Timestamp::now(),
+        time_zone: &tz,
+        time_zone_name: "Europe/Zurich",
+        parameters: &params,
+    };
+    let t = Instant::now();
+    let pdf = shared::render::render_pdf(&meta, &table);
+    let pdf_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    let csv = shared::render::csv::render_csv(&table);
+    let csv_ms = t.elapsed().as_millis();
+    println!("render: {rows} rows x {} columns", table.columns.len());
+    println!(
+        "  pages               {}",
+        shared::render::page_count(rows, true)
+    );
+    println!("  font parse          {font_ms} ms");
+    println!(
+        "  PDF                 {pdf_ms} ms, {} KiB",
+        pdf.len() / 1024
+    );
+    println!(
+        "  CSV                 {csv_ms} ms, {} KiB",
+        csv.len() / 1024
+    );
+    println!("  RSS at start        {:.1} MiB", baseline as f64 / 1024.0);
+    println!(
+        "  RSS with input rows {:.1} MiB",
+        after_data as f64 / 1024.0
+    );
+    println!(
+        "  RSS with fonts      {:.1} MiB",
+        after_fonts as f64 / 1024.0
+    );
+    println!(
+        "  peak RSS            {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
+}
+
+fn jiff_utc() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::UTC
+}
+
+/// Counts SDK requests by `service.operation`, retries included.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    /// The counts so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(m) = cfg.load::<Metadata>()
+            && let Ok(mut counts) = self.0.lock()
+        {
+            *counts
+                .entry(format!("{}.{}", m.service(), m.name()))
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the fan-out benchmark against moto and prints its figures.
+pub async fn fanout(targets: usize) -> Result<()> {
+    let work = crate::stack::project_root().join(".local/bench");
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let s = LocalStack::up(&prefix, &work).await?;
+    let report = "rpt-bench";
+    let now = Timestamp::now();
+    let seeded: Vec<DeliveryTarget> = (0..targets)
+        .map(|i| DeliveryTarget {
+            id: format!("t{i:06}"),
+            report_id: report.into(),
+            service_connection_id: None,
+            config: TargetConfig::Webhook(shared::domain::target::WebhookConfig {
+                url: shared::domain::url::WebhookUrl::parse(
+                    &format!("https://hooks.example.com/{i}"),
+                    false,
+                )
+                .expect("valid url"),
+            }),
+            formats: Vec::new(),
+            active: true,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    let t = Instant::now();
+    futures::stream::iter(&seeded)
+        .map(|target| s.store.put_target(target))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "fanout: seeded {targets} targets in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    s.store
+        .put_rendered(&ReportExecution {
+            id: "exec-bench".into(),
+            report_id: report.into(),
+            report_name: "bench".into(),
+            generated_at: now,
+            time_zone: "UTC".into(),
+            row_count: 0,
+            pdf: StoredFile {
+                key: "k".into(),
+                content_type: "application/pdf".into(),
+                size: 1,
+                sha256: "00".into(),
+            },
+            csv: None,
+            rendered_at: now,
+            fanned_out_at: None,
+            target_count: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+
+    let counter = CallCounter::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&s.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&s.sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(ddb, s.store_tables());
+    let url = |q: &str| s.stack.queue_url(q).map(str::to_owned);
+    let deps = Deps {
+        targets: Box::new(store.clone()),
+        attempts: Box::new(store.clone()),
+        executions: Box::new(store),
+        queue: Box::new(shared::queue::sqs::SqsQueue::new(sqs)),
+        channel_queues: ChannelQueues {
+            email: url("EmailDeliveryQueue")?,
+            slack: url("SlackDeliveryQueue")?,
+            webhook: url("WebhookDeliveryQueue")?,
+        },
+        fanout_queue_url: url("FanoutQueue")?,
+        dead_letter_url: url("FanoutDeadLetterQueue")?,
+        page_size: 100,
+        concurrency: 16,
+        reserve: Duration::from_secs(20),
+    };
+    let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
+        "Records": [{"messageId": "bench", "body": r#"{"type":"fanout.v1","execution_id":"exec-bench"}"#}]
+    }))?;
+    let t = Instant::now();
+    let response = handle(&deps, event, None).await;
+    let wall = t.elapsed();
+    anyhow::ensure!(response.batch_item_failures.is_empty(), "fan-out failed");
+    println!(
+        "fanout: {targets} targets in {:.1} s against moto",
+        wall.as_secs_f64()
+    );
+    let counts = counter.snapshot();
+    let total: u64 = counts.values().sum();
+    for (op, n) in &counts {
+        println!("  {op:<40} {n}");
+    }
+    println!("  {:<40} {total}", "total requests");
+    println!(
+        "  minimum: {} Query pages (1 MiB each, KEYS_ONLY), {targets} conditional PutItem, {} SendMessageBatch",
+        targets.div_ceil(1000).max(1),
+        targets.div_ceil(10)
+    );
+    s.down().await;
+    Ok(())
+}
