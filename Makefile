@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint unit it venv moto-start moto-stop build clean
+.PHONY: demo test check lint venv build bench clean
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -40,3 +40,9 @@ venv:
 
 clean:
 	rm -rf .local target
+
+## bench: render 10,000 rows x 8 columns and fan out to 10,000 targets (release build; see BENCHMARKS.md)
+bench:
+	cargo build --release -p report-delivery-local
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-render 10000 && ./target/release/local bench-fanout 10000

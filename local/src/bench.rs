@@ -256,7 +256,7 @@ pub async fn fanout(targets: usize) -> Result<()> {
         },
         fanout_queue_url: url("FanoutQueue")?,
         dead_letter_url: url("FanoutDeadLetterQueue")?,
-        page_size: 100,
+        page_size: 500,
         concurrency: 16,
         reserve: Duration::from_secs(20),
     };
@@ -278,8 +278,8 @@ pub async fn fanout(targets: usize) -> Result<()> {
     }
     println!("  {:<40} {total}", "total requests");
     println!(
-        "  minimum: {} Query pages (1 MiB each, KEYS_ONLY), {targets} conditional PutItem, {} SendMessageBatch",
-        targets.div_ceil(1000).max(1),
+        "  minimum: {} Query pages (500 targets each), {targets} conditional PutItem, {} SendMessageBatch",
+        targets.div_ceil(500).max(1),
         targets.div_ceil(10)
     );
     s.down().await;

@@ -257,3 +257,43 @@ impl LocalStack {
         }
     }
 }
+
+impl LocalStack {
+    /// Keys in the reports bucket under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let bucket = self
+            .stack
+            .buckets
+            .get("ReportsBucket")
+            .context("no ReportsBucket")?;
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .send()
+            .await?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
+    }
+
+    /// Stores an object in the reports bucket (e.g. claim-check data).
+    pub async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<String> {
+        let bucket = self
+            .stack
+            .buckets
+            .get("ReportsBucket")
+            .context("no ReportsBucket")?;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await?;
+        Ok(format!("s3://{bucket}/{key}"))
+    }
+}

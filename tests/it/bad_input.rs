@@ -26,6 +26,18 @@ async fn malformed_and_invalid_execution_messages_go_to_the_dead_letter_queue_wi
     bad_rows["data"]["rows"][1][1] = "many".into();
     let mut missing_claim: serde_json::Value = serde_json::from_str(&good).expect("json");
     missing_claim["data"] = serde_json::json!({"source": "s3", "uri": format!("s3://{}/nope.json", s.stack.buckets["ReportsBucket"])});
+    let mut bad_zone: serde_json::Value = serde_json::from_str(&good).expect("json");
+    bad_zone["time_zone"] = "Mars/Olympus_Mons".into();
+    let columns = serde_json::json!([{"name": "City"}, {"name": "Orders", "type": "integer"}]);
+    let uri = s
+        .put_object("incoming/bad.csv", b"Town,Orders\nZurich,1\n".to_vec())
+        .await
+        .expect("upload");
+    let mut bad_header: serde_json::Value = serde_json::from_str(&good).expect("json");
+    bad_header["data"] =
+        serde_json::json!({"source": "s3", "uri": uri, "format": "csv", "columns": columns});
+    let mut no_columns: serde_json::Value = serde_json::from_str(&good).expect("json");
+    no_columns["data"] = serde_json::json!({"source": "s3", "uri": uri, "format": "csv"});
     let mut bad_id: serde_json::Value = serde_json::from_str(&good).expect("json");
     bad_id["execution_id"] = "../../etc/passwd".into();
     let cases = [
@@ -34,6 +46,9 @@ async fn malformed_and_invalid_execution_messages_go_to_the_dead_letter_queue_wi
         (&bad_rows.to_string(), "invalid_rows"),
         (&missing_claim.to_string(), "claim_check_missing"),
         (&bad_id.to_string(), "invalid_id"),
+        (&bad_zone.to_string(), "invalid_time_zone"),
+        (&bad_header.to_string(), "invalid_claim_check"),
+        (&no_columns.to_string(), "invalid_claim_check"),
     ];
     for (body, code) in cases {
         s.send("ExecutionsQueue", body).await.expect("send");

@@ -288,6 +288,12 @@ async fn a_duplicate_delivery_message_never_sends_twice() {
         .await
         .expect("settles");
     let a = &attempts[0];
+    let execution = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("exists");
     // When the same delivery message arrives twice more (at-least-once delivery)
     let task = serde_json::to_string(&DeliveryTask::DeliverV1 {
         attempt_id: a.id.clone(),
@@ -305,6 +311,20 @@ async fn a_duplicate_delivery_message_never_sends_twice() {
     // Then the receiver still has exactly one request
     assert_eq!(s.webhook.received().len(), 1);
     assert_eq!(s.store_attempts(&execution_id).await.len(), 1);
+    // And the second render changed nothing: one PDF and one CSV, same hash
+    let before = execution.pdf.sha256.clone();
+    let after = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(after.pdf.sha256, before);
+    let keys = s
+        .keys(&format!("reports/rpt-dup/{execution_id}/"))
+        .await
+        .expect("list");
+    assert_eq!(keys.len(), 2, "{keys:?}");
     s.down().await;
 }
 
@@ -344,4 +364,69 @@ impl AttemptsOf for LocalStack {
         use shared::store::AttemptStore;
         self.store.by_execution(execution_id).await.expect("query")
     }
+}
+
+#[tokio::test]
+async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_formats() {
+    // Given a target that asks for PDF and CSV, and claim-checked CSV data in S3
+    let s = running_stack("e2e-claim-check", &[]).await;
+    let seed = webhook_targets("rpt-claim", &[("both", "/hooks/both", true, false)]).replace(
+        r#""active":true,"#,
+        r#""active":true,"formats":["pdf","csv"],"#,
+    );
+    s.seed(&seed).await.expect("seed");
+    let csv = include_bytes!("../../events/weekly-sales-2026-w48.csv").to_vec();
+    let uri = s
+        .put_object("incoming/w48.csv", csv.clone())
+        .await
+        .expect("upload");
+    let mut msg: serde_json::Value = serde_json::from_str(include_str!(
+        "../../events/execution-completed-claim-check.json"
+    ))
+    .expect("sample");
+    let execution_id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+    msg["execution_id"] = execution_id.clone().into();
+    msg["report_id"] = "rpt-claim".into();
+    msg["data"]["uri"] = uri.into();
+    // When the claim-check message arrives
+    s.send("ExecutionsQueue", &msg.to_string())
+        .await
+        .expect("send");
+    // Then it is delivered with a PDF and a CSV link
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    let execution = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(execution.row_count, 12);
+    let body = s.webhook.received()[0].json().expect("json");
+    let formats: Vec<&str> = body["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["format"].as_str())
+        .collect();
+    assert_eq!(formats, ["pdf", "csv"]);
+    // And the CSV holds the same rows; the PDF shows the non-Latin names
+    let csv_key = execution.csv.as_ref().expect("csv").key.clone();
+    let stored_csv = String::from_utf8(s.object(&csv_key).await.expect("csv")).expect("utf-8");
+    assert_eq!(stored_csv.lines().count(), 13);
+    assert!(stored_csv.contains("東京") && stored_csv.contains("\"Αθήνα, Ελλάδα\""));
+    let pdf_path = report_delivery_tests::work_dir().join(format!("{execution_id}.pdf"));
+    std::fs::write(&pdf_path, s.object(&execution.pdf.key).await.expect("pdf")).expect("write");
+    let text = std::process::Command::new("pdftotext")
+        .args([pdf_path.to_str().expect("path"), "-"])
+        .output()
+        .expect("pdftotext runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for name in ["Zürich", "Łódź", "東京", "Αθήνα", "Москва"] {
+        assert!(text.contains(name), "{name} in the PDF text");
+    }
+    s.down().await;
 }

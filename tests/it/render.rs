@@ -144,3 +144,36 @@ fn long_text_is_cut_to_its_column_not_overflowing() {
     );
     assert!(!text.contains(&"A very long city name that keeps going ".repeat(20)));
 }
+
+#[test]
+fn a_report_bigger_than_one_render_chunk_is_merged_into_one_valid_pdf() {
+    // Given enough rows for 60 pages (rendered in chunks, then merged)
+    let rows = rows_per_page() * 60;
+    let path = render_to_file(&table(rows), "chunked");
+    let file = path.to_str().expect("utf-8 path");
+    // Then the merged file is valid, has every page in order, and keeps the title
+    tool("qpdf", &["--check", file]);
+    let info = tool("pdfinfo", &[file]);
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().eq(["Pages:", "61"])),
+        "{info}"
+    );
+    assert!(info.contains("Weekly sales"), "document title kept: {info}");
+    let text = tool("pdftotext", &["-layout", file, "-"]);
+    let pages: Vec<&str> = text
+        .split('\u{c}')
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    assert_eq!(pages.len(), 61);
+    for (i, page) in pages.iter().enumerate() {
+        assert!(
+            page.contains(&format!("Page {} of 61", i + 1)),
+            "page {} in order",
+            i + 1
+        );
+    }
+    let last = format!("{} #{}", NAMES[(rows - 1) % NAMES.len()], rows - 1);
+    assert!(pages[60].contains(&last) || pages[59].contains(&last));
+    assert!(pages[60].contains("Total"));
+}

@@ -272,7 +272,7 @@ impl Deps {
             },
             fanout_queue_url: required("FANOUT_QUEUE_URL")?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
-            page_size: 100,
+            page_size: 500,
             concurrency: 16,
             reserve: seconds("FANOUT_RESERVE_SECONDS", 20)?,
         })

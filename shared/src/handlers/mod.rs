@@ -137,3 +137,118 @@ pub fn valid_id(id: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{OutMessage, QueueError};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Records dead letters; can be told to fail.
+    #[derive(Default)]
+    struct FakeQueue {
+        letters: Mutex<Vec<(String, String)>>,
+        broken: bool,
+    }
+
+    #[async_trait]
+    impl Queue for FakeQueue {
+        async fn send_batch(&self, _: &str, _: &[OutMessage]) -> Result<Vec<String>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn send(&self, _: &str, _: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn dead_letter(&self, _: &str, l: DeadLetter<'_>) -> Result<(), QueueError> {
+            if self.broken {
+                return Err(QueueError("down".into()));
+            }
+            if let Ok(mut v) = self.letters.lock() {
+                v.push((l.code.to_owned(), l.body.to_owned()));
+            }
+            Ok(())
+        }
+        async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    fn event(bodies: &[&str]) -> SqsEvent {
+        let records: Vec<serde_json::Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| serde_json::json!({"messageId": format!("m{i}"), "body": b}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).expect("event")
+    }
+
+    fn outcome_for(m: &SqsMessage) -> Outcome {
+        match m.body.as_deref() {
+            Some("ok") => Outcome::Done,
+            Some("later") => Outcome::Retry {
+                reason: "busy".into(),
+            },
+            _ => match body_of(m) {
+                Err(o) => o,
+                Ok(_) => Outcome::Reject {
+                    code: "malformed_message",
+                    reason: "bad".into(),
+                },
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_are_dead_lettered_and_only_retries_are_reported_as_failures() {
+        let queue = FakeQueue::default();
+        let ev = event(&["ok", "later", "{junk"]);
+        let response =
+            process_batch(&ev, &queue, "dlq", 4, |m| async move { outcome_for(m) }).await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m1"]);
+        let letters = queue.letters.lock().expect("lock").clone();
+        assert_eq!(
+            letters,
+            [("malformed_message".to_owned(), "{junk".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reject_that_cannot_be_dead_lettered_is_left_on_the_queue() {
+        let queue = FakeQueue {
+            broken: true,
+            ..FakeQueue::default()
+        };
+        let ev = event(&["{junk"]);
+        let response =
+            process_batch(&ev, &queue, "dlq", 1, |m| async move { outcome_for(m) }).await;
+        assert_eq!(response.batch_item_failures.len(), 1, "never lost");
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_rejected_before_parsing() {
+        let queue = FakeQueue::default();
+        let big = "x".repeat(crate::contract::MAX_INLINE_BODY_BYTES + 1);
+        let ev = event(&[&big]);
+        let response =
+            process_batch(&ev, &queue, "dlq", 1, |m| async move { outcome_for(m) }).await;
+        assert!(response.batch_item_failures.is_empty());
+        let letters = queue.letters.lock().expect("lock").clone();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].0, "payload_too_large");
+    }
+
+    #[test]
+    fn ids_are_kept_plain() {
+        assert!(valid_id("exec-2026-11-26_weekly.sales:1"));
+        for bad in ["", "../x", "a b", "a/b", &"x".repeat(129)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -160,18 +160,16 @@ impl Writer<'_> {
 pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
     let f = fonts();
     let tz = meta.time_zone;
-    let cells: Vec<Vec<String>> = table
-        .rows
-        .iter()
-        .map(|row| {
-            row.iter()
-                .zip(&table.columns)
-                .map(|(v, c)| format_cell(v, c.kind, tz))
-                .collect()
-        })
-        .collect();
+    // Cells are formatted page by page, never all at once, to keep memory flat.
+    let format_row = |row: &[serde_json::Value]| -> Vec<String> {
+        row.iter()
+            .zip(&table.columns)
+            .map(|(v, c)| format_cell(v, c.kind, tz))
+            .collect()
+    };
+    let row_count = table.rows.len();
     let sums = totals(table);
-    let has_totals = sums.iter().any(Option::is_some) && !cells.is_empty();
+    let has_totals = sums.iter().any(Option::is_some) && row_count > 0;
     let totals_line: Vec<String> = sums
         .iter()
         .enumerate()
@@ -182,30 +180,18 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
         })
         .collect();
 
-    let mut doc = PdfDocument::new(meta.report_name);
-    let needs_fallback = cells
+    // Only strings can hold characters the primary fonts lack.
+    let needs_fallback = table
+        .rows
         .iter()
         .flatten()
-        .chain(table.columns.iter().map(|c| &c.name))
-        .chain(meta.parameters.values())
-        .chain(meta.parameters.keys())
-        .chain([&meta.report_name.to_owned()])
+        .filter_map(serde_json::Value::as_str)
+        .chain(table.columns.iter().map(|c| c.name.as_str()))
+        .chain(meta.parameters.values().map(String::as_str))
+        .chain(meta.parameters.keys().map(String::as_str))
+        .chain([meta.report_name])
         .any(|s| s.chars().any(|c| f.face_for(c, false) == Face::Fallback));
-    let regular = doc.add_font(&f.regular);
-    let bold = doc.add_font(&f.bold);
-    let fallback = needs_fallback.then(|| doc.add_font(f.fallback()));
-    let mut w = Writer {
-        fonts: f,
-        regular,
-        bold,
-        fallback,
-        shapes: Vec::new(),
-        text: Vec::new(),
-        current: None,
-    };
-    let widths = column_widths(&w, table, &cells);
-    let per_page = rows_per_page();
-    let pages = page_count(cells.len(), has_totals);
+    let pages = page_count(row_count, has_totals);
     let when = format!(
         "Generated {} ({})   ·   Execution {}",
         local_time(meta.generated_at, tz),
@@ -218,67 +204,189 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
         .join("   ");
-    let mut out_pages = Vec::with_capacity(pages);
-    for page in 0..pages {
-        // Header
-        let top = PAGE_H - MARGIN;
-        let title = w.fit(meta.report_name, true, PAGE_W - 2.0 * MARGIN);
-        w.text(MARGIN, top - 16.0, 15.0, true, &title);
-        w.text(MARGIN, top - 32.0, FONT_SIZE, false, &when);
-        if !params.is_empty() {
-            let line = w.fit(
-                &format!("Parameters   {params}"),
-                false,
-                PAGE_W - 2.0 * MARGIN,
-            );
-            w.text(MARGIN, top - 46.0, FONT_SIZE, false, &line);
+    let mut widths = Vec::new();
+    // Big reports are rendered CHUNK_PAGES at a time into separate documents
+    // and merged, so memory stays flat however many rows there are.
+    let mut chunks = Vec::new();
+    for first in (0..pages).step_by(CHUNK_PAGES) {
+        let mut doc = PdfDocument::new(meta.report_name);
+        let regular = doc.add_font(&f.regular);
+        let bold = doc.add_font(&f.bold);
+        let fallback = needs_fallback.then(|| doc.add_font(f.fallback()));
+        let mut w = Writer {
+            fonts: f,
+            regular,
+            bold,
+            fallback,
+            shapes: Vec::new(),
+            text: Vec::new(),
+            current: None,
+        };
+        if widths.is_empty() {
+            let sample: Vec<Vec<String>> = table
+                .rows
+                .iter()
+                .take(1000)
+                .map(|r| format_row(r))
+                .collect();
+            widths = column_widths(&w, table, &sample);
         }
-        // Column headers, repeated on every page
-        let mut y = top - HEADER_H;
-        w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.85);
-        let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-        w.row(y, &names, table, &widths, true);
-        w.rule(y - ROW_H);
-        y -= ROW_H;
-        // Rows
-        let start = page * per_page;
-        let end = (start + per_page).min(cells.len());
-        if cells.is_empty() {
-            w.text(
-                MARGIN + PAD,
-                y - ROW_H + 4.0,
-                FONT_SIZE,
-                false,
-                "No rows in this execution.",
-            );
+        let mut out_pages = Vec::with_capacity(CHUNK_PAGES);
+        for page in first..(first + CHUNK_PAGES).min(pages) {
+            let spec = PageSpec {
+                page,
+                pages,
+                row_count,
+                when: &when,
+                params: &params,
+                totals: has_totals.then_some(totals_line.as_slice()),
+            };
+            draw_page(&mut w, meta, table, &widths, &format_row, spec);
+            let ops = w.take_page();
+            out_pages.push(PdfPage::new(
+                Mm::from(Pt(PAGE_W)),
+                Mm::from(Pt(PAGE_H)),
+                ops,
+            ));
         }
-        for (i, row) in cells.get(start..end).unwrap_or_default().iter().enumerate() {
-            if i % 2 == 1 {
-                w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.95);
-            }
-            w.row(y, row, table, &widths, false);
-            y -= ROW_H;
-        }
-        if has_totals && page == pages - 1 {
-            w.rule(y);
-            w.row(y, &totals_line, table, &widths, true);
-        }
-        // Footer
-        w.rule(MARGIN + FOOTER_H - 8.0);
-        let name = w.fit(meta.report_name, false, PAGE_W / 2.0);
-        w.text(MARGIN, MARGIN, 8.0, false, &name);
-        let label = format!("Page {} of {pages}", page + 1);
-        let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
-        w.text(x, MARGIN, 8.0, false, &label);
-        let ops = w.take_page();
-        out_pages.push(PdfPage::new(
-            Mm::from(Pt(PAGE_W)),
-            Mm::from(Pt(PAGE_H)),
-            ops,
-        ));
+        chunks.push(
+            doc.with_pages(out_pages)
+                .save(&PdfSaveOptions::default(), &mut Vec::new()),
+        );
     }
-    doc.with_pages(out_pages)
-        .save(&PdfSaveOptions::default(), &mut Vec::new())
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    merge(chunks).unwrap_or_default()
+}
+
+/// Pages per intermediate document for big reports.
+const CHUNK_PAGES: usize = 25;
+
+/// What one page shows besides its rows.
+struct PageSpec<'a> {
+    page: usize,
+    pages: usize,
+    row_count: usize,
+    when: &'a str,
+    params: &'a str,
+    totals: Option<&'a [String]>,
+}
+
+fn draw_page(
+    w: &mut Writer<'_>,
+    meta: &ReportMeta<'_>,
+    table: &Table,
+    widths: &[f32],
+    format_row: &dyn Fn(&[serde_json::Value]) -> Vec<String>,
+    spec: PageSpec<'_>,
+) {
+    let per_page = rows_per_page();
+    // Header
+    let top = PAGE_H - MARGIN;
+    let title = w.fit(meta.report_name, true, PAGE_W - 2.0 * MARGIN);
+    w.text(MARGIN, top - 16.0, 15.0, true, &title);
+    w.text(MARGIN, top - 32.0, FONT_SIZE, false, spec.when);
+    if !spec.params.is_empty() {
+        let line = w.fit(
+            &format!("Parameters   {}", spec.params),
+            false,
+            PAGE_W - 2.0 * MARGIN,
+        );
+        w.text(MARGIN, top - 46.0, FONT_SIZE, false, &line);
+    }
+    // Column headers, repeated on every page
+    let mut y = top - HEADER_H;
+    w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.85);
+    let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    w.row(y, &names, table, widths, true);
+    w.rule(y - ROW_H);
+    y -= ROW_H;
+    // Rows
+    let start = spec.page * per_page;
+    let end = (start + per_page).min(spec.row_count);
+    if spec.row_count == 0 {
+        w.text(
+            MARGIN + PAD,
+            y - ROW_H + 4.0,
+            FONT_SIZE,
+            false,
+            "No rows in this execution.",
+        );
+    }
+    for (i, row) in table
+        .rows
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if i % 2 == 1 {
+            w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.95);
+        }
+        w.row(y, &format_row(row), table, widths, false);
+        y -= ROW_H;
+    }
+    if let Some(totals) = spec.totals
+        && spec.page == spec.pages - 1
+    {
+        w.rule(y);
+        w.row(y, totals, table, widths, true);
+    }
+    // Footer
+    w.rule(MARGIN + FOOTER_H - 8.0);
+    let name = w.fit(meta.report_name, false, PAGE_W / 2.0);
+    w.text(MARGIN, MARGIN, 8.0, false, &name);
+    let label = format!("Page {} of {}", spec.page + 1, spec.pages);
+    let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
+    w.text(x, MARGIN, 8.0, false, &label);
+}
+
+/// Concatenates the pages of several PDFs into one document. Each part keeps
+/// its own (subset) font objects.
+fn merge(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, lopdf::Error> {
+    use lopdf::{Document, Object, dictionary};
+    let mut out = Document::with_version("1.7");
+    let pages_id = out.new_object_id();
+    let mut kids: Vec<lopdf::ObjectId> = Vec::new();
+    let mut info = None;
+    for bytes in parts {
+        let mut doc = Document::load_mem(&bytes)?;
+        doc.renumber_objects_with(out.max_id + 1);
+        kids.extend(doc.get_pages().into_values());
+        if info.is_none() {
+            info = doc.trailer.get(b"Info").ok().cloned();
+        }
+        out.max_id = doc.max_id;
+        for (id, object) in doc.objects {
+            if matches!(object.type_name(), Ok(b"Catalog") | Ok(b"Pages")) {
+                continue;
+            }
+            out.objects.insert(id, object);
+        }
+    }
+    for id in &kids {
+        if let Ok(page) = out.get_object_mut(*id).and_then(Object::as_dict_mut) {
+            page.set("Parent", pages_id);
+        }
+    }
+    let count = kids.len() as i64;
+    out.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => kids.into_iter().map(Object::Reference).collect::<Vec<_>>(),
+            "Count" => count,
+        }),
+    );
+    let catalog = out.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    out.trailer.set("Root", catalog);
+    if let Some(info) = info {
+        out.trailer.set("Info", info);
+    }
+    let mut bytes = Vec::new();
+    out.save_to(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Splits the page width across columns in proportion to their content
