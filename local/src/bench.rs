@@ -100,7 +100,7 @@ pub fn render(rows: usize) {
         parameters: &params,
     };
     let t = Instant::now();
-    let pdf = shared::render::render_pdf(&meta, &table);
+    let pdf = shared::render::render_pdf(&meta, &table).unwrap_or_default();
     let pdf_ms = t.elapsed().as_millis();
     let t = Instant::now();
     let csv = shared::render::csv::render_csv(&table);

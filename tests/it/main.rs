@@ -6,4 +6,5 @@ mod bad_input;
 mod delivery;
 mod fanout;
 mod render;
+mod stack;
 mod storage;

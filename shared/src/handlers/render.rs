@@ -120,11 +120,15 @@ async fn render_and_store(
                 },
                 &table,
             );
-            (pdf, render_csv(&table))
+            pdf.map(|pdf| (pdf, render_csv(&table)))
         }
     })
     .await
-    .map_err(|e| retry(&e))?;
+    .map_err(|e| retry(&e))?
+    .map_err(|reason| Outcome::Reject {
+        code: "render_failed",
+        reason,
+    })?;
     let render_ms = started.elapsed().as_millis() as u64;
     let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
     let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;

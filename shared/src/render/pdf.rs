@@ -156,8 +156,8 @@ impl Writer<'_> {
     }
 }
 
-/// Renders the PDF bytes.
-pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
+/// Renders the PDF bytes. Fails only if merging the rendered parts fails.
+pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, String> {
     let f = fonts();
     let tz = meta.time_zone;
     // Cells are formatted page by page, never all at once, to keep memory flat.
@@ -254,10 +254,12 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Vec<u8> {
                 .save(&PdfSaveOptions::default(), &mut Vec::new()),
         );
     }
-    if chunks.len() == 1 {
-        return chunks.pop().unwrap_or_default();
+    if chunks.len() == 1
+        && let Some(only) = chunks.pop()
+    {
+        return Ok(only);
     }
-    merge(chunks).unwrap_or_default()
+    merge(chunks).map_err(|e| format!("merging the rendered parts failed: {e}"))
 }
 
 /// Pages per intermediate document for big reports.
@@ -447,7 +449,7 @@ mod tests {
             time_zone_name: "Europe/Zurich",
             parameters: &params,
         };
-        let pdf = render_pdf(&meta, t);
+        let pdf = render_pdf(&meta, t).expect("renders");
         assert!(pdf.starts_with(b"%PDF"));
         PdfDocument::parse(&pdf, &printpdf::PdfParseOptions::default(), &mut Vec::new())
             .expect("the PDF parses")

@@ -1,0 +1,117 @@
+//! The local stack matches `template.yaml`: what moto holds after
+//! provisioning is read back and compared with the template's attributes.
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use report_delivery_tests::stack;
+
+#[tokio::test]
+async fn provisioned_queues_and_tables_have_the_template_attributes() {
+    let s = stack("stack-fidelity").await;
+    let sqs = &s.sqs;
+    // Queues: visibility timeout and redrive policy as in the template
+    let expected = [
+        (
+            "ExecutionsQueue",
+            "180",
+            Some(("ExecutionsDeadLetterQueue", 3)),
+        ),
+        ("FanoutQueue", "540", Some(("FanoutDeadLetterQueue", 3))),
+        (
+            "EmailDeliveryQueue",
+            "360",
+            Some(("DeliveryDeadLetterQueue", 4)),
+        ),
+        (
+            "SlackDeliveryQueue",
+            "360",
+            Some(("DeliveryDeadLetterQueue", 4)),
+        ),
+        (
+            "WebhookDeliveryQueue",
+            "360",
+            Some(("DeliveryDeadLetterQueue", 4)),
+        ),
+        ("DeliveryDeadLetterQueue", "30", None),
+    ];
+    for (queue, visibility, redrive) in expected {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(s.stack.queue_url(queue).expect("queue"))
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("attributes")
+            .attributes
+            .unwrap_or_default();
+        assert_eq!(
+            attrs
+                .get(&QueueAttributeName::VisibilityTimeout)
+                .map(String::as_str),
+            Some(visibility),
+            "{queue} visibility"
+        );
+        let policy = attrs
+            .get(&QueueAttributeName::RedrivePolicy)
+            .map(|p| serde_json::from_str::<serde_json::Value>(p).expect("policy JSON"));
+        match (redrive, policy) {
+            (Some((dlq, max)), Some(p)) => {
+                assert_eq!(
+                    p["deadLetterTargetArn"],
+                    s.stack.queues[dlq].arn.as_str(),
+                    "{queue} DLQ"
+                );
+                assert_eq!(
+                    p["maxReceiveCount"].as_u64(),
+                    Some(max),
+                    "{queue} maxReceiveCount"
+                );
+            }
+            (None, None) => {}
+            (want, got) => panic!("{queue}: redrive {want:?} vs {got:?}"),
+        }
+    }
+    // Tables: keys and GSIs as in the template
+    let ddb = s.sdk_dynamo();
+    let table = ddb
+        .describe_table()
+        .table_name(s.stack.table("AttemptsTable").expect("table"))
+        .send()
+        .await
+        .expect("describe")
+        .table
+        .expect("table");
+    let mut gsis: Vec<(String, Vec<String>)> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|g| {
+            (
+                g.index_name().unwrap_or_default().to_owned(),
+                g.key_schema()
+                    .iter()
+                    .map(|k| k.attribute_name().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    gsis.sort();
+    assert_eq!(
+        gsis,
+        [
+            (
+                "by_execution".to_owned(),
+                vec![
+                    "report_execution_id".to_owned(),
+                    "delivery_target_id".to_owned()
+                ]
+            ),
+            (
+                "by_status".to_owned(),
+                vec!["status".to_owned(), "created_at".to_owned()]
+            ),
+            (
+                "by_target".to_owned(),
+                vec!["delivery_target_id".to_owned(), "status".to_owned()]
+            ),
+        ]
+    );
+}
