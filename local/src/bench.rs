@@ -177,59 +177,13 @@ pub async fn fanout(targets: usize) -> Result<()> {
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let s = LocalStack::up(&prefix, &work).await?;
     let report = "rpt-bench";
-    let now = Timestamp::now();
-    let seeded: Vec<DeliveryTarget> = (0..targets)
-        .map(|i| DeliveryTarget {
-            id: format!("t{i:06}"),
-            report_id: report.into(),
-            service_connection_id: None,
-            config: TargetConfig::Webhook(shared::domain::target::WebhookConfig {
-                url: shared::domain::url::WebhookUrl::parse(
-                    &format!("https://hooks.example.com/{i}"),
-                    false,
-                )
-                .expect("valid url"),
-            }),
-            formats: Vec::new(),
-            active: true,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
     let t = Instant::now();
-    futures::stream::iter(&seeded)
-        .map(|target| s.store.put_target(target))
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    seed_webhook_targets(&s.store, report, targets, 0).await?;
     println!(
         "fanout: seeded {targets} targets in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    s.store
-        .put_rendered(&ReportExecution {
-            id: "exec-bench".into(),
-            report_id: report.into(),
-            report_name: "bench".into(),
-            generated_at: now,
-            time_zone: "UTC".into(),
-            row_count: 0,
-            pdf: StoredFile {
-                key: "k".into(),
-                content_type: "application/pdf".into(),
-                size: 1,
-                sha256: "00".into(),
-            },
-            csv: None,
-            rendered_at: now,
-            fanned_out_at: None,
-            target_count: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    record_rendered(&s.store, "exec-bench", report).await?;
 
     let counter = CallCounter::default();
     let ddb = aws_sdk_dynamodb::Client::from_conf(
@@ -283,5 +237,71 @@ pub async fn fanout(targets: usize) -> Result<()> {
         targets.div_ceil(10)
     );
     s.down().await;
+    Ok(())
+}
+
+/// Stores `active` active and `inactive` inactive webhook targets for a
+/// report (ids `<report>-t00000`, …), 16 writes in flight.
+pub async fn seed_webhook_targets(
+    store: &DynamoStore,
+    report: &str,
+    active: usize,
+    inactive: usize,
+) -> Result<()> {
+    let now = Timestamp::now();
+    let targets = (0..active + inactive)
+        .map(|i| {
+            Ok(DeliveryTarget {
+                id: format!("{report}-t{i:05}"),
+                report_id: report.into(),
+                service_connection_id: None,
+                config: TargetConfig::from_json(
+                    "webhook",
+                    serde_json::json!({"url": format!("https://hooks.example.com/{i}")}),
+                    false,
+                )?,
+                formats: Vec::new(),
+                active: i < active,
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    futures::stream::iter(&targets)
+        .map(|t| store.put_target(t))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
+/// Records an execution as rendered (with a placeholder file), so fan-out
+/// can run without render.
+pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &str) -> Result<()> {
+    let now = Timestamp::now();
+    store
+        .put_rendered(&ReportExecution {
+            id: execution_id.into(),
+            report_id: report.into(),
+            report_name: "Fan-out".into(),
+            generated_at: now,
+            time_zone: "UTC".into(),
+            row_count: 0,
+            pdf: StoredFile {
+                key: format!("reports/{report}/{execution_id}/report.pdf"),
+                content_type: "application/pdf".into(),
+                size: 1,
+                sha256: "00".into(),
+            },
+            csv: None,
+            rendered_at: now,
+            fanned_out_at: None,
+            target_count: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
     Ok(())
 }

@@ -1,14 +1,13 @@
 //! Fan-out against moto with the real DynamoDB and SQS adapters: exact
 //! counts, idempotent re-runs, inactive targets, continuation by cursor.
 
-use futures::StreamExt;
+use local::bench::{record_rendered, seed_webhook_targets};
 use local::stack::LocalStack;
 use report_delivery_tests::stack;
-use shared::domain::execution::{ReportExecution, StoredFile};
-use shared::domain::{DeliveryTarget, TargetConfig, Timestamp};
+use shared::domain::Timestamp;
 use shared::handlers::fanout::{ChannelQueues, Deps, handle};
 use shared::queue::sqs::SqsQueue;
-use shared::store::{AttemptStore, ExecutionStore, TargetStore};
+use shared::store::{AttemptStore, ExecutionStore};
 use std::time::Duration;
 
 fn deps(s: &LocalStack) -> Deps {
@@ -32,58 +31,13 @@ fn deps(s: &LocalStack) -> Deps {
 }
 
 async fn seed(s: &LocalStack, report: &str, active: usize, inactive: usize) {
-    let now = Timestamp::now();
-    let targets: Vec<DeliveryTarget> = (0..active + inactive)
-        .map(|i| DeliveryTarget {
-            id: format!("{report}-t{i:05}"),
-            report_id: report.into(),
-            service_connection_id: None,
-            config: TargetConfig::from_json(
-                "webhook",
-                serde_json::json!({"url": format!("https://hooks.example.com/{i}")}),
-                false,
-            )
-            .expect("valid"),
-            formats: Vec::new(),
-            active: i < active,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
-    futures::stream::iter(&targets)
-        .map(|t| s.store.put_target(t))
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
+    seed_webhook_targets(&s.store, report, active, inactive)
         .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
         .expect("seeded");
 }
 
 async fn rendered(s: &LocalStack, execution_id: &str, report: &str) {
-    let now = Timestamp::now();
-    let file = StoredFile {
-        key: format!("reports/{report}/{execution_id}/report.pdf"),
-        content_type: "application/pdf".into(),
-        size: 1,
-        sha256: "00".into(),
-    };
-    s.store
-        .put_rendered(&ReportExecution {
-            id: execution_id.into(),
-            report_id: report.into(),
-            report_name: "Fan-out test".into(),
-            generated_at: now,
-            time_zone: "UTC".into(),
-            row_count: 0,
-            pdf: file,
-            csv: None,
-            rendered_at: now,
-            fanned_out_at: None,
-            target_count: None,
-            created_at: now,
-            updated_at: now,
-        })
+    record_rendered(&s.store, execution_id, report)
         .await
         .expect("recorded");
 }

@@ -50,6 +50,36 @@ impl DynamoStore {
     pub fn new(client: Client, tables: Tables) -> Self {
         Self { client, tables }
     }
+
+    /// Reads the item with key `id` (strongly consistent).
+    async fn get_item(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
+    /// Writes a whole item, unconditionally.
+    async fn put_item<T: Serialize>(&self, table: &str, value: &T) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(to_item(value)?))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
 }
 
 fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
@@ -160,27 +190,12 @@ impl TargetStore for DynamoStore {
             created_at: t.created_at,
             updated_at: t.updated_at,
         };
-        self.client
-            .put_item()
-            .table_name(&self.tables.targets)
-            .set_item(Some(to_item(&record)?))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.put_item(&self.tables.targets, &record).await
     }
 
     async fn get_target(&self, id: &str) -> Result<Option<DeliveryTarget>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.targets)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(item) = out.item else {
+        let item = self.get_item(&self.tables.targets, id).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let r: TargetRecord = from_item(id, item)?;
@@ -286,16 +301,8 @@ impl AttemptStore for DynamoStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.attempts)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item.map(|item| from_item(id, item)).transpose()
+        let item = self.get_item(&self.tables.attempts, id).await?;
+        item.map(|item| from_item(id, item)).transpose()
     }
 
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
@@ -534,16 +541,8 @@ impl ExecutionStore for DynamoStore {
     }
 
     async fn get_execution(&self, id: &str) -> Result<Option<ReportExecution>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item.map(|item| from_item(id, item)).transpose()
+        let item = self.get_item(&self.tables.executions, id).await?;
+        item.map(|item| from_item(id, item)).transpose()
     }
 
     async fn mark_fanned_out(&self, id: &str, count: u64, at: Timestamp) -> Result<(), StoreError> {
@@ -584,26 +583,12 @@ impl ConnectionStore for DynamoStore {
                 .map(str::to_owned)
                 .collect(),
         };
-        self.client
-            .put_item()
-            .table_name(&self.tables.connections)
-            .set_item(Some(to_item(&record)?))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.put_item(&self.tables.connections, &record).await
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.connections)
-            .key("id", s(id))
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(item) = out.item else {
+        let item = self.get_item(&self.tables.connections, id).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let r: ConnectionRecord = from_item(id, item)?;
