@@ -102,6 +102,11 @@ impl FunctionHost {
         }
     }
 
+    /// The current process id, if one is running.
+    pub async fn pid(&self) -> Option<u32> {
+        *self.pid.lock().await
+    }
+
     /// Kills the current process (the supervisor starts a new one), as
     /// Lambda does with a timed-out or crashed execution environment.
     pub async fn kill(&self) {

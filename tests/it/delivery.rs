@@ -333,9 +333,13 @@ async fn the_runner_restarts_a_killed_function_and_nothing_is_lost() {
     let s = running_stack("e2e-kill", &[]).await;
     seed_one(&s, "rpt-kill").await;
     let runner = s.runner.as_ref().expect("runner");
-    // Let every function start, then kill deliver's process
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    runner.host("deliver").expect("deliver host").kill().await;
+    // Given deliver's process is running, when it is killed
+    let host = runner.host("deliver").expect("deliver host");
+    let first = wait_for_pid(host, None).await;
+    host.kill().await;
+    // Then the runner starts a new one
+    let second = wait_for_pid(host, Some(first)).await;
+    assert_ne!(first, second);
     let (execution_id, body) = sample_execution("rpt-kill");
     s.send("ExecutionsQueue", &body).await.expect("send");
     let attempts = s
@@ -345,6 +349,20 @@ async fn the_runner_restarts_a_killed_function_and_nothing_is_lost() {
     assert_eq!(attempts[0].status, AttemptStatus::Delivered);
     assert_eq!(s.webhook.received().len(), 1);
     s.down().await;
+}
+
+/// Waits until the host runs a process other than `not`.
+async fn wait_for_pid(host: &local::runner::FunctionHost, not: Option<u32>) -> u32 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(pid) = host.pid().await
+            && Some(pid) != not
+        {
+            return pid;
+        }
+        assert!(start.elapsed() < SETTLE, "no new process");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_empty(s: &LocalStack, queue: &str) {
