@@ -196,24 +196,7 @@ pub async fn fanout(targets: usize) -> Result<()> {
             .interceptor(counter.clone())
             .build(),
     );
-    let store = DynamoStore::new(ddb, s.store_tables());
-    let url = |q: &str| s.stack.queue_url(q).map(str::to_owned);
-    let deps = Deps {
-        targets: Box::new(store.clone()),
-        attempts: Box::new(store.clone()),
-        executions: Box::new(store),
-        queue: Box::new(shared::queue::sqs::SqsQueue::new(sqs)),
-        channel_queues: ChannelQueues {
-            email: url("EmailDeliveryQueue")?,
-            slack: url("SlackDeliveryQueue")?,
-            webhook: url("WebhookDeliveryQueue")?,
-        },
-        fanout_queue_url: url("FanoutQueue")?,
-        dead_letter_url: url("FanoutDeadLetterQueue")?,
-        page_size: 500,
-        concurrency: 16,
-        reserve: Duration::from_secs(20),
-    };
+    let deps = fanout_deps(&s, DynamoStore::new(ddb, s.store_tables()), sqs)?;
     let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(serde_json::json!({
         "Records": [{"messageId": "bench", "body": r#"{"type":"fanout.v1","execution_id":"exec-bench"}"#}]
     }))?;
@@ -304,4 +287,26 @@ pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &s
         })
         .await?;
     Ok(())
+}
+
+/// Fan-out deps over a local stack's tables and queues, with the given
+/// store and SQS client (so callers can count their requests).
+pub fn fanout_deps(s: &LocalStack, store: DynamoStore, sqs: aws_sdk_sqs::Client) -> Result<Deps> {
+    let url = |q: &str| s.stack.queue_url(q).map(str::to_owned);
+    Ok(Deps {
+        targets: Box::new(store.clone()),
+        attempts: Box::new(store.clone()),
+        executions: Box::new(store),
+        queue: Box::new(shared::queue::sqs::SqsQueue::new(sqs)),
+        channel_queues: ChannelQueues {
+            email: url("EmailDeliveryQueue")?,
+            slack: url("SlackDeliveryQueue")?,
+            webhook: url("WebhookDeliveryQueue")?,
+        },
+        fanout_queue_url: url("FanoutQueue")?,
+        dead_letter_url: url("FanoutDeadLetterQueue")?,
+        page_size: 500,
+        concurrency: 16,
+        reserve: Duration::from_secs(20),
+    })
 }

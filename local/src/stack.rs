@@ -8,7 +8,6 @@ use crate::template::Template;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use shared::domain::DeliveryAttempt;
-use shared::handlers::deliver::is_settled;
 use shared::store::AttemptStore;
 use shared::store::dynamo::{DynamoStore, Tables};
 use std::collections::BTreeMap;
@@ -128,7 +127,7 @@ impl LocalStack {
         let start = Instant::now();
         loop {
             let attempts = self.store.by_execution(execution_id).await?;
-            if attempts.len() >= expected && attempts.iter().all(is_settled) {
+            if attempts.len() >= expected && attempts.iter().all(DeliveryAttempt::is_settled) {
                 return Ok(attempts);
             }
             if start.elapsed() > timeout {

@@ -3,7 +3,9 @@
 
 use local::sinks::Fault;
 use local::stack::LocalStack;
-use report_delivery_tests::{SIGNING_SECRET, running_stack, sample_execution, webhook_targets};
+use report_delivery_tests::{
+    SIGNING_SECRET, run_sample, running_stack, sample_execution, webhook_targets,
+};
 use shared::contract::DeliveryTask;
 use shared::domain::{AttemptStatus, ErrorCategory};
 use shared::store::ExecutionStore;
@@ -163,12 +165,7 @@ async fn a_503_is_retried_at_once_then_after_backoff_and_delivered_once() {
         code: 503,
         retry_after: None,
     });
-    let (execution_id, body) = sample_execution("rpt-503");
-    s.send("ExecutionsQueue", &body).await.expect("send");
-    let attempts = s
-        .wait_settled(&execution_id, 1, SETTLE)
-        .await
-        .expect("settles");
+    let (_, attempts) = run_sample(&s, "rpt-503", 1).await;
     let a = &attempts[0];
     assert_eq!(a.status, AttemptStatus::Delivered);
     assert_eq!(a.retry_count, 1, "one backoff retry was scheduled");
@@ -190,12 +187,7 @@ async fn a_429_with_retry_after_is_waited_out_and_a_closed_connection_is_retried
         retry_after: Some(1),
     });
     s.webhook.push_fault(Fault::Close);
-    let (execution_id, body) = sample_execution("rpt-429");
-    s.send("ExecutionsQueue", &body).await.expect("send");
-    let attempts = s
-        .wait_settled(&execution_id, 1, SETTLE)
-        .await
-        .expect("settles");
+    let (_, attempts) = run_sample(&s, "rpt-429", 1).await;
     assert_eq!(attempts[0].status, AttemptStatus::Delivered);
     let received = s.webhook.received();
     assert_eq!(
@@ -219,12 +211,7 @@ async fn a_permanent_4xx_fails_at_once_with_its_reason() {
         code: 400,
         retry_after: None,
     });
-    let (execution_id, body) = sample_execution("rpt-400");
-    s.send("ExecutionsQueue", &body).await.expect("send");
-    let attempts = s
-        .wait_settled(&execution_id, 1, SETTLE)
-        .await
-        .expect("settles");
+    let (_, attempts) = run_sample(&s, "rpt-400", 1).await;
     let a = &attempts[0];
     assert_eq!(a.status, AttemptStatus::Failed);
     let e = a.last_error.as_ref().expect("reason recorded");
@@ -251,12 +238,7 @@ async fn exhausted_retries_fail_the_attempt_and_move_the_message_to_the_dead_let
             retry_after: None,
         });
     }
-    let (execution_id, body) = sample_execution("rpt-dlq");
-    s.send("ExecutionsQueue", &body).await.expect("send");
-    let attempts = s
-        .wait_settled(&execution_id, 1, SETTLE)
-        .await
-        .expect("settles");
+    let (_, attempts) = run_sample(&s, "rpt-dlq", 1).await;
     let a = &attempts[0];
     assert_eq!(a.status, AttemptStatus::Failed);
     assert_eq!(
@@ -340,12 +322,7 @@ async fn the_runner_restarts_a_killed_function_and_nothing_is_lost() {
     // Then the runner starts a new one
     let second = wait_for_pid(host, Some(first)).await;
     assert_ne!(first, second);
-    let (execution_id, body) = sample_execution("rpt-kill");
-    s.send("ExecutionsQueue", &body).await.expect("send");
-    let attempts = s
-        .wait_settled(&execution_id, 1, SETTLE)
-        .await
-        .expect("settles");
+    let (_, attempts) = run_sample(&s, "rpt-kill", 1).await;
     assert_eq!(attempts[0].status, AttemptStatus::Delivered);
     assert_eq!(s.webhook.received().len(), 1);
     s.down().await;

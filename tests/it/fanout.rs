@@ -1,33 +1,19 @@
 //! Fan-out against moto with the real DynamoDB and SQS adapters: exact
 //! counts, idempotent re-runs, inactive targets, continuation by cursor.
 
-use local::bench::{record_rendered, seed_webhook_targets};
+use local::bench::{fanout_deps, record_rendered, seed_webhook_targets};
 use local::stack::LocalStack;
 use report_delivery_tests::stack;
 use shared::domain::Timestamp;
-use shared::handlers::fanout::{ChannelQueues, Deps, handle};
-use shared::queue::sqs::SqsQueue;
+use shared::handlers::fanout::{Deps, handle};
 use shared::store::{AttemptStore, ExecutionStore};
 use std::time::Duration;
 
 fn deps(s: &LocalStack) -> Deps {
-    let url = |q: &str| s.stack.queue_url(q).expect("queue").to_owned();
-    Deps {
-        targets: Box::new(s.store.clone()),
-        attempts: Box::new(s.store.clone()),
-        executions: Box::new(s.store.clone()),
-        queue: Box::new(SqsQueue::new(s.sqs.clone())),
-        channel_queues: ChannelQueues {
-            email: url("EmailDeliveryQueue"),
-            slack: url("SlackDeliveryQueue"),
-            webhook: url("WebhookDeliveryQueue"),
-        },
-        fanout_queue_url: url("FanoutQueue"),
-        dead_letter_url: url("FanoutDeadLetterQueue"),
-        page_size: 100,
-        concurrency: 16,
-        reserve: Duration::from_secs(20),
-    }
+    let mut d = fanout_deps(s, s.store.clone(), s.sqs.clone()).expect("deps");
+    // Small pages, so the 1,000-target test crosses many page boundaries.
+    d.page_size = 100;
+    d
 }
 
 async fn seed(s: &LocalStack, report: &str, active: usize, inactive: usize) {

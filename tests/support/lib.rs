@@ -73,3 +73,19 @@ pub fn webhook_targets(report_id: &str, targets: &[(&str, &str, bool, bool)]) ->
 pub const SIGNING_CONNECTION: &str = "conn-test-signing";
 /// A 32-byte Standard Webhooks secret.
 pub const SIGNING_SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0zMi1ieXRlcy1sb25nIQ==";
+
+/// Sends the sample execution for `report_id` and waits until its
+/// `expected` attempts are delivered or failed.
+pub async fn run_sample(
+    s: &LocalStack,
+    report_id: &str,
+    expected: usize,
+) -> (String, Vec<shared::domain::DeliveryAttempt>) {
+    let (execution_id, body) = sample_execution(report_id);
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, expected, std::time::Duration::from_secs(60))
+        .await
+        .expect("settles");
+    (execution_id, attempts)
+}

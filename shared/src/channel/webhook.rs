@@ -62,7 +62,8 @@ impl Resolve for VettingResolver {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow && let Some(bad) = addrs.iter().find(|a| is_forbidden_ip(a.ip())) {
-                return Err(format!("{host} resolves to a non-public address {}", bad.ip()).into());
+                return Err(Box::new(ForbiddenAddress { host, ip: bad.ip() })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             if addrs.is_empty() {
                 return Err(format!("{host} did not resolve").into());
@@ -70,6 +71,14 @@ impl Resolve for VettingResolver {
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// A host resolved to an address webhooks must not reach.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to a non-public address {ip}")]
+pub struct ForbiddenAddress {
+    pub host: String,
+    pub ip: std::net::IpAddr,
 }
 
 /// The JSON body receivers get.
@@ -264,8 +273,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether the resolver refused the host (found anywhere in the cause chain).
 fn is_vetting_error(e: &reqwest::Error) -> bool {
-    error_chain(e).contains("non-public address")
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<ForbiddenAddress>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[cfg(test)]

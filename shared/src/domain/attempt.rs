@@ -158,6 +158,14 @@ impl DeliveryAttempt {
         }
     }
 
+    /// Whether the attempt is finished (delivered or failed).
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self.status,
+            AttemptStatus::Delivered | AttemptStatus::Failed
+        )
+    }
+
     /// Milliseconds from creation to delivery, once delivered.
     pub fn delivery_millis(&self) -> Option<i64> {
         self.delivered_at.map(|d| d.millis_since(self.created_at))

@@ -9,8 +9,7 @@ use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile};
 use crate::contract::DeliveryTask;
 use crate::domain::target::Format;
 use crate::domain::{
-    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, RetryDecision, RetryPolicy,
-    Timestamp, Transition,
+    AttemptError, DeliveryAttempt, ErrorCategory, RetryDecision, RetryPolicy, Timestamp, Transition,
 };
 use crate::queue::{Queue, queue_url_from_arn};
 use crate::store::{
@@ -334,11 +333,6 @@ async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration) {
         // The queue's own visibility timeout still applies; the retry comes later, not never.
         warn!(error = %e, "could not set the backoff visibility");
     }
-}
-
-/// Exposed for reporting: whether an attempt is finished.
-pub fn is_settled(a: &DeliveryAttempt) -> bool {
-    matches!(a.status, AttemptStatus::Delivered | AttemptStatus::Failed)
 }
 
 impl Deps {
