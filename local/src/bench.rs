@@ -245,6 +245,7 @@ pub async fn seed_webhook_targets(
                 )?,
                 formats: Vec::new(),
                 active: i < active,
+                disable_requested: None,
                 created_at: now,
                 updated_at: now,
             })

@@ -8,6 +8,7 @@ pub mod provision;
 pub mod runner;
 pub mod seed;
 pub mod sinks;
+pub mod slack;
 pub mod stack;
 pub mod template;
 

@@ -27,6 +27,9 @@ pub struct Stack {
     pub tables: BTreeMap<String, String>,
     pub buckets: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
+    /// Secrets Manager secrets: not created locally; their values come from
+    /// the runner's environment overrides.
+    pub secrets: Vec<String>,
 }
 
 impl Stack {
@@ -55,7 +58,22 @@ impl Stack {
             };
         }
         if attr.is_none() {
-            return self.parameters.get(id).cloned();
+            if let Some(p) = self.parameters.get(id) {
+                return Some(p.clone());
+            }
+            if id.starts_with("AWS::") {
+                return Some(match id {
+                    "AWS::Region" => "us-east-1".into(),
+                    "AWS::AccountId" => "123456789012".into(),
+                    "AWS::Partition" => "aws".into(),
+                    _ => return None,
+                });
+            }
+            if self.secrets.iter().any(|s| s == id) {
+                return Some(format!(
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}"
+                ));
+            }
         }
         None
     }
@@ -105,6 +123,11 @@ pub async fn provision(
         tables: BTreeMap::new(),
         buckets: BTreeMap::new(),
         parameters: template.parameters.clone(),
+        secrets: template
+            .of_kind("AWS::SecretsManager::Secret")
+            .into_iter()
+            .map(|(id, _)| id.clone())
+            .collect(),
     };
 
     // Queues first without redrive, so every dead-letter ARN exists.

@@ -5,7 +5,9 @@
 //! when it dies), long-polls the function's queues with the template's batch
 //! size, invokes with real `SqsEvent` JSON, deletes the messages the
 //! `SqsBatchResponse` does not list as failures, and leaves the rest to
-//! their visibility timeout.
+//! their visibility timeout. Functions with a `FunctionUrlConfig` get an
+//! HTTP front on 127.0.0.1 that turns each request into a function-URL
+//! event (payload format 2.0) and the function's answer back into HTTP.
 
 use crate::provision::Stack;
 use crate::template::{FunctionSpec, Template, resolve};
@@ -122,6 +124,8 @@ impl FunctionHost {
 /// The running local Lambda service.
 pub struct Runner {
     pub hosts: Vec<Arc<FunctionHost>>,
+    /// Function URLs by logical id, e.g. `LinksFunction` → `http://127.0.0.1:4321/`.
+    pub function_urls: BTreeMap<String, String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -140,10 +144,26 @@ impl Runner {
         let region = crate::region(sdk);
         let mut hosts = Vec::new();
         let mut tasks = Vec::new();
-        for spec in template.functions()? {
+        let specs = template.functions()?;
+        // Bind function-URL fronts first: other functions' settings refer to them.
+        let mut url_listeners = HashMap::new();
+        let mut function_urls = BTreeMap::new();
+        for spec in specs.iter().filter(|s| s.function_url) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            function_urls.insert(
+                spec.logical_id.clone(),
+                format!("http://{}/", listener.local_addr()?),
+            );
+            url_listeners.insert(spec.logical_id.clone(), listener);
+        }
+        let lookup = |id: &str, attr: Option<&str>| match (id.strip_suffix("Url"), attr) {
+            (Some(function), Some("FunctionUrl")) => function_urls.get(function).cloned(),
+            _ => stack.lookup(id, attr),
+        };
+        for spec in specs {
             let mut env = BTreeMap::new();
             for (k, v) in &spec.env {
-                env.insert(k.clone(), resolve(v, &|id, attr| stack.lookup(id, attr))?);
+                env.insert(k.clone(), resolve(v, &lookup)?);
             }
             env.extend(config.env_overrides.clone());
             let (tx, rx) = mpsc::channel(16);
@@ -206,10 +226,24 @@ impl Runner {
                     shutdown_rx.clone(),
                 )));
             }
+            if let Some(listener) = url_listeners.remove(&spec.logical_id) {
+                let app = axum::Router::new()
+                    .fallback(function_url)
+                    .with_state(host.clone());
+                let mut stop = shutdown_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await;
+                }));
+            }
             hosts.push(host);
         }
         Ok(Self {
             hosts,
+            function_urls,
             shutdown,
             tasks,
         })
@@ -361,6 +395,68 @@ async fn error(
 async fn init_error(State(host): State<Arc<FunctionHost>>, body: Bytes) -> StatusCode {
     warn!(function = %host.spec.binary, error = %String::from_utf8_lossy(&body), "init error");
     StatusCode::ACCEPTED
+}
+
+/// Serves one HTTP request through a function, as a Lambda function URL does.
+async fn function_url(
+    State(host): State<Arc<FunctionHost>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header_map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.into())))
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": uri.path(),
+        "rawQueryString": uri.query().unwrap_or(""),
+        "headers": header_map,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": host.spec.logical_id.to_ascii_lowercase(),
+            "domainName": headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1"),
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "",
+            "timeEpoch": now.as_millis() as i64,
+            "http": {
+                "method": method.as_str(),
+                "path": uri.path(),
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent").and_then(|h| h.to_str().ok()).unwrap_or(""),
+            },
+        },
+        "body": String::from_utf8_lossy(&body),
+        "isBase64Encoded": false,
+    });
+    let reply = host.invoke(event.to_string()).await;
+    host.invocations
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Ok(body) = reply else {
+        // What a function URL answers when the function errors.
+        return (StatusCode::BAD_GATEWAY, "Internal Server Error").into_response();
+    };
+    let Ok(r) = serde_json::from_slice::<
+        aws_lambda_events::lambda_function_urls::LambdaFunctionUrlResponse,
+    >(&body) else {
+        return (StatusCode::BAD_GATEWAY, "Internal Server Error").into_response();
+    };
+    let mut response = r.body.unwrap_or_default().into_response();
+    *response.status_mut() =
+        StatusCode::from_u16(r.status_code as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (k, v) in &r.headers {
+        response.headers_mut().insert(k.clone(), v.clone());
+    }
+    response
 }
 
 /// The Lambda JSON form of one SQS message.

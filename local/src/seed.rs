@@ -89,6 +89,7 @@ pub fn parse(
                 config,
                 formats: t.formats,
                 active: t.active,
+                disable_requested: None,
                 created_at: now,
                 updated_at: now,
             })

@@ -4,6 +4,7 @@
 use crate::provision::{Stack, provision};
 use crate::runner::{Runner, RunnerConfig};
 use crate::sinks::WebhookSink;
+use crate::slack::SlackSink;
 use crate::template::Template;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
@@ -44,6 +45,7 @@ pub struct LocalStack {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub webhook: WebhookSink,
+    pub slack: SlackSink,
     pub runner: Option<Runner>,
     pub work_dir: PathBuf,
 }
@@ -63,6 +65,20 @@ impl LocalStack {
         };
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
+        let slack = SlackSink::start(Some(work_dir.join("captures/slack"))).await?;
+        // The sender identity, as an operator verifies it in SES.
+        let created = aws_sdk_sesv2::Client::new(&sdk)
+            .create_email_identity()
+            .email_identity(LOCAL_EMAIL_DOMAIN)
+            .send()
+            .await;
+        if let Err(e) = created
+            && !e
+                .as_service_error()
+                .is_some_and(|s| s.is_already_exists_exception())
+        {
+            return Err(e).context("creating the SES identity in moto");
+        }
         Ok(Self {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             s3: shared::aws::s3(&sdk),
@@ -71,6 +87,7 @@ impl LocalStack {
             stack,
             store,
             webhook,
+            slack,
             runner: None,
             work_dir: work_dir.to_owned(),
         })
@@ -79,10 +96,15 @@ impl LocalStack {
     /// Starts the runner. Local stacks allow webhooks to 127.0.0.1 (the
     /// sink) through the explicit setting; `overrides` add or replace more.
     pub async fn start_runner(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
-        let mut env = BTreeMap::from([(
-            "ALLOW_PRIVATE_WEBHOOK_TARGETS".to_owned(),
-            "true".to_owned(),
-        )]);
+        let mut env: BTreeMap<String, String> = [
+            ("ALLOW_PRIVATE_WEBHOOK_TARGETS", "true"),
+            ("LINK_SIGNING_KEYS", LOCAL_LINK_KEY),
+            ("EMAIL_FROM_ADDRESS", LOCAL_EMAIL_FROM),
+            ("SLACK_API_BASE_URL", &self.slack.api_base()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         env.extend(
             overrides
                 .iter()
@@ -98,9 +120,14 @@ impl LocalStack {
         Ok(())
     }
 
-    /// Loads a seed file, substituting `{{webhook_sink_url}}`.
+    /// Loads a seed file, substituting `{{webhook_sink_url}}`,
+    /// `{{slack_webhook_url}}` and `{{slack_bot_token}}`.
     pub async fn seed(&self, text: &str) -> Result<()> {
-        let vars = BTreeMap::from([("webhook_sink_url".to_owned(), self.webhook.url.clone())]);
+        let vars = BTreeMap::from([
+            ("webhook_sink_url".to_owned(), self.webhook.url.clone()),
+            ("slack_webhook_url".to_owned(), self.slack.webhook_url("reports")),
+            ("slack_bot_token".to_owned(), crate::slack::LOCAL_BOT_TOKEN.to_owned()),
+        ]);
         let (connections, targets) = crate::seed::parse(text, &vars, true)?;
         crate::seed::store(&connections, &targets, &self.store, &self.store).await
     }
@@ -222,6 +249,66 @@ impl LocalStack {
         Ok(out.body.collect().await?.into_bytes().to_vec())
     }
 
+    /// The emails SES (moto) accepted for an execution, as raw MIME, read
+    /// back through moto's state API and matched on the
+    /// `X-Report-Execution-Id` header.
+    pub async fn emails(&self, execution_id: &str) -> Result<Vec<SentEmail>> {
+        let url = format!("{}/moto-api/data.json", crate::endpoint()?.trim_end_matches('/'));
+        let data: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        let needle = format!("X-Report-Execution-Id: {execution_id}");
+        let mut found = Vec::new();
+        let mut stack = vec![&data];
+        // moto nests sent messages by service, account and region; search
+        // the whole tree for raw messages.
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(raw) = o.get("raw_data").and_then(|r| r.as_str())
+                        && raw.contains(&needle)
+                    {
+                        let strings = |k: &str| -> Vec<String> {
+                            o.get(k)
+                                .and_then(|d| d.as_array())
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|x| x.as_str().map(str::to_owned))
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                        };
+                        found.push(SentEmail {
+                            raw: raw.to_owned(),
+                            destinations: strings("destinations"),
+                            source: o
+                                .get("source")
+                                .and_then(|s| s.as_str())
+                                .unwrap_or_default()
+                                .to_owned(),
+                        });
+                    } else {
+                        stack.extend(o.values());
+                    }
+                }
+                serde_json::Value::Array(a) => stack.extend(a.iter()),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the emails of an execution to `captures/email/*.eml`.
+    pub async fn capture_emails(&self, execution_id: &str) -> Result<Vec<PathBuf>> {
+        let dir = self.work_dir.join("captures/email");
+        std::fs::create_dir_all(&dir)?;
+        let mut paths = Vec::new();
+        for (i, m) in self.emails(execution_id).await?.iter().enumerate() {
+            let path = dir.join(format!("{execution_id}-{i}.eml"));
+            std::fs::write(&path, &m.raw)?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+
     /// Stops the runner.
     pub async fn down(mut self) {
         if let Some(r) = self.runner.take() {
@@ -229,6 +316,24 @@ impl LocalStack {
         }
     }
 }
+
+/// One email as SES received it.
+#[derive(Debug, Clone)]
+pub struct SentEmail {
+    /// The raw MIME message.
+    pub raw: String,
+    /// Envelope recipients (To, Cc and Bcc).
+    pub destinations: Vec<String>,
+    pub source: String,
+}
+
+/// The verified SES domain of the local stack.
+pub const LOCAL_EMAIL_DOMAIN: &str = "reports.example.com";
+/// The From address of the local stack.
+pub const LOCAL_EMAIL_FROM: &str = "reports@reports.example.com";
+/// The link signing key of the local stack (a deployment generates its own
+/// in Secrets Manager).
+pub const LOCAL_LINK_KEY: &str = "local-only-link-signing-key-0123456789abcdef";
 
 /// A message taken off a queue.
 #[derive(Debug, Clone)]

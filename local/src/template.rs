@@ -40,6 +40,8 @@ pub struct FunctionSpec {
     pub memory_mb: u64,
     pub env: BTreeMap<String, Value>,
     pub sources: Vec<SqsSource>,
+    /// Whether it has a function URL (`FunctionUrlConfig`).
+    pub function_url: bool,
 }
 
 fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -170,6 +172,7 @@ impl Template {
                     .unwrap_or(self.global_memory),
                 env,
                 sources,
+                function_url: get(p, "FunctionUrlConfig").is_some(),
             });
         }
         Ok(out)
@@ -214,6 +217,31 @@ pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>)
                 .ok_or_else(|| anyhow!("bad !GetAtt {s}"))?;
             lookup(id, Some(attr)).ok_or_else(|| anyhow!("cannot resolve !GetAtt {s}"))
         }
+        Value::Tagged(t) if t.tag == "Sub" => {
+            let text = t
+                .value
+                .as_str()
+                .ok_or_else(|| anyhow!("only the string form of !Sub is supported"))?;
+            let mut out = String::new();
+            let mut rest = text;
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let end = rest[start..]
+                    .find('}')
+                    .ok_or_else(|| anyhow!("unclosed ${{ in !Sub {text}"))?;
+                let name = &rest[start + 2..start + end];
+                let value = match name.split_once('.') {
+                    Some((id, attr)) => lookup(id, Some(attr)),
+                    None => lookup(name, None),
+                };
+                out.push_str(
+                    &value.ok_or_else(|| anyhow!("cannot resolve ${{{name}}} in !Sub"))?,
+                );
+                rest = &rest[start + end + 1..];
+            }
+            out.push_str(rest);
+            Ok(out)
+        }
         other => bail!("unsupported value in template: {other:?}"),
     }
 }
@@ -231,6 +259,12 @@ mod tests {
         assert_eq!(deliver.sources.len(), 3);
         assert!(deliver.sources.iter().all(|s| s.batch_size == 10));
         assert!(deliver.env.contains_key("TARGETS_TABLE"));
+        let links = fns.iter().find(|f| f.binary == "links").expect("links");
+        assert!(links.function_url && links.sources.is_empty());
+        let sub: Value = serde_norway::from_str("!Sub \"a-${X}-${Y.Arn}-{{keep}}\"").expect("yaml");
+        let resolved = resolve(&sub, &|id, attr| Some(format!("{id}{}", attr.unwrap_or(""))))
+            .expect("resolves");
+        assert_eq!(resolved, "a-X-YArn-{{keep}}");
         assert_eq!(
             t.parameters.get("RetryScheduleSeconds").map(String::as_str),
             Some("300,900,3600")

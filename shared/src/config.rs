@@ -75,3 +75,14 @@ pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
     }
     Ok(policy)
 }
+
+/// The download-link signing keys (`LINK_SIGNING_KEYS`, comma-separated,
+/// newest first). The value is never logged.
+pub fn link_signer() -> Result<crate::domain::LinkSigner, ConfigError> {
+    crate::domain::LinkSigner::from_list(&required("LINK_SIGNING_KEYS")?).map_err(|reason| {
+        ConfigError::Invalid {
+            name: "LINK_SIGNING_KEYS",
+            reason,
+        }
+    })
+}

@@ -24,6 +24,7 @@ fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
         .expect("valid"),
         formats: Vec::new(),
         active,
+        disable_requested: None,
         created_at: now,
         updated_at: now,
     }

@@ -2,8 +2,11 @@
 //! small factory ([`Channels`]) that picks one from the target type.
 //! Every error says whether it is worth retrying.
 
+pub mod email;
+pub mod slack;
 pub mod webhook;
 
+use crate::blob::BlobStore;
 use crate::domain::execution::ReportExecution;
 use crate::domain::{DeliveryAttempt, DeliveryTarget, ServiceConnection, TargetType, Timestamp};
 use async_trait::async_trait;
@@ -23,7 +26,13 @@ pub enum DeliveryError {
     },
     /// Bad credentials, missing permissions, invalid payload or config: fail.
     #[error("permanent failure ({code}): {message}")]
-    Permanent { code: String, message: String },
+    Permanent {
+        code: String,
+        message: String,
+        /// The receiver says it is gone for good (410, `no_service`): the
+        /// target is flagged for disabling.
+        target_gone: bool,
+    },
 }
 
 impl DeliveryError {
@@ -32,7 +41,41 @@ impl DeliveryError {
         Self::Permanent {
             code: code.into(),
             message: message.into(),
+            target_gone: false,
         }
+    }
+
+    /// A permanent error that also flags the target for disabling.
+    pub fn gone(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            code: code.into(),
+            message: message.into(),
+            target_gone: true,
+        }
+    }
+
+    /// A temporary error with the provider's requested wait.
+    pub fn throttled(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self::Temporary {
+            code: code.into(),
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    /// Whether the target should be flagged for disabling.
+    pub fn target_gone(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Permanent {
+                target_gone: true,
+                ..
+            }
+        )
     }
 
     /// A temporary error.
@@ -86,6 +129,110 @@ pub struct DeliveryContext<'a> {
     pub link_expires_at: Timestamp,
     /// Lets the handler run the send without blocking on the clock in tests.
     pub now: Timestamp,
+    /// Reads the rendered files (for attachments and uploads).
+    pub blobs: &'a dyn BlobStore,
+    /// Saves progress of a multi-step send, so a retry resumes it.
+    pub progress: &'a dyn Progress,
+}
+
+impl DeliveryContext<'_> {
+    /// Reads a rendered file's bytes; a missing object is permanent.
+    pub async fn read(&self, file: &LinkedFile) -> Result<Vec<u8>, DeliveryError> {
+        self.blobs.get(&file.file.key).await.map_err(|e| match e {
+            crate::blob::BlobError::NotFound(_) => {
+                DeliveryError::permanent("file_missing", e.to_string())
+            }
+            crate::blob::BlobError::Backend(_) => {
+                DeliveryError::temporary("blob_store", e.to_string())
+            }
+        })
+    }
+
+    /// A short file name for a rendered file, e.g. `weekly-sales-2026-11-26.pdf`.
+    pub fn file_name(&self, file: &LinkedFile) -> String {
+        let slug: String = self
+            .execution
+            .report_name
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let slug = if slug.is_empty() {
+            "report".to_owned()
+        } else {
+            slug.chars().take(60).collect()
+        };
+        format!(
+            "{slug}-{}.{}",
+            self.local_date(),
+            file.format.as_str()
+        )
+    }
+
+    /// The report's generation date in its own time zone (`YYYY-MM-DD`).
+    pub fn local_date(&self) -> String {
+        let tz = crate::render::time_zone(&self.execution.time_zone)
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        jiff::Timestamp::from_millisecond(self.execution.generated_at.unix_millis())
+            .map(|t| t.to_zoned_datetime(tz).strftime("%Y-%m-%d").to_string())
+            .unwrap_or_else(|_| self.execution.generated_at.to_string()[..10].to_owned())
+    }
+
+    /// The report's generation time in its own zone, e.g. `2026-11-26 08:00 CET`.
+    pub fn local_time(&self) -> String {
+        let tz = crate::render::time_zone(&self.execution.time_zone)
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        crate::render::local_time(self.execution.generated_at, &tz)
+    }
+}
+
+/// Progress of a multi-step send (such as a Slack upload), kept in the
+/// attempt's metadata so that a retry continues instead of starting over.
+#[async_trait]
+pub trait Progress: Send + Sync {
+    /// A saved value, from this try or an earlier one.
+    fn get(&self, key: &str) -> Option<String>;
+    /// Saves values before the next step runs.
+    async fn save(&self, values: BTreeMap<String, String>) -> Result<(), DeliveryError>;
+}
+
+/// Progress kept in memory only (unit tests, channels without steps).
+#[derive(Default)]
+pub struct MemoryProgress(std::sync::Mutex<BTreeMap<String, String>>);
+
+impl MemoryProgress {
+    /// Starts from saved values.
+    pub fn new(saved: BTreeMap<String, String>) -> Self {
+        Self(std::sync::Mutex::new(saved))
+    }
+
+    /// Everything saved.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Progress for MemoryProgress {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    async fn save(&self, values: BTreeMap<String, String>) -> Result<(), DeliveryError> {
+        if let Ok(mut m) = self.0.lock() {
+            m.extend(values);
+        }
+        Ok(())
+    }
 }
 
 /// A rendered file and a link to it.
@@ -109,11 +256,28 @@ pub trait Channel: Send + Sync {
     async fn deliver(&self, ctx: &DeliveryContext<'_>) -> Result<Receipt, DeliveryError>;
 }
 
-/// The channels a deliver function has, built once at start-up.
+/// The channels a deliver function has, built once at start-up. A channel
+/// left out (e.g. email without a sender address) fails its targets as
+/// `channel_unavailable`.
 pub struct Channels {
     pub webhook: Box<dyn Channel>,
     pub email: Option<Box<dyn Channel>>,
     pub slack: Option<Box<dyn Channel>>,
+}
+
+/// The error chain of `e` as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Channels {

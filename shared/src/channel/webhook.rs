@@ -2,7 +2,7 @@
 //! through a client that vets every resolved address (SSRF) and never
 //! follows redirects.
 
-use super::{Channel, DeliveryContext, DeliveryError, Receipt};
+use super::{Channel, DeliveryContext, DeliveryError, Receipt, error_chain};
 use crate::domain::connection::Credentials;
 use crate::domain::url::{WebhookUrl, is_forbidden_ip};
 use async_trait::async_trait;
@@ -30,21 +30,29 @@ impl WebhookChannel {
     /// Builds the client once. `allow_private_hosts` is the local-testing
     /// switch `ALLOW_PRIVATE_WEBHOOK_TARGETS`, off by default.
     pub fn new(allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .no_proxy()
-            .dns_resolver(Arc::new(VettingResolver {
-                allow_private_hosts,
-            }))
-            .user_agent(concat!("report-delivery/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            client,
+            client: vetted_client(allow_private_hosts, TIMEOUT)?,
             allow_private_hosts,
         })
     }
+}
+
+/// An HTTP client for URLs that users supply: every resolved address is
+/// vetted, redirects are never followed, proxies are ignored.
+pub fn vetted_client(
+    allow_private_hosts: bool,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .no_proxy()
+        .dns_resolver(Arc::new(VettingResolver {
+            allow_private_hosts,
+        }))
+        .user_agent(concat!("report-delivery/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// Resolves names and refuses the whole answer if any address is not
@@ -170,7 +178,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Result<(), Delive
             code,
             retry_after,
         }),
-        410 => Err(DeliveryError::permanent(
+        410 => Err(DeliveryError::gone(
             "http_410_gone",
             "receiver answered 410 Gone; the target should be disabled",
         )),
@@ -243,15 +251,7 @@ impl Channel for WebhookChannel {
             }
             None => {}
         }
-        let response = req.body(body).send().await.map_err(|e| {
-            if e.is_timeout() {
-                DeliveryError::temporary("timeout", "receiver did not answer in time")
-            } else if e.is_connect() && is_vetting_error(&e) {
-                DeliveryError::permanent("forbidden_address", error_chain(&e))
-            } else {
-                DeliveryError::temporary("network", error_chain(&e))
-            }
-        })?;
+        let response = req.body(body).send().await.map_err(send_error)?;
         let status = response.status().as_u16();
         classify(status, retry_after(response.headers()))?;
         let mut receipt = Receipt::default();
@@ -262,15 +262,16 @@ impl Channel for WebhookChannel {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+/// Classifies a failed request: a refused address is permanent, a timeout or
+/// network failure temporary.
+pub fn send_error(e: reqwest::Error) -> DeliveryError {
+    if e.is_timeout() {
+        DeliveryError::temporary("timeout", "receiver did not answer in time")
+    } else if e.is_connect() && is_vetting_error(&e) {
+        DeliveryError::permanent("forbidden_address", error_chain(&e))
+    } else {
+        DeliveryError::temporary("network", error_chain(&e))
     }
-    out
 }
 
 /// Whether the resolver refused the host (found anywhere in the cause chain).

@@ -4,6 +4,7 @@
 pub mod attempt;
 pub mod connection;
 pub mod execution;
+pub mod link;
 pub mod retry;
 pub mod target;
 pub mod time;
@@ -12,6 +13,7 @@ pub mod url;
 pub use attempt::{AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition};
 pub use connection::ServiceConnection;
 pub use execution::ReportExecution;
+pub use link::{LinkClaim, LinkError, LinkSigner};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use target::{DeliveryTarget, TargetConfig, TargetType};
 pub use time::Timestamp;

@@ -273,8 +273,18 @@ pub struct DeliveryTarget {
     /// The files it gets; empty means PDF only.
     pub formats: Vec<Format>,
     pub active: bool,
+    /// Set when a receiver answered that the target is gone (HTTP 410,
+    /// Slack `no_service`); an operator confirms by deactivating it.
+    pub disable_requested: Option<DisableRequest>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Why and when a target was flagged for disabling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DisableRequest {
+    pub at: Timestamp,
+    pub reason: String,
 }
 
 impl DeliveryTarget {

@@ -5,7 +5,8 @@
 
 use super::{Outcome, body_of, process_batch, receive_count};
 use crate::blob::BlobStore;
-use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile};
+use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile, Progress};
+use crate::handlers::links::LinkIssuer;
 use crate::contract::DeliveryTask;
 use crate::domain::target::Format;
 use crate::domain::{
@@ -15,7 +16,10 @@ use crate::queue::{Queue, queue_url_from_arn};
 use crate::store::{
     Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore,
 };
+use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{Span, error, info, warn};
 
@@ -30,6 +34,8 @@ pub struct Deps {
     pub channels: Channels,
     pub policy: RetryPolicy,
     pub dead_letter_url: String,
+    /// Signs download links served by the links function.
+    pub links: LinkIssuer,
     /// How long download links stay valid.
     pub link_ttl: Duration,
     /// How long a processing lease lasts; at least the function timeout.
@@ -189,6 +195,8 @@ async fn prepare_and_send(
         .channels
         .for_type(target.config.target_type())
         .map_err(SendFailure::Delivery)?;
+    let link_expires_at = Timestamp::now()
+        .plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
     let mut files = Vec::new();
     for format in target.formats() {
         let file = match format {
@@ -196,19 +204,18 @@ async fn prepare_and_send(
             Format::Csv => execution.csv.as_ref(),
         };
         let Some(file) = file else { continue };
-        let download_url = deps
-            .blobs
-            .presign_get(&file.key, deps.link_ttl)
-            .await
-            .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link", e.to_string())))?;
         files.push(LinkedFile {
             format,
             file: file.clone(),
-            download_url,
+            download_url: deps.links.link(&file.key, link_expires_at),
         });
     }
-    let link_expires_at = Timestamp::now()
-        .plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
+    let progress = AttemptProgress {
+        attempts: deps.attempts.as_ref(),
+        id: &attempt.id,
+        token,
+        saved: Mutex::new(attempt.metadata.clone()),
+    };
     let receives = receive_count(m);
     let mut immediate_used = false;
     loop {
@@ -220,6 +227,8 @@ async fn prepare_and_send(
             files: &files,
             link_expires_at,
             now: Timestamp::now(),
+            blobs: deps.blobs.as_ref(),
+            progress: &progress,
         };
         let started = std::time::Instant::now();
         let error = match channel.deliver(&ctx).await {
@@ -309,8 +318,55 @@ fn attempt_error(e: &DeliveryError) -> AttemptError {
     }
 }
 
+/// Saves a channel's progress on the attempt (under the lease), so a retry
+/// picks up where this try stopped.
+struct AttemptProgress<'a> {
+    attempts: &'a dyn AttemptStore,
+    id: &'a str,
+    token: &'a str,
+    saved: Mutex<BTreeMap<String, String>>,
+}
+
+#[async_trait]
+impl Progress for AttemptProgress<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.saved.lock().ok()?.get(key).cloned()
+    }
+
+    async fn save(&self, values: BTreeMap<String, String>) -> Result<(), DeliveryError> {
+        let t = Transition::Annotate {
+            token: self.token.to_owned(),
+            metadata: values.clone(),
+        };
+        match self.attempts.apply(self.id, &t).await {
+            Ok(Applied::Yes(_)) => {
+                if let Ok(mut m) = self.saved.lock() {
+                    m.extend(values);
+                }
+                Ok(())
+            }
+            Ok(Applied::Refused(_)) => Err(DeliveryError::temporary(
+                "lease_lost",
+                "another copy of this message took over the attempt",
+            )),
+            Err(e) => Err(DeliveryError::temporary("store", e.to_string())),
+        }
+    }
+}
+
 async fn fail(deps: &Deps, attempt: &DeliveryAttempt, token: &str, e: DeliveryError) -> Outcome {
     error!(attempt_id = %attempt.id, code = e.code(), reason = e.message(), "permanent failure");
+    if e.target_gone() {
+        let reason = format!("{}: {}", e.code(), e.message());
+        match deps
+            .targets
+            .flag_for_disabling(&attempt.delivery_target_id, &reason, Timestamp::now())
+            .await
+        {
+            Ok(()) => warn!(target_id = %attempt.delivery_target_id, %reason, "target flagged for disabling"),
+            Err(err) => return temp(&err),
+        }
+    }
     let t = Transition::Fail {
         token: Some(token.to_owned()),
         error: attempt_error(&e),
@@ -353,6 +409,47 @@ impl Deps {
                 reason: e.to_string(),
             }
         })?;
+        let slack_base = optional("SLACK_API_BASE_URL")
+            .unwrap_or_else(|| crate::channel::slack::DEFAULT_API_BASE.to_owned());
+        let slack = crate::channel::slack::SlackChannel::new(&slack_base, allow_private).map_err(
+            |e| ConfigError::Invalid {
+                name: "SLACK_API_BASE_URL",
+                reason: e.to_string(),
+            },
+        )?;
+        // Email needs a verified sender; without one its targets fail as
+        // channel_unavailable instead of the function refusing to start.
+        let email = match optional("EMAIL_FROM_ADDRESS") {
+            None => {
+                warn!("EMAIL_FROM_ADDRESS is not set: email targets will fail as channel_unavailable");
+                None
+            }
+            Some(from) => {
+                let from = crate::domain::target::EmailAddress::parse(&from).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "EMAIL_FROM_ADDRESS",
+                        reason: e.to_string(),
+                    }
+                })?;
+                let limit = match optional("EMAIL_ATTACHMENT_LIMIT_BYTES") {
+                    None => crate::channel::email::DEFAULT_ATTACHMENT_LIMIT,
+                    Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                        name: "EMAIL_ATTACHMENT_LIMIT_BYTES",
+                        reason: format!("expected a byte count, got {v:?}"),
+                    })?,
+                };
+                let sender = crate::channel::email::SesSender::new(
+                    aws_sdk_sesv2::Client::new(&sdk),
+                    optional("SES_CONFIGURATION_SET"),
+                );
+                Some(Box::new(crate::channel::email::EmailChannel::new(
+                    Box::new(sender),
+                    from,
+                    optional("EMAIL_FROM_NAME").unwrap_or_else(|| "Report Delivery".into()),
+                    limit,
+                )) as Box<dyn crate::channel::Channel>)
+            }
+        };
         Ok(Self {
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
@@ -365,11 +462,15 @@ impl Deps {
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channels: Channels {
                 webhook: Box::new(webhook),
-                email: None,
-                slack: None,
+                email,
+                slack: Some(Box::new(slack)),
             },
             policy: retry_policy()?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            links: LinkIssuer {
+                signer: crate::config::link_signer()?,
+                base_url: required("LINKS_BASE_URL")?,
+            },
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
             lease: seconds("LEASE_SECONDS", 900)?,
             sqs_endpoint: optional("AWS_ENDPOINT_URL_SQS").or_else(|| optional("AWS_ENDPOINT_URL")),

@@ -4,6 +4,7 @@
 
 pub mod deliver;
 pub mod fanout;
+pub mod links;
 pub mod render;
 
 use crate::queue::{DeadLetter, Queue};

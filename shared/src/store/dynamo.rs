@@ -167,6 +167,8 @@ struct TargetRecord {
     /// `active#<type>` or `inactive#<type>`: lets one GSI serve "active
     /// targets of a report, optionally by type".
     active_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disable_requested: Option<crate::domain::target::DisableRequest>,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -187,6 +189,7 @@ impl TargetStore for DynamoStore {
             formats: t.formats.clone(),
             active: t.active,
             active_type: active_type(t.active, t.config.target_type()),
+            disable_requested: t.disable_requested.clone(),
             created_at: t.created_at,
             updated_at: t.updated_at,
         };
@@ -213,9 +216,43 @@ impl TargetStore for DynamoStore {
             config,
             formats: r.formats,
             active: r.active,
+            disable_requested: r.disable_requested,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }))
+    }
+
+    async fn flag_for_disabling(
+        &self,
+        id: &str,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let request = crate::domain::target::DisableRequest {
+            at,
+            reason: reason.chars().take(500).collect(),
+        };
+        let value = serde_dynamo::to_attribute_value(&request).map_err(|e| StoreError::Invalid {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.targets)
+            .key("id", s(id))
+            .update_expression("SET disable_requested = :r, updated_at = :at")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":r", value)
+            .expression_attribute_values(":at", s(at.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The target was deleted meanwhile: nothing left to flag.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn active_targets(

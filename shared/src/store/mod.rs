@@ -69,6 +69,13 @@ pub trait TargetStore: Send + Sync {
     async fn put_target(&self, target: &DeliveryTarget) -> Result<(), StoreError>;
     /// Reads a target; an invalid stored config is [`StoreError::Invalid`].
     async fn get_target(&self, id: &str) -> Result<Option<DeliveryTarget>, StoreError>;
+    /// Flags a target for disabling (a receiver said it is gone).
+    async fn flag_for_disabling(
+        &self,
+        id: &str,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Active targets of a report, optionally of one type, a page at a time.
     async fn active_targets(
         &self,

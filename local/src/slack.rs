@@ -1,0 +1,405 @@
+//! A local Slack-compatible server: the three Web API steps of the file
+//! upload flow (`files.getUploadURLExternal`, the upload URL,
+//! `files.completeUploadExternal`) with bearer-token checks, and incoming
+//! webhooks under `/services/...`. It keeps what it receives (in memory and
+//! as files) and can answer any endpoint with an injected fault: a Slack
+//! `error`, an HTTP status (with `Retry-After`) or a delay.
+
+use anyhow::Result;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The bot token the local server accepts unless told otherwise.
+pub const LOCAL_BOT_TOKEN: &str = "xoxb-local-demo-token";
+
+/// Endpoint names for [`SlackSink::push_fault`].
+pub const GET_UPLOAD_URL: &str = "files.getUploadURLExternal";
+/// The upload URL step.
+pub const UPLOAD: &str = "upload";
+/// The completion step.
+pub const COMPLETE_UPLOAD: &str = "files.completeUploadExternal";
+/// Incoming webhooks.
+pub const INCOMING_WEBHOOK: &str = "incoming_webhook";
+
+/// A fault to answer the next call of one endpoint with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackFault {
+    /// HTTP 200 with `{"ok": false, "error": …}` (Web API) or 400 with the
+    /// text (incoming webhook), as Slack does.
+    Error(String),
+    /// This HTTP status, with `Retry-After` seconds and a body text.
+    Status {
+        code: u16,
+        retry_after: Option<u64>,
+        body: String,
+    },
+    /// Wait, then answer normally.
+    Delay(Duration),
+}
+
+/// A file that went through the upload flow.
+#[derive(Debug, Clone)]
+pub struct SlackFile {
+    pub id: String,
+    pub filename: String,
+    pub declared_length: u64,
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// A message the server posted to a channel (one completed upload or one
+/// incoming-webhook post).
+#[derive(Debug, Clone)]
+pub struct SlackMessage {
+    /// `files.completeUploadExternal` or `incoming_webhook`.
+    pub via: &'static str,
+    pub channel_id: Option<String>,
+    /// The request body (the completion payload or the Block Kit message).
+    pub payload: Value,
+    /// Files shared with the message.
+    pub files: Vec<SlackFile>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tokens: BTreeSet<String>,
+    files: HashMap<String, SlackFile>,
+    messages: Vec<SlackMessage>,
+    calls: Vec<String>,
+    faults: HashMap<String, VecDeque<SlackFault>>,
+    next_id: u64,
+}
+
+#[derive(Clone)]
+struct App {
+    inner: Arc<Mutex<Inner>>,
+    base: String,
+    dir: Option<PathBuf>,
+}
+
+/// The local Slack server.
+pub struct SlackSink {
+    /// Base URL, e.g. `http://127.0.0.1:41234`; the Web API is under `/api`.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    task: JoinHandle<()>,
+}
+
+impl SlackSink {
+    /// Starts on an ephemeral port, accepting [`LOCAL_BOT_TOKEN`]. With
+    /// `capture_dir`, messages and uploaded files are also written there.
+    pub async fn start(capture_dir: Option<PathBuf>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        if let Some(dir) = &capture_dir {
+            std::fs::create_dir_all(dir.join("files"))?;
+        }
+        let inner = Arc::new(Mutex::new(Inner {
+            tokens: BTreeSet::from([LOCAL_BOT_TOKEN.to_owned()]),
+            ..Inner::default()
+        }));
+        let app = App {
+            inner: inner.clone(),
+            base: url.clone(),
+            dir: capture_dir,
+        };
+        let router = Router::new()
+            .route("/api/files.getUploadURLExternal", post(get_upload_url))
+            .route("/upload/{id}", post(upload))
+            .route("/api/files.completeUploadExternal", post(complete_upload))
+            .route("/services/{*path}", post(incoming_webhook))
+            .with_state(app);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { url, inner, task })
+    }
+
+    /// The Web API base URL to configure (`SLACK_API_BASE_URL`).
+    pub fn api_base(&self) -> String {
+        format!("{}/api", self.url)
+    }
+
+    /// An incoming-webhook URL on this server.
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("{}/services/T0LOCAL/B0LOCAL/{name}", self.url)
+    }
+
+    /// Queues a fault for the next call of `endpoint` (see the constants).
+    pub fn push_fault(&self, endpoint: &str, fault: SlackFault) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.faults
+                .entry(endpoint.to_owned())
+                .or_default()
+                .push_back(fault);
+        }
+    }
+
+    /// Revokes a token: calls with it get `invalid_auth`.
+    pub fn revoke(&self, token: &str) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.tokens.remove(token);
+        }
+    }
+
+    /// Messages posted so far.
+    pub fn messages(&self) -> Vec<SlackMessage> {
+        self.inner
+            .lock()
+            .map(|i| i.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every call so far, by endpoint name, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|i| i.calls.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SlackSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn api_error(error: &str) -> Response {
+    axum::Json(json!({"ok": false, "error": error})).into_response()
+}
+
+/// Records the call and answers with a queued fault, if any.
+async fn fault(app: &App, endpoint: &str, web_api: bool) -> Option<Response> {
+    let next = {
+        let mut i = app.inner.lock().ok()?;
+        i.calls.push(endpoint.to_owned());
+        i.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
+    };
+    match next? {
+        SlackFault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        SlackFault::Error(e) if web_api => Some(api_error(&e)),
+        SlackFault::Error(e) => Some((StatusCode::BAD_REQUEST, e).into_response()),
+        SlackFault::Status {
+            code,
+            retry_after,
+            body,
+        } => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut r = if web_api && !body.is_empty() {
+                (status, axum::Json(json!({"ok": false, "error": body}))).into_response()
+            } else {
+                (status, body).into_response()
+            };
+            if let Some(s) = retry_after
+                && let Ok(v) = s.to_string().parse()
+            {
+                r.headers_mut().insert("retry-after", v);
+            }
+            Some(r)
+        }
+    }
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (token, app.inner.lock()) {
+        (Some(t), Ok(i)) => i.tokens.contains(t),
+        _ => false,
+    }
+}
+
+/// Reads a form or JSON body into a map of strings (JSON values kept as text).
+fn params(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| {
+                        let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        (k.clone(), text)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        url::form_urlencoded::parse(body).into_owned().collect()
+    }
+}
+
+async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = fault(&app, GET_UPLOAD_URL, true).await {
+        return r;
+    }
+    if !authorized(&app, &headers) {
+        return api_error("invalid_auth");
+    }
+    let p = params(&headers, &body);
+    let (Some(filename), Some(length)) = (
+        p.get("filename").cloned(),
+        p.get("length").and_then(|l| l.parse::<u64>().ok()),
+    ) else {
+        return api_error("invalid_arguments");
+    };
+    let Ok(mut i) = app.inner.lock() else {
+        return api_error("internal_error");
+    };
+    i.next_id += 1;
+    let id = format!("F{:010}", i.next_id);
+    i.files.insert(
+        id.clone(),
+        SlackFile {
+            id: id.clone(),
+            filename,
+            declared_length: length,
+            bytes: None,
+        },
+    );
+    axum::Json(json!({
+        "ok": true,
+        "upload_url": format!("{}/upload/{id}", app.base),
+        "file_id": id,
+    }))
+    .into_response()
+}
+
+async fn upload(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Some(r) = fault(&app, UPLOAD, false).await {
+        return r;
+    }
+    let Ok(mut i) = app.inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    match i.files.get_mut(&id) {
+        Some(f) => {
+            f.bytes = Some(body.to_vec());
+            (StatusCode::OK, format!("OK - {}", body.len())).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = fault(&app, COMPLETE_UPLOAD, true).await {
+        return r;
+    }
+    if !authorized(&app, &headers) {
+        return api_error("invalid_auth");
+    }
+    let p = params(&headers, &body);
+    let requested: Vec<Value> = p
+        .get("files")
+        .and_then(|f| serde_json::from_str(f).ok())
+        .unwrap_or_default();
+    if requested.is_empty() {
+        return api_error("invalid_arguments");
+    }
+    let channel_id = p.get("channel_id").cloned();
+    let Ok(mut i) = app.inner.lock() else {
+        return api_error("internal_error");
+    };
+    let mut files = Vec::new();
+    for r in &requested {
+        let Some(f) = r["id"].as_str().and_then(|id| i.files.get(id)) else {
+            return api_error("file_not_found");
+        };
+        if f.bytes.as_ref().map(|b| b.len() as u64) != Some(f.declared_length) {
+            return api_error("file_upload_size_mismatch");
+        }
+        files.push(f.clone());
+    }
+    let payload = serde_json::from_slice(&body).unwrap_or_else(|_| json!(p));
+    let message = SlackMessage {
+        via: COMPLETE_UPLOAD,
+        channel_id,
+        payload,
+        files: files.clone(),
+    };
+    i.messages.push(message.clone());
+    let n = i.messages.len();
+    drop(i);
+    capture(&app, n, &message);
+    axum::Json(json!({
+        "ok": true,
+        "files": files.iter().map(|f| json!({"id": f.id, "title": f.filename})).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
+    if let Some(r) = fault(&app, INCOMING_WEBHOOK, false).await {
+        return r;
+    }
+    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+    };
+    if payload.get("text").is_none() && payload.get("blocks").is_none() {
+        return (StatusCode::BAD_REQUEST, "no_text").into_response();
+    }
+    let message = SlackMessage {
+        via: INCOMING_WEBHOOK,
+        channel_id: None,
+        payload,
+        files: Vec::new(),
+    };
+    let n = {
+        let Ok(mut i) = app.inner.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        i.messages.push(message.clone());
+        i.messages.len()
+    };
+    capture(&app, n, &message);
+    (StatusCode::OK, "ok").into_response()
+}
+
+fn capture(app: &App, n: usize, m: &SlackMessage) {
+    let Some(dir) = &app.dir else { return };
+    let mut files = Vec::new();
+    for f in &m.files {
+        let path = dir.join("files").join(format!("{}-{}", f.id, f.filename));
+        let bytes = f.bytes.clone().unwrap_or_default();
+        let _ = std::fs::write(&path, &bytes);
+        files.push(json!({
+            "id": f.id,
+            "filename": f.filename,
+            "size": bytes.len(),
+            "sha256": hex::encode(Sha256::digest(&bytes)),
+            "saved_as": path,
+        }));
+    }
+    let doc = json!({
+        "via": m.via,
+        "channel_id": m.channel_id,
+        "payload": m.payload,
+        "files": files,
+    });
+    let name = match &m.channel_id {
+        Some(c) => format!("{n:04}-{c}.json"),
+        None => format!("{n:04}-incoming-webhook.json"),
+    };
+    if let Ok(text) = serde_json::to_vec_pretty(&doc) {
+        let _ = std::fs::write(dir.join(name), text);
+    }
+}

@@ -1,0 +1,409 @@
+//! Slack channel, in two modes chosen by the target config:
+//! - bot token: the upload flow that replaced `files.upload`
+//!   (`files.getUploadURLExternal` → POST the bytes → `files.completeUploadExternal`),
+//!   saving each uploaded file id so a retry completes instead of uploading again;
+//! - incoming webhook: a Block Kit message with download buttons.
+//!
+//! The API base URL is configurable so tests run against a local
+//! Slack-compatible server.
+
+use super::webhook::{retry_after, send_error, vetted_client};
+use super::{Channel, DeliveryContext, DeliveryError, Receipt};
+use crate::domain::TargetConfig;
+use crate::domain::connection::Credentials;
+use crate::domain::target::{SlackChannelId, SlackConfig};
+use crate::domain::url::WebhookUrl;
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The public Slack Web API.
+pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// How long Slack gets to answer one call.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The Slack channel.
+pub struct SlackChannel {
+    api: reqwest::Client,
+    api_base: String,
+    hooks: reqwest::Client,
+    allow_private_hosts: bool,
+}
+
+impl SlackChannel {
+    /// `api_base` is e.g. `https://slack.com/api`; incoming-webhook URLs go
+    /// through the same address vetting as webhooks.
+    pub fn new(api_base: &str, allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
+        let api = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("report-delivery/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            api,
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            hooks: vetted_client(allow_private_hosts, TIMEOUT)?,
+            allow_private_hosts,
+        })
+    }
+}
+
+/// Maps a Web API `error` string.
+pub fn classify_api_error(error: &str, retry_after: Option<Duration>) -> DeliveryError {
+    let message = format!("Slack answered {error}");
+    match error {
+        "ratelimited" | "rate_limited" | "internal_error" | "fatal_error"
+        | "service_unavailable" | "request_timeout" => {
+            DeliveryError::throttled(error, message, retry_after)
+        }
+        // invalid_auth, not_authed, token_revoked, account_inactive,
+        // channel_not_found, not_in_channel, missing_scope, is_archived,
+        // invalid_arguments and anything unknown: retrying will not help.
+        _ => DeliveryError::permanent(error, message),
+    }
+}
+
+/// Maps an incoming-webhook answer (status and body text such as `no_service`).
+pub fn classify_hook(status: u16, body: &str, retry_after: Option<Duration>) -> Result<(), DeliveryError> {
+    let reason = body.trim().chars().take(100).collect::<String>();
+    let code = if reason.is_empty() || reason.contains(char::is_whitespace) {
+        format!("http_{status}")
+    } else {
+        reason.clone()
+    };
+    let message = format!("Slack webhook answered {status} {reason}");
+    match status {
+        200..=299 => Ok(()),
+        429 | 408 | 500..=599 => Err(DeliveryError::throttled(code, message, retry_after)),
+        404 | 410 => Err(DeliveryError::gone(code, message)),
+        _ if matches!(
+            reason.as_str(),
+            "no_service" | "channel_is_archived" | "team_disabled" | "no_team"
+        ) =>
+        {
+            Err(DeliveryError::gone(code, message))
+        }
+        _ => Err(DeliveryError::permanent(code, message)),
+    }
+}
+
+/// Escapes text for Slack mrkdwn.
+fn mrkdwn(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The Block Kit message an incoming webhook posts.
+pub fn block_message(ctx: &DeliveryContext<'_>) -> Value {
+    let name = &ctx.execution.report_name;
+    let buttons: Vec<Value> = ctx
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "type": "button",
+                "text": {"type": "plain_text", "text": format!("Download {}", f.format.as_str().to_uppercase())},
+                "url": f.download_url,
+                "action_id": format!("download_{}", f.format.as_str()),
+            })
+        })
+        .collect();
+    json!({
+        "text": format!("Report ready: {}", mrkdwn(name)),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": truncate(name, 150)}},
+            {"type": "section", "fields": [
+                {"type": "mrkdwn", "text": format!("*Generated*\n{}", ctx.local_time())},
+                {"type": "mrkdwn", "text": format!("*Rows*\n{}", ctx.execution.row_count)},
+            ]},
+            {"type": "actions", "elements": buttons},
+            {"type": "context", "elements": [
+                {"type": "mrkdwn", "text": format!("Links work until {}", ctx.link_expires_at)},
+            ]},
+        ],
+    })
+}
+
+impl SlackChannel {
+    /// One Web API call; `ok: false` and HTTP errors are classified.
+    async fn call(
+        &self,
+        method: &str,
+        token: &str,
+        body: RequestBody,
+    ) -> Result<Value, DeliveryError> {
+        let req = self
+            .api
+            .post(format!("{}/{method}", self.api_base))
+            .bearer_auth(token);
+        let req = match body {
+            RequestBody::Form(pairs) => {
+                let encoded = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
+                req.header("content-type", "application/x-www-form-urlencoded")
+                    .body(encoded)
+            }
+            RequestBody::Json(v) => req
+                .header("content-type", "application/json; charset=utf-8")
+                .body(v.to_string()),
+        };
+        let response = req.send().await.map_err(send_error)?;
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        if status == 429 {
+            return Err(classify_api_error("ratelimited", wait));
+        }
+        if status >= 500 {
+            return Err(DeliveryError::throttled(
+                format!("http_{status}"),
+                format!("Slack {method} answered {status}"),
+                wait,
+            ));
+        }
+        if !(200..300).contains(&status) {
+            return Err(DeliveryError::permanent(
+                format!("http_{status}"),
+                format!("Slack {method} answered {status}"),
+            ));
+        }
+        let v: Value = response
+            .json()
+            .await
+            .map_err(|e| DeliveryError::temporary("bad_response", e.to_string()))?;
+        if v["ok"].as_bool() == Some(true) {
+            Ok(v)
+        } else {
+            let error = v["error"].as_str().unwrap_or("unknown_error");
+            Err(classify_api_error(error, wait))
+        }
+    }
+
+    async fn upload(
+        &self,
+        ctx: &DeliveryContext<'_>,
+        channel: &SlackChannelId,
+        token: &str,
+    ) -> Result<Receipt, DeliveryError> {
+        let mut files = Vec::new();
+        for f in ctx.files {
+            let key = format!("slack_file_id.{}", f.format.as_str());
+            let title = ctx.file_name(f);
+            if let Some(id) = ctx.progress.get(&key) {
+                files.push((id, title));
+                continue;
+            }
+            let bytes = ctx.read(f).await?;
+            let ticket = self
+                .call(
+                    "files.getUploadURLExternal",
+                    token,
+                    RequestBody::Form(vec![
+                        ("filename", title.clone()),
+                        ("length", bytes.len().to_string()),
+                    ]),
+                )
+                .await?;
+            let (Some(url), Some(id)) = (ticket["upload_url"].as_str(), ticket["file_id"].as_str())
+            else {
+                return Err(DeliveryError::temporary(
+                    "bad_response",
+                    "files.getUploadURLExternal answered without upload_url/file_id",
+                ));
+            };
+            let response = self
+                .api
+                .post(url)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .map_err(send_error)?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                let wait = retry_after(response.headers());
+                return Err(if status == 429 || status >= 500 {
+                    DeliveryError::throttled(
+                        format!("upload_http_{status}"),
+                        format!("file upload answered {status}"),
+                        wait,
+                    )
+                } else {
+                    DeliveryError::permanent(
+                        format!("upload_http_{status}"),
+                        format!("file upload answered {status}"),
+                    )
+                });
+            }
+            ctx.progress
+                .save(BTreeMap::from([(key, id.to_owned())]))
+                .await?;
+            files.push((id.to_owned(), title));
+        }
+        let comment = format!(
+            "*{}* — generated {}, {} rows.",
+            mrkdwn(&ctx.execution.report_name),
+            ctx.local_time(),
+            ctx.execution.row_count
+        );
+        let payload = json!({
+            "files": files.iter().map(|(id, title)| json!({"id": id, "title": title})).collect::<Vec<_>>(),
+            "channel_id": channel.as_str(),
+            "initial_comment": comment,
+        });
+        self.call(
+            "files.completeUploadExternal",
+            token,
+            RequestBody::Json(payload),
+        )
+        .await?;
+        let mut receipt = Receipt::default();
+        receipt.metadata.insert(
+            "slack_file_ids".into(),
+            files
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        receipt
+            .metadata
+            .insert("slack_channel_id".into(), channel.as_str().to_owned());
+        Ok(receipt)
+    }
+
+    async fn post_hook(
+        &self,
+        ctx: &DeliveryContext<'_>,
+        url: &str,
+    ) -> Result<Receipt, DeliveryError> {
+        let url = WebhookUrl::parse(url, self.allow_private_hosts).map_err(|e| {
+            DeliveryError::permanent("invalid_credentials", format!("incoming webhook URL: {e}"))
+        })?;
+        let response = self
+            .hooks
+            .post(url.as_url().clone())
+            .header("content-type", "application/json")
+            .body(block_message(ctx).to_string())
+            .send()
+            .await
+            .map_err(send_error)?;
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        let body = response.text().await.unwrap_or_default();
+        classify_hook(status, &body, wait)?;
+        let mut receipt = Receipt::default();
+        receipt
+            .metadata
+            .insert("http_status".into(), status.to_string());
+        Ok(receipt)
+    }
+}
+
+enum RequestBody {
+    Form(Vec<(&'static str, String)>),
+    Json(Value),
+}
+
+#[async_trait]
+impl Channel for SlackChannel {
+    async fn deliver(&self, ctx: &DeliveryContext<'_>) -> Result<Receipt, DeliveryError> {
+        let TargetConfig::Slack(config) = &ctx.target.config else {
+            return Err(DeliveryError::permanent(
+                "invalid_target_config",
+                "target is not a Slack target",
+            ));
+        };
+        let credentials = ctx.connection.map(|c| &c.credentials);
+        match (config, credentials) {
+            (SlackConfig::BotToken { channel_id }, Some(Credentials::SlackBot { token })) => {
+                self.upload(ctx, channel_id, token.expose_secret()).await
+            }
+            (SlackConfig::IncomingWebhook, Some(Credentials::SlackIncomingWebhook { url })) => {
+                self.post_hook(ctx, url.expose_secret()).await
+            }
+            (_, None) => Err(DeliveryError::permanent(
+                "invalid_credentials",
+                "Slack target has no service connection",
+            )),
+            (_, Some(other)) => Err(DeliveryError::permanent(
+                "invalid_credentials",
+                format!(
+                    "Slack target in this mode cannot use a {} connection",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_map_to_categories() {
+        for e in [
+            "invalid_auth",
+            "not_authed",
+            "token_revoked",
+            "account_inactive",
+            "channel_not_found",
+            "not_in_channel",
+            "missing_scope",
+            "is_archived",
+            "invalid_arguments",
+        ] {
+            assert!(!classify_api_error(e, None).is_retryable(), "{e}");
+        }
+        for e in [
+            "ratelimited",
+            "internal_error",
+            "fatal_error",
+            "service_unavailable",
+        ] {
+            assert!(classify_api_error(e, None).is_retryable(), "{e}");
+        }
+        let wait = Some(Duration::from_secs(30));
+        assert_eq!(classify_api_error("ratelimited", wait).retry_after(), wait);
+    }
+
+    #[test]
+    fn incoming_webhook_answers_map_to_categories() {
+        assert!(classify_hook(200, "ok", None).is_ok());
+        let gone = classify_hook(404, "no_service", None).expect_err("fails");
+        assert!(!gone.is_retryable() && gone.target_gone());
+        assert_eq!(gone.code(), "no_service");
+        assert!(classify_hook(410, "channel_is_archived", None)
+            .expect_err("fails")
+            .target_gone());
+        let bad = classify_hook(400, "invalid_payload", None).expect_err("fails");
+        assert!(!bad.is_retryable() && !bad.target_gone());
+        assert!(classify_hook(403, "action_prohibited", None).is_err());
+        let limited = classify_hook(429, "", Some(Duration::from_secs(3))).expect_err("fails");
+        assert!(limited.is_retryable());
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+        assert!(classify_hook(503, "", None).expect_err("fails").is_retryable());
+    }
+
+    #[test]
+    fn mrkdwn_is_escaped_and_headers_are_truncated() {
+        assert_eq!(mrkdwn("<!channel> & co"), "&lt;!channel&gt; &amp; co");
+        assert_eq!(truncate(&"x".repeat(200), 150).chars().count(), 150);
+    }
+}

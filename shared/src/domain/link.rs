@@ -1,0 +1,174 @@
+//! Download-link tokens that outlive Lambda credentials: an object key and an
+//! expiry, signed with HMAC-SHA256. The links function checks the token and
+//! answers with a fresh, short-lived presigned URL. Several keys may be
+//! active so the signing key can rotate: the first signs, any verifies.
+
+use super::Timestamp;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+/// Shortest signing key accepted (characters of the configured secret).
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Why a token was refused. Every case is answered with 403.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("link expired")]
+    Expired,
+}
+
+/// A verified token's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkClaim {
+    pub key: String,
+    pub expires_at: Timestamp,
+}
+
+/// Signs and verifies link tokens.
+#[derive(Clone)]
+pub struct LinkSigner {
+    keys: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for LinkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LinkSigner({} keys, redacted)", self.keys.len())
+    }
+}
+
+impl LinkSigner {
+    /// From a comma-separated list of keys, newest first.
+    pub fn from_list(list: &str) -> Result<Self, String> {
+        let keys: Vec<SecretString> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretString::from(k.to_owned()))
+            .collect();
+        if keys.is_empty() {
+            return Err("no signing key".into());
+        }
+        if keys.iter().any(|k| k.expose_secret().len() < MIN_KEY_LEN) {
+            return Err(format!(
+                "every signing key needs at least {MIN_KEY_LEN} characters"
+            ));
+        }
+        Ok(Self { keys })
+    }
+
+    fn mac(key: &SecretString, payload: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(b"report-delivery-link.v1\n");
+        mac.update(payload);
+        mac
+    }
+
+    /// A token for `key` valid until `expires_at`.
+    pub fn issue(&self, key: &str, expires_at: Timestamp) -> String {
+        let payload = format!("{}\n{key}", expires_at.unix_millis() / 1000);
+        let tag = Self::mac(&self.keys[0], payload.as_bytes())
+            .finalize()
+            .into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// Checks the signature (against every key, in constant time) and then
+    /// the expiry.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, LinkError> {
+        let (payload, tag) = token.split_once('.').ok_or(LinkError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| LinkError::Malformed)?;
+        if !self
+            .keys
+            .iter()
+            .any(|k| Self::mac(k, &payload).verify_slice(&tag).is_ok())
+        {
+            return Err(LinkError::BadSignature);
+        }
+        let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
+        let (expires, key) = text.split_once('\n').ok_or(LinkError::Malformed)?;
+        let expires: i64 = expires.parse().map_err(|_| LinkError::Malformed)?;
+        let expires_at =
+            Timestamp::from_unix_millis(expires.saturating_mul(1000)).ok_or(LinkError::Malformed)?;
+        if now.unix_millis() >= expires_at.unix_millis() {
+            return Err(LinkError::Expired);
+        }
+        Ok(LinkClaim {
+            key: key.to_owned(),
+            expires_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    const OLD: &str = "fedcba9876543210fedcba9876543210";
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(secs * 1000).expect("valid")
+    }
+
+    #[test]
+    fn tokens_round_trip_until_they_expire() {
+        let s = LinkSigner::from_list(KEY).expect("key");
+        let t = s.issue("reports/r/e/report.pdf", at(2_000_000_000));
+        let claim = s.verify(&t, at(1_999_999_999)).expect("valid");
+        assert_eq!(claim.key, "reports/r/e/report.pdf");
+        assert_eq!(s.verify(&t, at(2_000_000_000)), Err(LinkError::Expired));
+    }
+
+    #[test]
+    fn tampered_tokens_are_refused() {
+        let s = LinkSigner::from_list(KEY).expect("key");
+        let t = s.issue("reports/a.pdf", at(2_000_000_000));
+        let (payload, tag) = t.split_once('.').expect("two parts");
+        let forged_payload = URL_SAFE_NO_PAD.encode("2000000000\nreports/b.pdf");
+        assert_eq!(
+            s.verify(&format!("{forged_payload}.{tag}"), at(0)),
+            Err(LinkError::BadSignature)
+        );
+        let longer = URL_SAFE_NO_PAD.encode("9999999999\nreports/a.pdf");
+        assert_eq!(
+            s.verify(&format!("{longer}.{tag}"), at(0)),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(&format!("{payload}.AAAA"), at(0)),
+            Err(LinkError::BadSignature)
+        );
+        assert_eq!(s.verify("garbage", at(0)), Err(LinkError::Malformed));
+        assert_eq!(s.verify("a.b.c", at(0)), Err(LinkError::Malformed));
+        let other = LinkSigner::from_list(OLD).expect("key");
+        assert_eq!(other.verify(&t, at(0)), Err(LinkError::BadSignature));
+    }
+
+    #[test]
+    fn rotation_keeps_old_links_working() {
+        let old = LinkSigner::from_list(OLD).expect("key");
+        let t = old.issue("reports/a.pdf", at(2_000_000_000));
+        let rotated = LinkSigner::from_list(&format!("{KEY},{OLD}")).expect("keys");
+        assert!(rotated.verify(&t, at(0)).is_ok());
+        assert!(LinkSigner::from_list("short").is_err());
+        assert!(LinkSigner::from_list(" , ").is_err());
+    }
+}
