@@ -63,11 +63,22 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
     let mut stack = LocalStack::up(&prefix, &work).await?;
     stack.seed(&std::fs::read_to_string(&targets_path)?).await?;
     println!("==> webhook receiver listening on {}", stack.webhook.url);
+    println!(
+        "==> Slack-compatible server listening on {}",
+        stack.slack.url
+    );
     stack.start_runner(&[]).await?;
     println!(
         "==> functions running behind the local Lambda runtime API; logs in {}",
         work.join("logs").display()
     );
+    if let Some(url) = stack
+        .runner
+        .as_ref()
+        .and_then(|r| r.function_urls.get("LinksFunction"))
+    {
+        println!("==> download links served by the links function at {url}");
+    }
     let mut sent = Vec::new();
     for path in &executions {
         let (msg, body) = prepare(&stack, path).await?;
@@ -80,6 +91,7 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         sent.push(msg);
     }
     let mut result = Ok(());
+    let mut emails = Vec::new();
     for msg in &sent {
         let mut expected = 0;
         let mut cursor = None;
@@ -101,14 +113,42 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         if let Err(e) = report(&stack, &msg.execution_id, attempts, execution, &work).await {
             result = Err(e);
         }
+        emails.extend(stack.capture_emails(&msg.execution_id).await?);
     }
     println!();
     println!("Captured payloads:");
+    println!(
+        "  email:   {} message(s) read back from SES (moto) as .eml in {}",
+        emails.len(),
+        work.join("captures/email").display()
+    );
+    println!(
+        "  slack:   {} message(s) (uploads and incoming-webhook posts) in {}",
+        stack.slack.messages().len(),
+        work.join("captures/slack").display()
+    );
     println!(
         "  webhook: {} request(s) in {}",
         stack.webhook.received().len(),
         work.join("captures/webhook").display()
     );
+    if let Some(link) = stack.webhook.received().iter().find_map(|r| {
+        r.json()?["files"][0]["download_url"]
+            .as_str()
+            .map(str::to_owned)
+    }) {
+        let answer = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .get(&link)
+            .send()
+            .await?;
+        println!(
+            "  download link check: GET {}… answered {} (Location: presigned S3 URL)",
+            &link[..link.len().min(60)],
+            answer.status()
+        );
+    }
     stack.down().await;
     result
 }

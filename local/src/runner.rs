@@ -115,6 +115,7 @@ impl FunctionHost {
         if let Some(pid) = *self.pid.lock().await {
             let _ = tokio::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
                 .status()
                 .await;
         }

@@ -237,7 +237,10 @@ fn params(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
             .map(|o| {
                 o.iter()
                     .map(|(k, v)| {
-                        let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        let text = v
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string());
                         (k.clone(), text)
                     })
                     .collect()

@@ -125,8 +125,14 @@ impl LocalStack {
     pub async fn seed(&self, text: &str) -> Result<()> {
         let vars = BTreeMap::from([
             ("webhook_sink_url".to_owned(), self.webhook.url.clone()),
-            ("slack_webhook_url".to_owned(), self.slack.webhook_url("reports")),
-            ("slack_bot_token".to_owned(), crate::slack::LOCAL_BOT_TOKEN.to_owned()),
+            (
+                "slack_webhook_url".to_owned(),
+                self.slack.webhook_url("reports"),
+            ),
+            (
+                "slack_bot_token".to_owned(),
+                crate::slack::LOCAL_BOT_TOKEN.to_owned(),
+            ),
         ]);
         let (connections, targets) = crate::seed::parse(text, &vars, true)?;
         crate::seed::store(&connections, &targets, &self.store, &self.store).await
@@ -253,7 +259,10 @@ impl LocalStack {
     /// back through moto's state API and matched on the
     /// `X-Report-Execution-Id` header.
     pub async fn emails(&self, execution_id: &str) -> Result<Vec<SentEmail>> {
-        let url = format!("{}/moto-api/data.json", crate::endpoint()?.trim_end_matches('/'));
+        let url = format!(
+            "{}/moto-api/data.json",
+            crate::endpoint()?.trim_end_matches('/')
+        );
         let data: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
         let needle = format!("X-Report-Execution-Id: {execution_id}");
         let mut found = Vec::new();

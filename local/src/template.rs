@@ -234,9 +234,7 @@ pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>)
                     Some((id, attr)) => lookup(id, Some(attr)),
                     None => lookup(name, None),
                 };
-                out.push_str(
-                    &value.ok_or_else(|| anyhow!("cannot resolve ${{{name}}} in !Sub"))?,
-                );
+                out.push_str(&value.ok_or_else(|| anyhow!("cannot resolve ${{{name}}} in !Sub"))?);
                 rest = &rest[start + end + 1..];
             }
             out.push_str(rest);
@@ -262,8 +260,10 @@ mod tests {
         let links = fns.iter().find(|f| f.binary == "links").expect("links");
         assert!(links.function_url && links.sources.is_empty());
         let sub: Value = serde_norway::from_str("!Sub \"a-${X}-${Y.Arn}-{{keep}}\"").expect("yaml");
-        let resolved = resolve(&sub, &|id, attr| Some(format!("{id}{}", attr.unwrap_or(""))))
-            .expect("resolves");
+        let resolved = resolve(&sub, &|id, attr| {
+            Some(format!("{id}{}", attr.unwrap_or("")))
+        })
+        .expect("resolves");
         assert_eq!(resolved, "a-X-YArn-{{keep}}");
         assert_eq!(
             t.parameters.get("RetryScheduleSeconds").map(String::as_str),

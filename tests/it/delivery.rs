@@ -117,7 +117,11 @@ async fn an_execution_message_ends_as_one_signed_webhook_delivery_and_a_pdf_in_s
     assert_eq!(files[0]["sha256"], execution.pdf.sha256.as_str());
     assert_eq!(files[0]["size"], execution.pdf.size);
     let link = files[0]["download_url"].as_str().expect("link");
-    assert!(link.contains(&execution.pdf.key) && link.contains("X-Amz-Signature"));
+    assert_eq!(
+        report_delivery_tests::download(link).await,
+        pdf,
+        "the download link serves the PDF"
+    );
     assert!(
         verify_with_reference(SIGNING_SECRET, &post.headers, &post.body),
         "signature verifies"
@@ -342,7 +346,7 @@ async fn wait_for_pid(host: &local::runner::FunctionHost, not: Option<u32>) -> u
     }
 }
 
-async fn wait_empty(s: &LocalStack, queue: &str) {
+pub(crate) async fn wait_empty(s: &LocalStack, queue: &str) {
     let start = std::time::Instant::now();
     while s.depth(queue).await.expect("depth") > 0 {
         assert!(start.elapsed() < SETTLE, "{queue} did not drain");
@@ -423,5 +427,34 @@ async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_format
     for name in ["Zürich", "Łódź", "東京", "Αθήνα", "Москва"] {
         assert!(text.contains(name), "{name} in the PDF text");
     }
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_410_fails_the_attempt_and_flags_the_target_for_disabling() {
+    use shared::store::TargetStore;
+    let s = running_stack("e2e-410", &[]).await;
+    seed_one(&s, "rpt-410").await;
+    s.webhook.push_fault(Fault::Status {
+        code: 410,
+        retry_after: None,
+    });
+    let (_, attempts) = run_sample(&s, "rpt-410", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let e = a.last_error.as_ref().expect("reason");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "http_410_gone")
+    );
+    assert_eq!(s.webhook.received().len(), 1, "no retry");
+    let target = s
+        .store
+        .get_target(&a.delivery_target_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    let flag = target.disable_requested.expect("flagged for disabling");
+    assert!(flag.reason.contains("410"), "{}", flag.reason);
     s.down().await;
 }

@@ -4,7 +4,10 @@
 
 mod bad_input;
 mod delivery;
+mod email;
 mod fanout;
+mod links;
 mod render;
+mod slack;
 mod stack;
 mod storage;

@@ -89,3 +89,72 @@ pub async fn run_sample(
         .expect("settles");
     (execution_id, attempts)
 }
+
+/// Seeds one target of any type for `report_id`, with optional connection
+/// (`(id, kind, secrets)`) and formats.
+pub async fn seed_target(
+    s: &LocalStack,
+    report_id: &str,
+    target_id: &str,
+    target_type: &str,
+    config: serde_json::Value,
+    connection: Option<(&str, &str, &[&str])>,
+    formats: &[&str],
+) {
+    let mut target = serde_json::json!({
+        "id": target_id,
+        "report_id": report_id,
+        "target_type": target_type,
+        "formats": formats,
+        "config": config,
+    });
+    let mut connections = Vec::new();
+    if let Some((id, kind, secrets)) = connection {
+        target["service_connection_id"] = id.into();
+        connections.push(serde_json::json!({"id": id, "kind": kind, "secrets": secrets}));
+    }
+    let seed = serde_json::json!({"connections": connections, "targets": [target]});
+    s.seed(&seed.to_string()).await.expect("seed");
+}
+
+/// Follows a download link the way a browser does and returns the file:
+/// the links function must answer 302 to a presigned S3 URL that serves it.
+pub async fn download(link: &str) -> Vec<u8> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let first = client
+        .get(link)
+        .send()
+        .await
+        .expect("links function answers");
+    assert_eq!(first.status().as_u16(), 302, "link {link} redirects");
+    let location = first
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location header")
+        .to_owned();
+    assert!(
+        location.contains("X-Amz-Signature"),
+        "redirects to a presigned URL: {location}"
+    );
+    let file = client.get(&location).send().await.expect("S3 answers");
+    assert_eq!(file.status().as_u16(), 200);
+    file.bytes().await.expect("body").to_vec()
+}
+
+/// The status a link answers with (no redirects followed).
+pub async fn link_status(link: &str) -> u16 {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(link)
+        .send()
+        .await
+        .expect("links function answers")
+        .status()
+        .as_u16()
+}

@@ -192,11 +192,7 @@ pub fn build_message(
     let mut message = MessageBuilder::new()
         .from((header_text(from.0), from.1.as_str().to_owned()))
         .to(list(&config.to))
-        .subject(subject(
-            config.subject.as_deref(),
-            &name,
-            &ctx.local_date(),
-        ))
+        .subject(subject(config.subject.as_deref(), &name, &ctx.local_date()))
         .message_id(format!("{}@report-delivery", ctx.attempt.id))
         .header(
             "X-Report-Execution-Id",
@@ -367,10 +363,9 @@ impl MailSender for SesSender {
                 "timeout",
                 "SES did not answer in time",
             )),
-            Err(e @ SdkError::ConstructionFailure(_)) => Err(DeliveryError::permanent(
-                "invalid_payload",
-                error_chain(&e),
-            )),
+            Err(e @ SdkError::ConstructionFailure(_)) => {
+                Err(DeliveryError::permanent("invalid_payload", error_chain(&e)))
+            }
             Err(e) => Err(DeliveryError::temporary("network", error_chain(&e))),
         }
     }
@@ -445,6 +440,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -171,17 +171,13 @@ impl DeliveryContext<'_> {
         } else {
             slug.chars().take(60).collect()
         };
-        format!(
-            "{slug}-{}.{}",
-            self.local_date(),
-            file.format.as_str()
-        )
+        format!("{slug}-{}.{}", self.local_date(), file.format.as_str())
     }
 
     /// The report's generation date in its own time zone (`YYYY-MM-DD`).
     pub fn local_date(&self) -> String {
-        let tz = crate::render::time_zone(&self.execution.time_zone)
-            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let tz =
+            crate::render::time_zone(&self.execution.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
         jiff::Timestamp::from_millisecond(self.execution.generated_at.unix_millis())
             .map(|t| t.to_zoned_datetime(tz).strftime("%Y-%m-%d").to_string())
             .unwrap_or_else(|_| self.execution.generated_at.to_string()[..10].to_owned())
@@ -189,8 +185,8 @@ impl DeliveryContext<'_> {
 
     /// The report's generation time in its own zone, e.g. `2026-11-26 08:00 CET`.
     pub fn local_time(&self) -> String {
-        let tz = crate::render::time_zone(&self.execution.time_zone)
-            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let tz =
+            crate::render::time_zone(&self.execution.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
         crate::render::local_time(self.execution.generated_at, &tz)
     }
 }

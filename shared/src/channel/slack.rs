@@ -56,10 +56,12 @@ impl SlackChannel {
 pub fn classify_api_error(error: &str, retry_after: Option<Duration>) -> DeliveryError {
     let message = format!("Slack answered {error}");
     match error {
-        "ratelimited" | "rate_limited" | "internal_error" | "fatal_error"
-        | "service_unavailable" | "request_timeout" => {
-            DeliveryError::throttled(error, message, retry_after)
-        }
+        "ratelimited"
+        | "rate_limited"
+        | "internal_error"
+        | "fatal_error"
+        | "service_unavailable"
+        | "request_timeout" => DeliveryError::throttled(error, message, retry_after),
         // invalid_auth, not_authed, token_revoked, account_inactive,
         // channel_not_found, not_in_channel, missing_scope, is_archived,
         // invalid_arguments and anything unknown: retrying will not help.
@@ -68,7 +70,11 @@ pub fn classify_api_error(error: &str, retry_after: Option<Duration>) -> Deliver
 }
 
 /// Maps an incoming-webhook answer (status and body text such as `no_service`).
-pub fn classify_hook(status: u16, body: &str, retry_after: Option<Duration>) -> Result<(), DeliveryError> {
+pub fn classify_hook(
+    status: u16,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> Result<(), DeliveryError> {
     let reason = body.trim().chars().take(100).collect::<String>();
     let code = if reason.is_empty() || reason.contains(char::is_whitespace) {
         format!("http_{status}")
@@ -389,16 +395,22 @@ mod tests {
         let gone = classify_hook(404, "no_service", None).expect_err("fails");
         assert!(!gone.is_retryable() && gone.target_gone());
         assert_eq!(gone.code(), "no_service");
-        assert!(classify_hook(410, "channel_is_archived", None)
-            .expect_err("fails")
-            .target_gone());
+        assert!(
+            classify_hook(410, "channel_is_archived", None)
+                .expect_err("fails")
+                .target_gone()
+        );
         let bad = classify_hook(400, "invalid_payload", None).expect_err("fails");
         assert!(!bad.is_retryable() && !bad.target_gone());
         assert!(classify_hook(403, "action_prohibited", None).is_err());
         let limited = classify_hook(429, "", Some(Duration::from_secs(3))).expect_err("fails");
         assert!(limited.is_retryable());
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
-        assert!(classify_hook(503, "", None).expect_err("fails").is_retryable());
+        assert!(
+            classify_hook(503, "", None)
+                .expect_err("fails")
+                .is_retryable()
+        );
     }
 
     #[test]

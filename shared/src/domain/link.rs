@@ -105,8 +105,8 @@ impl LinkSigner {
         let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
         let (expires, key) = text.split_once('\n').ok_or(LinkError::Malformed)?;
         let expires: i64 = expires.parse().map_err(|_| LinkError::Malformed)?;
-        let expires_at =
-            Timestamp::from_unix_millis(expires.saturating_mul(1000)).ok_or(LinkError::Malformed)?;
+        let expires_at = Timestamp::from_unix_millis(expires.saturating_mul(1000))
+            .ok_or(LinkError::Malformed)?;
         if now.unix_millis() >= expires_at.unix_millis() {
             return Err(LinkError::Expired);
         }

@@ -6,12 +6,12 @@
 use super::{Outcome, body_of, process_batch, receive_count};
 use crate::blob::BlobStore;
 use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile, Progress};
-use crate::handlers::links::LinkIssuer;
 use crate::contract::DeliveryTask;
 use crate::domain::target::Format;
 use crate::domain::{
     AttemptError, DeliveryAttempt, ErrorCategory, RetryDecision, RetryPolicy, Timestamp, Transition,
 };
+use crate::handlers::links::LinkIssuer;
 use crate::queue::{Queue, queue_url_from_arn};
 use crate::store::{
     Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore,
@@ -363,7 +363,9 @@ async fn fail(deps: &Deps, attempt: &DeliveryAttempt, token: &str, e: DeliveryEr
             .flag_for_disabling(&attempt.delivery_target_id, &reason, Timestamp::now())
             .await
         {
-            Ok(()) => warn!(target_id = %attempt.delivery_target_id, %reason, "target flagged for disabling"),
+            Ok(()) => {
+                warn!(target_id = %attempt.delivery_target_id, %reason, "target flagged for disabling")
+            }
             Err(err) => return temp(&err),
         }
     }
@@ -411,17 +413,20 @@ impl Deps {
         })?;
         let slack_base = optional("SLACK_API_BASE_URL")
             .unwrap_or_else(|| crate::channel::slack::DEFAULT_API_BASE.to_owned());
-        let slack = crate::channel::slack::SlackChannel::new(&slack_base, allow_private).map_err(
-            |e| ConfigError::Invalid {
-                name: "SLACK_API_BASE_URL",
-                reason: e.to_string(),
-            },
-        )?;
+        let slack =
+            crate::channel::slack::SlackChannel::new(&slack_base, allow_private).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "SLACK_API_BASE_URL",
+                    reason: e.to_string(),
+                }
+            })?;
         // Email needs a verified sender; without one its targets fail as
         // channel_unavailable instead of the function refusing to start.
         let email = match optional("EMAIL_FROM_ADDRESS") {
             None => {
-                warn!("EMAIL_FROM_ADDRESS is not set: email targets will fail as channel_unavailable");
+                warn!(
+                    "EMAIL_FROM_ADDRESS is not set: email targets will fail as channel_unavailable"
+                );
                 None
             }
             Some(from) => {

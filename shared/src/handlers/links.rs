@@ -7,7 +7,9 @@
 use crate::blob::BlobStore;
 use crate::domain::{LinkError, LinkSigner, Timestamp};
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use aws_lambda_events::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
+use aws_lambda_events::lambda_function_urls::{
+    LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
+};
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -44,7 +46,10 @@ impl LinkIssuer {
 
 fn respond(status: i64, location: Option<&str>, text: &str) -> LambdaFunctionUrlResponse {
     let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if let Some(l) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
@@ -186,12 +191,27 @@ mod tests {
     async fn expired_tampered_and_foreign_links_get_403() {
         let d = deps();
         let token = d.signer.issue("reports/a.pdf", at(2_000));
-        assert_eq!(handle_at(&d, get(&format!("/d/{token}")), at(2_000)).await.status_code, 403);
+        assert_eq!(
+            handle_at(&d, get(&format!("/d/{token}")), at(2_000))
+                .await
+                .status_code,
+            403
+        );
         let mut tampered = token.clone();
         tampered.insert(3, 'x');
-        assert_eq!(handle_at(&d, get(&format!("/d/{tampered}")), at(0)).await.status_code, 403);
+        assert_eq!(
+            handle_at(&d, get(&format!("/d/{tampered}")), at(0))
+                .await
+                .status_code,
+            403
+        );
         let outside = d.signer.issue("incoming/secret.csv", at(2_000));
-        assert_eq!(handle_at(&d, get(&format!("/d/{outside}")), at(0)).await.status_code, 403);
+        assert_eq!(
+            handle_at(&d, get(&format!("/d/{outside}")), at(0))
+                .await
+                .status_code,
+            403
+        );
         assert_eq!(handle_at(&d, get("/other"), at(0)).await.status_code, 404);
         let mut post = get(&format!("/d/{token}"));
         post.request_context.http.method = Some("POST".into());

@@ -232,10 +232,11 @@ impl TargetStore for DynamoStore {
             at,
             reason: reason.chars().take(500).collect(),
         };
-        let value = serde_dynamo::to_attribute_value(&request).map_err(|e| StoreError::Invalid {
-            id: id.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let value =
+            serde_dynamo::to_attribute_value(&request).map_err(|e| StoreError::Invalid {
+                id: id.to_owned(),
+                reason: e.to_string(),
+            })?;
         let result = self
             .client
             .update_item()
@@ -250,7 +251,12 @@ impl TargetStore for DynamoStore {
         match result {
             Ok(_) => Ok(()),
             // The target was deleted meanwhile: nothing left to flag.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(backend(e)),
         }
     }

@@ -1,0 +1,233 @@
+//! Email end to end: execution message → render → fan-out → deliver → SES v2
+//! (moto), with the raw MIME read back from moto and parsed by an
+//! independent parser (mail-parser).
+
+use local::sinks::{Fault, WebhookSink};
+use local::stack::LocalStack;
+use mail_parser::{MessageParser, MimeHeaders};
+use report_delivery_tests::{download, run_sample, running_stack, seed_target};
+use shared::domain::{AttemptStatus, ErrorCategory, ReportExecution};
+use shared::store::ExecutionStore;
+
+fn email_config() -> serde_json::Value {
+    serde_json::json!({
+        "to": ["finance@example.com", "cfo@example.com"],
+        "cc": ["controller@example.com"],
+        "bcc": ["audit@example.com"],
+        "reply_to": "reporting-team@example.com",
+        "subject": "[Reports] {report_name} for {date}",
+    })
+}
+
+async fn execution(s: &LocalStack, id: &str) -> ReportExecution {
+    s.store
+        .get_execution(id)
+        .await
+        .expect("get")
+        .expect("recorded")
+}
+
+fn addresses(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
+    a.map(|a| {
+        a.iter()
+            .filter_map(|x| x.address().map(str::to_owned))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
+    let s = running_stack("email-happy", &[]).await;
+    seed_target(
+        &s,
+        "rpt-mail",
+        "mail",
+        "email",
+        email_config(),
+        None,
+        &["pdf", "csv"],
+    )
+    .await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-mail", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(
+        a.metadata.get("files").map(String::as_str),
+        Some("attached")
+    );
+    assert!(a.metadata.contains_key("ses_message_id"));
+
+    let sent = s.emails(&execution_id).await.expect("moto state");
+    assert_eq!(sent.len(), 1, "exactly one email");
+    // moto lists the Destination we pass plus the To/Cc it parses from the
+    // headers, so duplicates are collapsed before comparing.
+    let mut envelope = sent[0].destinations.clone();
+    envelope.sort();
+    envelope.dedup();
+    assert_eq!(
+        envelope,
+        [
+            "audit@example.com",
+            "cfo@example.com",
+            "controller@example.com",
+            "finance@example.com"
+        ],
+        "Bcc is in the envelope"
+    );
+    let m = MessageParser::default()
+        .parse(sent[0].raw.as_bytes())
+        .expect("MIME parses");
+    assert_eq!(m.subject(), Some("[Reports] Weekly sales for 2026-11-26"));
+    assert_eq!(addresses(m.from()), ["reports@reports.example.com"]);
+    assert_eq!(
+        addresses(m.to()),
+        ["finance@example.com", "cfo@example.com"]
+    );
+    assert_eq!(addresses(m.cc()), ["controller@example.com"]);
+    assert_eq!(addresses(m.reply_to()), ["reporting-team@example.com"]);
+    assert!(m.bcc().is_none(), "Bcc never appears in the headers");
+    assert_eq!(
+        m.message_id(),
+        Some(format!("{}@report-delivery", a.id).as_str())
+    );
+    // multipart/alternative: a text and an HTML body
+    let text = m.body_text(0).expect("text body").into_owned();
+    let html = m.body_html(0).expect("html body").into_owned();
+    assert!(text.contains("Weekly sales") && text.contains("Rows: 5"));
+    assert!(html.contains("<h2>Weekly sales</h2>"));
+    // The attachments are byte-for-byte the rendered files in S3
+    let e = execution(&s, &execution_id).await;
+    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    let csv = s
+        .object(&e.csv.as_ref().expect("csv").key)
+        .await
+        .expect("csv");
+    let attachments: Vec<_> = m.attachments().collect();
+    assert_eq!(attachments.len(), 2);
+    assert_eq!(
+        attachments[0].attachment_name(),
+        Some("weekly-sales-2026-11-26.pdf")
+    );
+    assert_eq!(attachments[0].contents(), pdf.as_slice());
+    assert_eq!(
+        attachments[0].content_type().map(|c| c.subtype()),
+        Some(Some("pdf"))
+    );
+    assert_eq!(
+        attachments[1].attachment_name(),
+        Some("weekly-sales-2026-11-26.csv")
+    );
+    assert_eq!(attachments[1].contents(), csv.as_slice());
+    s.down().await;
+}
+
+#[tokio::test]
+async fn files_above_the_size_limit_are_linked_and_the_link_serves_them() {
+    let s = running_stack("email-big", &[("EMAIL_ATTACHMENT_LIMIT_BYTES", "1000")]).await;
+    seed_target(&s, "rpt-big", "mail", "email", email_config(), None, &[]).await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-big", 1).await;
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(
+        attempts[0].metadata.get("files").map(String::as_str),
+        Some("linked")
+    );
+    let sent = s.emails(&execution_id).await.expect("moto state");
+    let m = MessageParser::default()
+        .parse(sent[0].raw.as_bytes())
+        .expect("MIME parses");
+    assert_eq!(m.attachment_count(), 0, "nothing attached");
+    let text = m.body_text(0).expect("text").into_owned();
+    assert!(text.contains("too large to attach"), "{text}");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/d/"))
+        .expect("a download link in the body");
+    let pdf = s
+        .object(&execution(&s, &execution_id).await.pdf.key)
+        .await
+        .expect("pdf");
+    assert_eq!(download(link).await, pdf);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_unverified_sender_is_a_permanent_failure_with_the_ses_reason() {
+    let s = running_stack(
+        "email-rejected",
+        &[("EMAIL_FROM_ADDRESS", "reports@unverified.example.org")],
+    )
+    .await;
+    seed_target(&s, "rpt-rej", "mail", "email", email_config(), None, &[]).await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-rej", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let e = a.last_error.as_ref().expect("reason recorded");
+    assert_eq!(e.category, ErrorCategory::Permanent);
+    assert_eq!(e.code, "MessageRejected");
+    assert!(e.message.contains("SES"), "{}", e.message);
+    assert_eq!(a.retry_count, 0, "no retry");
+    assert!(s.emails(&execution_id).await.expect("moto").is_empty());
+    s.down().await;
+}
+
+#[tokio::test]
+async fn ses_unavailable_is_retried_and_then_sent_once() {
+    // SES is reached through a local HTTP server that answers 503 six times
+    // (the SDK's own three tries, twice: first try and the immediate
+    // retry), then accepts.
+    let ses = WebhookSink::start(None, None).await.expect("fault server");
+    for _ in 0..6 {
+        ses.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let s = running_stack("email-503", &[("AWS_ENDPOINT_URL_SESV2", &ses.url)]).await;
+    seed_target(&s, "rpt-503m", "mail", "email", email_config(), None, &[]).await;
+    let (_, attempts) = run_sample(&s, "rpt-503m", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(a.retry_count, 1, "one backoff retry");
+    let e = a.last_error.as_ref().expect("the temporary error is kept");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Temporary, "http_503")
+    );
+    let received = ses.received();
+    assert_eq!(received.len(), 7);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.method == "POST" && r.path == "/v2/email/outbound-emails")
+    );
+    let body = received[6].json().expect("JSON request");
+    assert!(body["Content"]["Raw"]["Data"].is_string(), "raw content");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn duplicate_deliver_messages_never_send_a_second_email() {
+    use shared::contract::DeliveryTask;
+    let s = running_stack("email-dup", &[]).await;
+    seed_target(&s, "rpt-dupm", "mail", "email", email_config(), None, &[]).await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-dupm", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    // The same deliver message arrives twice more (at-least-once delivery)
+    let task = serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: a.id.clone(),
+        execution_id: execution_id.clone(),
+        target_id: a.delivery_target_id.clone(),
+    })
+    .expect("json");
+    s.send("EmailDeliveryQueue", &task).await.expect("send");
+    s.send("EmailDeliveryQueue", &task).await.expect("send");
+    crate::delivery::wait_empty(&s, "EmailDeliveryQueue").await;
+    assert_eq!(
+        s.emails(&execution_id).await.expect("moto").len(),
+        1,
+        "still exactly one email"
+    );
+    s.down().await;
+}

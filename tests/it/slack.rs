@@ -1,0 +1,213 @@
+//! Slack end to end against the local Slack-compatible server: the upload
+//! flow with a bot token, incoming webhooks, and each error class.
+
+use local::slack::{
+    COMPLETE_UPLOAD, GET_UPLOAD_URL, INCOMING_WEBHOOK, LOCAL_BOT_TOKEN, SlackFault, UPLOAD,
+};
+use local::stack::LocalStack;
+use report_delivery_tests::{download, run_sample, running_stack, seed_target};
+use shared::domain::{AttemptStatus, ErrorCategory};
+use shared::store::{ExecutionStore, TargetStore};
+
+async fn seed_bot(s: &LocalStack, report: &str, token: &str) {
+    seed_target(
+        s,
+        report,
+        "slack-bot",
+        "slack",
+        serde_json::json!({"mode": "bot_token", "channel_id": "C0SALES2026"}),
+        Some(("conn-bot", "slack_bot", &[token])),
+        &[],
+    )
+    .await;
+}
+
+async fn seed_hook(s: &LocalStack, report: &str) {
+    let url = s.slack.webhook_url("reports");
+    seed_target(
+        s,
+        report,
+        "slack-hook",
+        "slack",
+        serde_json::json!({"mode": "incoming_webhook"}),
+        Some(("conn-hook", "slack_incoming_webhook", &[url.as_str()])),
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bot_token_target_uploads_the_pdf_with_the_three_step_flow() {
+    let s = running_stack("slack-bot", &[]).await;
+    seed_bot(&s, "rpt-slack", LOCAL_BOT_TOKEN).await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-slack", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(s.slack.calls(), [GET_UPLOAD_URL, UPLOAD, COMPLETE_UPLOAD]);
+    let messages = s.slack.messages();
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(m.channel_id.as_deref(), Some("C0SALES2026"));
+    let comment = m.payload["initial_comment"].as_str().expect("comment");
+    assert!(comment.contains("Weekly sales") && comment.contains("5 rows"));
+    let e = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    assert_eq!(m.files.len(), 1);
+    assert_eq!(m.files[0].bytes.as_deref(), Some(pdf.as_slice()));
+    assert_eq!(m.files[0].filename, "weekly-sales-2026-11-26.pdf");
+    assert_eq!(
+        a.metadata.get("slack_file_ids"),
+        Some(&m.files[0].id),
+        "the file id is kept on the attempt"
+    );
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_failed_completion_completes_the_same_upload() {
+    let s = running_stack("slack-resume", &[]).await;
+    seed_bot(&s, "rpt-resume", LOCAL_BOT_TOKEN).await;
+    // The completion fails on the first try and its immediate retry, so the
+    // message goes back to the queue; the next invocation must finish the
+    // upload it finds on the attempt instead of uploading again.
+    s.slack
+        .push_fault(COMPLETE_UPLOAD, SlackFault::Error("internal_error".into()));
+    s.slack.push_fault(
+        COMPLETE_UPLOAD,
+        SlackFault::Status {
+            code: 503,
+            retry_after: None,
+            body: String::new(),
+        },
+    );
+    let (_, attempts) = run_sample(&s, "rpt-resume", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(a.retry_count, 1);
+    let e = a.last_error.as_ref().expect("temporary error kept");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Temporary, "http_503")
+    );
+    assert_eq!(
+        s.slack.calls(),
+        [
+            GET_UPLOAD_URL,
+            UPLOAD,
+            COMPLETE_UPLOAD,
+            COMPLETE_UPLOAD,
+            COMPLETE_UPLOAD
+        ],
+        "one upload, three completions"
+    );
+    assert_eq!(s.slack.messages().len(), 1, "posted once");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn rate_limits_are_temporary_and_honour_retry_after() {
+    let s = running_stack("slack-429", &[]).await;
+    seed_bot(&s, "rpt-429s", LOCAL_BOT_TOKEN).await;
+    for _ in 0..2 {
+        s.slack.push_fault(
+            GET_UPLOAD_URL,
+            SlackFault::Status {
+                code: 429,
+                retry_after: Some(2),
+                body: "ratelimited".into(),
+            },
+        );
+    }
+    let started = std::time::Instant::now();
+    let (_, attempts) = run_sample(&s, "rpt-429s", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    let e = a.last_error.as_ref().expect("temporary error kept");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Temporary, "ratelimited")
+    );
+    // Both waits are at least the 2 s Slack asked for (the schedule is 1 s).
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    assert_eq!(s.slack.messages().len(), 1);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_fails_at_once_as_invalid_auth() {
+    let s = running_stack("slack-auth", &[]).await;
+    seed_bot(&s, "rpt-auth", "xoxb-revoked-token").await;
+    let (_, attempts) = run_sample(&s, "rpt-auth", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let e = a.last_error.as_ref().expect("reason");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "invalid_auth")
+    );
+    assert_eq!(s.slack.calls(), [GET_UPLOAD_URL], "no retry");
+    assert!(s.slack.messages().is_empty());
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_incoming_webhook_posts_block_kit_with_a_working_download_button() {
+    let s = running_stack("slack-hook", &[]).await;
+    seed_hook(&s, "rpt-hook").await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-hook", 1).await;
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    let messages = s.slack.messages();
+    assert_eq!(messages.len(), 1);
+    let blocks = messages[0].payload["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], "Weekly sales");
+    let fields = blocks[1]["fields"].to_string();
+    assert!(fields.contains("2026-11-26 08:00 CET"), "{fields}");
+    let button = &blocks[2]["elements"][0];
+    assert_eq!(button["type"], "button");
+    let e = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    assert_eq!(download(button["url"].as_str().expect("url")).await, pdf);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_removed_incoming_webhook_fails_and_flags_the_target() {
+    let s = running_stack("slack-gone", &[]).await;
+    seed_hook(&s, "rpt-gone").await;
+    s.slack.push_fault(
+        INCOMING_WEBHOOK,
+        SlackFault::Status {
+            code: 404,
+            retry_after: None,
+            body: "no_service".into(),
+        },
+    );
+    let (_, attempts) = run_sample(&s, "rpt-gone", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let e = a.last_error.as_ref().expect("reason");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (ErrorCategory::Permanent, "no_service")
+    );
+    let target = s
+        .store
+        .get_target("slack-hook")
+        .await
+        .expect("get")
+        .expect("exists");
+    let flag = target.disable_requested.expect("flagged for disabling");
+    assert!(flag.reason.contains("no_service"), "{}", flag.reason);
+    s.down().await;
+}
