@@ -7,6 +7,7 @@
 //! The API base URL is configurable so tests run against a local
 //! Slack-compatible server.
 
+// Errors drop their URL: an incoming-webhook URL and an upload URL are secrets.
 use super::webhook::{retry_after, send_error, vetted_client};
 use super::{Channel, DeliveryContext, DeliveryError, Receipt};
 use crate::domain::TargetConfig;
@@ -169,7 +170,7 @@ impl SlackChannel {
                 .header("content-type", "application/json; charset=utf-8")
                 .body(v.to_string()),
         };
-        let response = req.send().await.map_err(send_error)?;
+        let response = req.send().await.map_err(|e| send_error(e.without_url()))?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         if status == 429 {
@@ -191,7 +192,7 @@ impl SlackChannel {
         let v: Value = response
             .json()
             .await
-            .map_err(|e| DeliveryError::temporary("bad_response", e.to_string()))?;
+            .map_err(|e| DeliveryError::temporary("bad_response", e.without_url().to_string()))?;
         if v["ok"].as_bool() == Some(true) {
             Ok(v)
         } else {
@@ -239,7 +240,7 @@ impl SlackChannel {
                 .body(bytes)
                 .send()
                 .await
-                .map_err(send_error)?;
+                .map_err(|e| send_error(e.without_url()))?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
                 let wait = retry_after(response.headers());
@@ -308,7 +309,7 @@ impl SlackChannel {
             .body(block_message(ctx).to_string())
             .send()
             .await
-            .map_err(send_error)?;
+            .map_err(|e| send_error(e.without_url()))?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();
