@@ -27,14 +27,20 @@ pub struct Stack {
     pub tables: BTreeMap<String, String>,
     pub buckets: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
-    /// Secrets Manager secrets: not created locally; their values come from
-    /// the runner's environment overrides.
-    pub secrets: Vec<String>,
+    /// Secrets Manager secrets: logical id → ARN.
+    pub secrets: BTreeMap<String, String>,
+    /// The template's conditions, evaluated on demand.
+    pub conditions: BTreeMap<String, serde_norway::Value>,
 }
 
 impl Stack {
     /// Resolves `!Ref X` (attr None) or `!GetAtt X.attr` to a physical value.
     pub fn lookup(&self, id: &str, attr: Option<&str>) -> Option<String> {
+        if attr == Some(crate::template::CONDITION) {
+            return crate::template::condition(id, &self.conditions, &|i, a| self.lookup(i, a))
+                .ok()
+                .map(|b| b.to_string());
+        }
         if let Some(q) = self.queues.get(id) {
             return match attr {
                 None | Some("QueueUrl") => Some(q.url.clone()),
@@ -69,10 +75,8 @@ impl Stack {
                     _ => return None,
                 });
             }
-            if self.secrets.iter().any(|s| s == id) {
-                return Some(format!(
-                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}"
-                ));
+            if let Some(arn) = self.secrets.get(id) {
+                return Some(arn.clone());
             }
         }
         None
@@ -123,12 +127,29 @@ pub async fn provision(
         tables: BTreeMap::new(),
         buckets: BTreeMap::new(),
         parameters: template.parameters.clone(),
-        secrets: template
-            .of_kind("AWS::SecretsManager::Secret")
-            .into_iter()
-            .map(|(id, _)| id.clone())
-            .collect(),
+        secrets: BTreeMap::new(),
+        conditions: template.conditions.clone(),
     };
+
+    // Secrets get a random value, as GenerateSecretString does.
+    let secrets = aws_sdk_secretsmanager::Client::new(config);
+    for (id, _) in template.of_kind("AWS::SecretsManager::Secret") {
+        let value = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let out = secrets
+            .create_secret()
+            .name(format!("{prefix}-{id}"))
+            .secret_string(value)
+            .send()
+            .await
+            .with_context(|| format!("creating secret {id}"))?;
+        stack
+            .secrets
+            .insert(id.clone(), out.arn.unwrap_or_default());
+    }
 
     // Queues first without redrive, so every dead-letter ARN exists.
     let queues = template.of_kind("AWS::SQS::Queue");

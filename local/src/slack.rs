@@ -1,9 +1,11 @@
 //! A local Slack-compatible server: the three Web API steps of the file
 //! upload flow (`files.getUploadURLExternal`, the upload URL,
 //! `files.completeUploadExternal`) with bearer-token checks, and incoming
-//! webhooks under `/services/...`. It keeps what it receives (in memory and
-//! as files) and can answer any endpoint with an injected fault: a Slack
-//! `error`, an HTTP status (with `Retry-After`) or a delay.
+//! webhooks under `/services/...`, plus `files.info` to look a file's shares
+//! up. It keeps what it receives (in memory and as files) and can answer any
+//! endpoint with an injected fault: a Slack `error`, an HTTP status (with
+//! `Retry-After`), a delay, or a lost reply (the call takes effect, the
+//! answer says 503).
 
 use anyhow::Result;
 use axum::Router;
@@ -29,6 +31,8 @@ pub const GET_UPLOAD_URL: &str = "files.getUploadURLExternal";
 pub const UPLOAD: &str = "upload";
 /// The completion step.
 pub const COMPLETE_UPLOAD: &str = "files.completeUploadExternal";
+/// File lookup.
+pub const FILES_INFO: &str = "files.info";
 /// Incoming webhooks.
 pub const INCOMING_WEBHOOK: &str = "incoming_webhook";
 
@@ -46,6 +50,8 @@ pub enum SlackFault {
     },
     /// Wait, then answer normally.
     Delay(Duration),
+    /// Do what was asked, then answer 503 as if the reply was lost.
+    LoseReply,
 }
 
 /// A file that went through the upload flow.
@@ -55,6 +61,8 @@ pub struct SlackFile {
     pub filename: String,
     pub declared_length: u64,
     pub bytes: Option<Vec<u8>>,
+    /// Channels it was shared to.
+    pub channels: Vec<String>,
 }
 
 /// A message the server posted to a channel (one completed upload or one
@@ -75,7 +83,7 @@ struct Inner {
     tokens: BTreeSet<String>,
     files: HashMap<String, SlackFile>,
     messages: Vec<SlackMessage>,
-    calls: Vec<String>,
+    calls: Vec<(String, std::time::Instant)>,
     faults: HashMap<String, VecDeque<SlackFault>>,
     next_id: u64,
 }
@@ -117,6 +125,7 @@ impl SlackSink {
             .route("/api/files.getUploadURLExternal", post(get_upload_url))
             .route("/upload/{id}", post(upload))
             .route("/api/files.completeUploadExternal", post(complete_upload))
+            .route("/api/files.info", post(files_info))
             .route("/services/{*path}", post(incoming_webhook))
             .with_state(app);
         let task = tokio::spawn(async move {
@@ -164,8 +173,24 @@ impl SlackSink {
     pub fn calls(&self) -> Vec<String> {
         self.inner
             .lock()
-            .map(|i| i.calls.clone())
+            .map(|i| i.calls.iter().map(|(c, _)| c.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The time between consecutive calls of one endpoint.
+    pub fn gaps(&self, endpoint: &str) -> Vec<Duration> {
+        let times: Vec<std::time::Instant> = self
+            .inner
+            .lock()
+            .map(|i| {
+                i.calls
+                    .iter()
+                    .filter(|(c, _)| c == endpoint)
+                    .map(|(_, t)| *t)
+                    .collect()
+            })
+            .unwrap_or_default();
+        times.windows(2).map(|w| w[1] - w[0]).collect()
     }
 }
 
@@ -179,14 +204,24 @@ fn api_error(error: &str) -> Response {
     axum::Json(json!({"ok": false, "error": error})).into_response()
 }
 
-/// Records the call and answers with a queued fault, if any.
-async fn fault(app: &App, endpoint: &str, web_api: bool) -> Option<Response> {
+/// Records the call and answers with a queued fault, if any. A lost reply
+/// is returned as `Err`: the caller does the work, then answers with it.
+async fn fault(app: &App, endpoint: &str, web_api: bool) -> Option<Result<Response, Response>> {
     let next = {
         let mut i = app.inner.lock().ok()?;
-        i.calls.push(endpoint.to_owned());
+        i.calls
+            .push((endpoint.to_owned(), std::time::Instant::now()));
         i.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
     };
-    match next? {
+    Some(match next? {
+        SlackFault::LoseReply => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        other => Ok(answer(other, web_api).await?),
+    })
+}
+
+async fn answer(fault: SlackFault, web_api: bool) -> Option<Response> {
+    match fault {
+        SlackFault::LoseReply => None,
         SlackFault::Delay(d) => {
             tokio::time::sleep(d).await;
             None
@@ -212,6 +247,20 @@ async fn fault(app: &App, endpoint: &str, web_api: bool) -> Option<Response> {
             Some(r)
         }
     }
+}
+
+/// Runs a handler body under the fault rules of `endpoint`.
+macro_rules! faulted {
+    ($app:expr, $endpoint:expr, $web_api:expr, $body:expr) => {{
+        match fault(&$app, $endpoint, $web_api).await {
+            Some(Ok(r)) => r,
+            Some(Err(lost)) => {
+                let _ = $body;
+                lost
+            }
+            None => $body,
+        }
+    }};
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
@@ -252,13 +301,19 @@ fn params(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 }
 
 async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = fault(&app, GET_UPLOAD_URL, true).await {
-        return r;
-    }
-    if !authorized(&app, &headers) {
+    faulted!(
+        app,
+        GET_UPLOAD_URL,
+        true,
+        do_get_upload_url(&app, &headers, &body)
+    )
+}
+
+fn do_get_upload_url(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !authorized(app, headers) {
         return api_error("invalid_auth");
     }
-    let p = params(&headers, &body);
+    let p = params(headers, body);
     let (Some(filename), Some(length)) = (
         p.get("filename").cloned(),
         p.get("length").and_then(|l| l.parse::<u64>().ok()),
@@ -277,6 +332,7 @@ async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes)
             filename,
             declared_length: length,
             bytes: None,
+            channels: Vec::new(),
         },
     );
     axum::Json(json!({
@@ -288,13 +344,14 @@ async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes)
 }
 
 async fn upload(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
-    if let Some(r) = fault(&app, UPLOAD, false).await {
-        return r;
-    }
+    faulted!(app, UPLOAD, false, do_upload(&app, &id, &body))
+}
+
+fn do_upload(app: &App, id: &str, body: &[u8]) -> Response {
     let Ok(mut i) = app.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    match i.files.get_mut(&id) {
+    match i.files.get_mut(id) {
         Some(f) => {
             f.bytes = Some(body.to_vec());
             (StatusCode::OK, format!("OK - {}", body.len())).into_response()
@@ -304,13 +361,19 @@ async fn upload(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> 
 }
 
 async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = fault(&app, COMPLETE_UPLOAD, true).await {
-        return r;
-    }
-    if !authorized(&app, &headers) {
+    faulted!(
+        app,
+        COMPLETE_UPLOAD,
+        true,
+        do_complete(&app, &headers, &body)
+    )
+}
+
+fn do_complete(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !authorized(app, headers) {
         return api_error("invalid_auth");
     }
-    let p = params(&headers, &body);
+    let p = params(headers, body);
     let requested: Vec<Value> = p
         .get("files")
         .and_then(|f| serde_json::from_str(f).ok())
@@ -324,15 +387,18 @@ async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes
     };
     let mut files = Vec::new();
     for r in &requested {
-        let Some(f) = r["id"].as_str().and_then(|id| i.files.get(id)) else {
+        let Some(f) = r["id"].as_str().and_then(|id| i.files.get_mut(id)) else {
             return api_error("file_not_found");
         };
         if f.bytes.as_ref().map(|b| b.len() as u64) != Some(f.declared_length) {
             return api_error("file_upload_size_mismatch");
         }
+        if let Some(c) = &channel_id {
+            f.channels.push(c.clone());
+        }
         files.push(f.clone());
     }
-    let payload = serde_json::from_slice(&body).unwrap_or_else(|_| json!(p));
+    let payload = serde_json::from_slice(body).unwrap_or_else(|_| json!(p));
     let message = SlackMessage {
         via: COMPLETE_UPLOAD,
         channel_id,
@@ -342,7 +408,7 @@ async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes
     i.messages.push(message.clone());
     let n = i.messages.len();
     drop(i);
-    capture(&app, n, &message);
+    capture(app, n, &message);
     axum::Json(json!({
         "ok": true,
         "files": files.iter().map(|f| json!({"id": f.id, "title": f.filename})).collect::<Vec<_>>(),
@@ -350,11 +416,45 @@ async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes
     .into_response()
 }
 
-async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
-    if let Some(r) = fault(&app, INCOMING_WEBHOOK, false).await {
-        return r;
+async fn files_info(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    faulted!(app, FILES_INFO, true, do_files_info(&app, &headers, &body))
+}
+
+fn do_files_info(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !authorized(app, headers) {
+        return api_error("invalid_auth");
     }
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+    let p = params(headers, body);
+    let Ok(i) = app.inner.lock() else {
+        return api_error("internal_error");
+    };
+    // Like Slack, a file that was never completed is not visible.
+    match p.get("file").and_then(|id| i.files.get(id)) {
+        Some(f) if !f.channels.is_empty() => axum::Json(json!({
+            "ok": true,
+            "file": {
+                "id": f.id,
+                "name": f.filename,
+                "channels": f.channels,
+                "shares": {"public": f.channels.iter().map(|c| (c.clone(), json!([{"ts": "1"}]))).collect::<serde_json::Map<_, _>>()},
+            },
+        }))
+        .into_response(),
+        _ => api_error("file_not_found"),
+    }
+}
+
+async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
+    faulted!(
+        app,
+        INCOMING_WEBHOOK,
+        false,
+        do_incoming_webhook(&app, &body)
+    )
+}
+
+fn do_incoming_webhook(app: &App, body: &[u8]) -> Response {
+    let Ok(payload) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };
     if payload.get("text").is_none() && payload.get("blocks").is_none() {
@@ -373,15 +473,34 @@ async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
         i.messages.push(message.clone());
         i.messages.len()
     };
-    capture(&app, n, &message);
+    capture(app, n, &message);
     (StatusCode::OK, "ok").into_response()
+}
+
+/// A name safe to use as a file name (client-supplied text).
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .chars()
+        .take(100)
+        .collect()
 }
 
 fn capture(app: &App, n: usize, m: &SlackMessage) {
     let Some(dir) = &app.dir else { return };
     let mut files = Vec::new();
     for f in &m.files {
-        let path = dir.join("files").join(format!("{}-{}", f.id, f.filename));
+        let path = dir
+            .join("files")
+            .join(format!("{}-{}", f.id, safe_name(&f.filename)));
         let bytes = f.bytes.clone().unwrap_or_default();
         let _ = std::fs::write(&path, &bytes);
         files.push(json!({
@@ -399,7 +518,7 @@ fn capture(app: &App, n: usize, m: &SlackMessage) {
         "files": files,
     });
     let name = match &m.channel_id {
-        Some(c) => format!("{n:04}-{c}.json"),
+        Some(c) => format!("{n:04}-{}.json", safe_name(c)),
         None => format!("{n:04}-incoming-webhook.json"),
     };
     if let Ok(text) = serde_json::to_vec_pretty(&doc) {

@@ -98,7 +98,6 @@ impl LocalStack {
     pub async fn start_runner(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
         let mut env: BTreeMap<String, String> = [
             ("ALLOW_PRIVATE_WEBHOOK_TARGETS", "true"),
-            ("LINK_SIGNING_KEYS", LOCAL_LINK_KEY),
             ("EMAIL_FROM_ADDRESS", LOCAL_EMAIL_FROM),
             ("SLACK_API_BASE_URL", &self.slack.api_base()),
         ]
@@ -263,7 +262,17 @@ impl LocalStack {
             "{}/moto-api/data.json",
             crate::endpoint()?.trim_end_matches('/')
         );
-        let data: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        // moto serialises every model for this endpoint and can fail with a
+        // 500 while another request mutates one; ask again.
+        let mut tries = 0;
+        let data: serde_json::Value = loop {
+            tries += 1;
+            match reqwest::get(&url).await?.error_for_status() {
+                Ok(r) => break r.json().await?,
+                Err(e) if tries >= 10 => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
         let needle = format!("X-Report-Execution-Id: {execution_id}");
         let mut found = Vec::new();
         let mut stack = vec![&data];
@@ -318,6 +327,21 @@ impl LocalStack {
         Ok(paths)
     }
 
+    /// The link signing keys as the functions read them from Secrets Manager.
+    pub async fn link_keys(&self) -> Result<String> {
+        let arn = self
+            .stack
+            .secrets
+            .get("LinkSigningSecret")
+            .context("no LinkSigningSecret")?;
+        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await?;
+        out.secret_string.context("secret has no string")
+    }
+
     /// Stops the runner.
     pub async fn down(mut self) {
         if let Some(r) = self.runner.take() {
@@ -340,9 +364,6 @@ pub struct SentEmail {
 pub const LOCAL_EMAIL_DOMAIN: &str = "reports.example.com";
 /// The From address of the local stack.
 pub const LOCAL_EMAIL_FROM: &str = "reports@reports.example.com";
-/// The link signing key of the local stack (a deployment generates its own
-/// in Secrets Manager).
-pub const LOCAL_LINK_KEY: &str = "local-only-link-signing-key-0123456789abcdef";
 
 /// A message taken off a queue.
 #[derive(Debug, Clone)]

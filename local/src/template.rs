@@ -12,6 +12,8 @@ pub struct Template {
     pub parameters: BTreeMap<String, String>,
     pub resources: BTreeMap<String, Resource>,
     pub global_env: BTreeMap<String, Value>,
+    /// `Conditions`, unevaluated.
+    pub conditions: BTreeMap<String, Value>,
     pub global_timeout: u64,
     pub global_memory: u64,
 }
@@ -112,6 +114,7 @@ impl Template {
             parameters,
             resources,
             global_env,
+            conditions: str_map(get(&doc, "Conditions")),
             global_timeout: num("Timeout").unwrap_or(3),
             global_memory: num("MemorySize").unwrap_or(128),
         })
@@ -179,6 +182,71 @@ impl Template {
     }
 }
 
+/// Evaluates a condition (`!Equals`, `!Not`, `!And`, `!Or`, `!Condition`
+/// over parameters) with parameter values from `lookup`.
+pub fn condition(
+    name: &str,
+    conditions: &BTreeMap<String, Value>,
+    lookup: &dyn Fn(&str, Option<&str>) -> Option<String>,
+) -> Result<bool> {
+    fn eval(
+        v: &Value,
+        conditions: &BTreeMap<String, Value>,
+        lookup: &dyn Fn(&str, Option<&str>) -> Option<String>,
+        depth: u8,
+    ) -> Result<bool> {
+        if depth > 16 {
+            bail!("conditions nest too deep");
+        }
+        let Value::Tagged(t) = v else {
+            bail!("unsupported condition {v:?}");
+        };
+        let args = || {
+            t.value
+                .as_sequence()
+                .ok_or_else(|| anyhow!("!{} needs a list", t.tag))
+        };
+        match t.tag.to_string().trim_start_matches('!') {
+            "Equals" => {
+                let a = args()?;
+                let (Some(x), Some(y)) = (a.first(), a.get(1)) else {
+                    bail!("!Equals needs two values");
+                };
+                Ok(resolve(x, lookup)? == resolve(y, lookup)?)
+            }
+            "Not" => Ok(!eval(
+                args()?
+                    .first()
+                    .ok_or_else(|| anyhow!("!Not needs a value"))?,
+                conditions,
+                lookup,
+                depth + 1,
+            )?),
+            "And" => args()?.iter().try_fold(true, |acc, c| {
+                Ok(acc && eval(c, conditions, lookup, depth + 1)?)
+            }),
+            "Or" => args()?.iter().try_fold(false, |acc, c| {
+                Ok(acc || eval(c, conditions, lookup, depth + 1)?)
+            }),
+            "Condition" => {
+                let name = t
+                    .value
+                    .as_str()
+                    .ok_or_else(|| anyhow!("!Condition needs a name"))?;
+                let c = conditions
+                    .get(name)
+                    .ok_or_else(|| anyhow!("unknown condition {name}"))?;
+                eval(c, conditions, lookup, depth + 1)
+            }
+            other => bail!("unsupported condition function !{other}"),
+        }
+    }
+    let c = conditions
+        .get(name)
+        .ok_or_else(|| anyhow!("unknown condition {name}"))?;
+    eval(c, conditions, lookup, 0)
+}
+
 /// The logical id in `!GetAtt X.Arn`.
 pub fn getatt_target(v: &Value) -> Result<String> {
     match v {
@@ -193,8 +261,12 @@ pub fn getatt_target(v: &Value) -> Result<String> {
     }
 }
 
-/// Resolves `!Ref`, `!GetAtt` and plain scalars through `lookup`, which
-/// gets (logical id, attribute or None for Ref).
+/// The pseudo-attribute `resolve` asks `lookup` for to evaluate a condition
+/// (`"true"` or `"false"`).
+pub const CONDITION: &str = "(condition)";
+
+/// Resolves `!Ref`, `!GetAtt`, `!Sub`, `!If` and plain scalars through
+/// `lookup`, which gets (logical id, attribute or None for Ref).
 pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>) -> Result<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
@@ -216,6 +288,18 @@ pub fn resolve(v: &Value, lookup: &dyn Fn(&str, Option<&str>) -> Option<String>)
                 .split_once('.')
                 .ok_or_else(|| anyhow!("bad !GetAtt {s}"))?;
             lookup(id, Some(attr)).ok_or_else(|| anyhow!("cannot resolve !GetAtt {s}"))
+        }
+        Value::Tagged(t) if t.tag == "If" => {
+            let args = t
+                .value
+                .as_sequence()
+                .filter(|a| a.len() == 3)
+                .ok_or_else(|| anyhow!("!If needs [condition, then, else]"))?;
+            let name = args[0]
+                .as_str()
+                .ok_or_else(|| anyhow!("!If needs a condition name"))?;
+            let holds = lookup(name, Some(CONDITION)).is_some_and(|v| v == "true");
+            resolve(if holds { &args[1] } else { &args[2] }, lookup)
         }
         Value::Tagged(t) if t.tag == "Sub" => {
             let text = t
@@ -265,6 +349,27 @@ mod tests {
         })
         .expect("resolves");
         assert_eq!(resolved, "a-X-YArn-{{keep}}");
+        // Conditions: HasEmail is false with the defaults, true with an identity
+        let conditions = &t.conditions;
+        let params = |identity: &'static str| {
+            move |id: &str, attr: Option<&str>| match (id, attr) {
+                ("EmailIdentity", None) => Some(identity.to_owned()),
+                ("EmailFromAddress", None) => Some("r@example.com".to_owned()),
+                (c, Some(CONDITION)) => condition(c, conditions, &|i, a| match (i, a) {
+                    ("EmailIdentity", None) => Some(identity.to_owned()),
+                    _ => None,
+                })
+                .ok()
+                .map(|b| b.to_string()),
+                _ => None,
+            }
+        };
+        let env = &deliver.env["EMAIL_FROM_ADDRESS"];
+        assert_eq!(resolve(env, &params("")).expect("resolves"), "");
+        assert_eq!(
+            resolve(env, &params("example.com")).expect("resolves"),
+            "r@example.com"
+        );
         assert_eq!(
             t.parameters.get("RetryScheduleSeconds").map(String::as_str),
             Some("300,900,3600")

@@ -183,7 +183,14 @@ async fn ses_unavailable_is_retried_and_then_sent_once() {
             retry_after: None,
         });
     }
-    let s = running_stack("email-503", &[("AWS_ENDPOINT_URL_SESV2", &ses.url)]).await;
+    let s = running_stack(
+        "email-503",
+        &[
+            ("AWS_ENDPOINT_URL_SESV2", &ses.url),
+            ("AWS_MAX_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
     seed_target(&s, "rpt-503m", "mail", "email", email_config(), None, &[]).await;
     let (_, attempts) = run_sample(&s, "rpt-503m", 1).await;
     let a = &attempts[0];

@@ -1,6 +1,6 @@
 //! Download links through the links function behind the runner's
 //! function-URL front: valid links redirect to a fresh presigned URL;
-//! tampered, foreign-key and expired links get 403.
+//! tampered, forged, expired and out-of-prefix links get 403.
 
 use report_delivery_tests::{download, link_status, run_sample, running_stack, webhook_targets};
 use shared::domain::{LinkSigner, Timestamp};
@@ -49,19 +49,30 @@ async fn links_redirect_while_valid_and_are_refused_when_tampered_or_expired() {
         .expect("key")
         .issue(&e.pdf.key, Timestamp::now().plus(time::Duration::days(1)));
     assert_eq!(link_status(&format!("{base}d/{forged}")).await, 403);
-    // Expired: signed with the stack's own key, one second in the past
-    let expired = LinkSigner::from_list(local::stack::LOCAL_LINK_KEY)
-        .expect("key")
-        .issue(
-            &e.pdf.key,
-            Timestamp::now().plus(time::Duration::seconds(-1)),
-        );
+    // Expired: signed with the stack's own key (from Secrets Manager), one
+    // second in the past
+    let own = LinkSigner::from_list(&s.link_keys().await.expect("secret")).expect("key");
+    let expired = own.issue(
+        &e.pdf.key,
+        Timestamp::now().plus(time::Duration::seconds(-1)),
+    );
     assert_eq!(link_status(&format!("{base}d/{expired}")).await, 403);
     // And the same key with a future expiry works, so 403 was the expiry
-    let fresh = LinkSigner::from_list(local::stack::LOCAL_LINK_KEY)
-        .expect("key")
-        .issue(&e.pdf.key, Timestamp::now().plus(time::Duration::hours(1)));
+    let fresh = own.issue(&e.pdf.key, Timestamp::now().plus(time::Duration::hours(1)));
     assert_eq!(link_status(&format!("{base}d/{fresh}")).await, 302);
+    // A genuine signature over a key outside reports/ is still refused
+    let outside = own.issue(
+        "incoming/weekly.csv",
+        Timestamp::now().plus(time::Duration::hours(1)),
+    );
+    assert_eq!(link_status(&format!("{base}d/{outside}")).await, 403);
+    // HEAD is refused too (the presigned URL would be a GET URL)
+    let head = reqwest::Client::new()
+        .head(&link)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(head.status().as_u16(), 405);
     assert_eq!(link_status(&format!("{base}other")).await, 404);
     s.down().await;
 }

@@ -2,7 +2,8 @@
 //! flow with a bot token, incoming webhooks, and each error class.
 
 use local::slack::{
-    COMPLETE_UPLOAD, GET_UPLOAD_URL, INCOMING_WEBHOOK, LOCAL_BOT_TOKEN, SlackFault, UPLOAD,
+    COMPLETE_UPLOAD, FILES_INFO, GET_UPLOAD_URL, INCOMING_WEBHOOK, LOCAL_BOT_TOKEN, SlackFault,
+    UPLOAD,
 };
 use local::stack::LocalStack;
 use report_delivery_tests::{download, run_sample, running_stack, seed_target};
@@ -94,18 +95,83 @@ async fn a_retry_after_a_failed_completion_completes_the_same_upload() {
         (e.category, e.code.as_str()),
         (ErrorCategory::Temporary, "http_503")
     );
+    // Before each repeat it asks Slack whether the first completion went
+    // through (files.info), then completes the same file again.
     assert_eq!(
         s.slack.calls(),
         [
             GET_UPLOAD_URL,
             UPLOAD,
             COMPLETE_UPLOAD,
+            FILES_INFO,
             COMPLETE_UPLOAD,
+            FILES_INFO,
             COMPLETE_UPLOAD
         ],
         "one upload, three completions"
     );
     assert_eq!(s.slack.messages().len(), 1, "posted once");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_completion_whose_reply_was_lost_is_not_posted_twice() {
+    let s = running_stack("slack-lost", &[]).await;
+    seed_bot(&s, "rpt-lost", LOCAL_BOT_TOKEN).await;
+    // Slack shares the file but the answer is a 503
+    s.slack.push_fault(COMPLETE_UPLOAD, SlackFault::LoseReply);
+    let (_, attempts) = run_sample(&s, "rpt-lost", 1).await;
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(
+        s.slack.calls(),
+        [GET_UPLOAD_URL, UPLOAD, COMPLETE_UPLOAD, FILES_INFO],
+        "the retry asks Slack instead of completing again"
+    );
+    assert_eq!(s.slack.messages().len(), 1, "posted once");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_expired_earlier_upload_is_uploaded_again() {
+    let s = running_stack("slack-expired", &[]).await;
+    seed_bot(&s, "rpt-expired", LOCAL_BOT_TOKEN).await;
+    s.slack.push_fault(
+        COMPLETE_UPLOAD,
+        SlackFault::Status {
+            code: 503,
+            retry_after: None,
+            body: String::new(),
+        },
+    );
+    s.slack
+        .push_fault(COMPLETE_UPLOAD, SlackFault::Error("file_not_found".into()));
+    let (_, attempts) = run_sample(&s, "rpt-expired", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(
+        a.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("upload_expired")
+    );
+    assert_eq!(
+        s.slack.calls(),
+        [
+            GET_UPLOAD_URL,
+            UPLOAD,
+            COMPLETE_UPLOAD,
+            FILES_INFO,
+            COMPLETE_UPLOAD,
+            GET_UPLOAD_URL,
+            UPLOAD,
+            COMPLETE_UPLOAD
+        ]
+    );
+    let messages = s.slack.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        a.metadata.get("slack_file_ids"),
+        Some(&messages[0].files[0].id),
+        "the new upload's id"
+    );
     s.down().await;
 }
 
@@ -123,7 +189,6 @@ async fn rate_limits_are_temporary_and_honour_retry_after() {
             },
         );
     }
-    let started = std::time::Instant::now();
     let (_, attempts) = run_sample(&s, "rpt-429s", 1).await;
     let a = &attempts[0];
     assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
@@ -132,8 +197,14 @@ async fn rate_limits_are_temporary_and_honour_retry_after() {
         (e.category, e.code.as_str()),
         (ErrorCategory::Temporary, "ratelimited")
     );
-    // Both waits are at least the 2 s Slack asked for (the schedule is 1 s).
-    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    // Both waits (the immediate retry and the backoff, whose schedule is
+    // 1 s here) are at least the 2 s Slack asked for.
+    let gaps = s.slack.gaps(GET_UPLOAD_URL);
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= std::time::Duration::from_secs(2)),
+        "{gaps:?}"
+    );
     assert_eq!(s.slack.messages().len(), 1);
     s.down().await;
 }

@@ -39,7 +39,13 @@ pub struct EmailChannel {
     from: EmailAddress,
     from_name: String,
     attachment_limit: u64,
+    /// Caps sends with attachments in flight: each holds the files, their
+    /// MIME form and the request body in memory at once.
+    attached_in_flight: tokio::sync::Semaphore,
 }
+
+/// Sends with attachments in flight at once per function instance.
+pub const ATTACHED_IN_FLIGHT: usize = 2;
 
 impl EmailChannel {
     /// `from` must be an SES-verified identity; files above
@@ -55,6 +61,7 @@ impl EmailChannel {
             from,
             from_name: from_name.into(),
             attachment_limit,
+            attached_in_flight: tokio::sync::Semaphore::new(ATTACHED_IN_FLIGHT),
         }
     }
 }
@@ -228,6 +235,12 @@ impl Channel for EmailChannel {
             ));
         };
         let mode = mode(ctx.files, self.attachment_limit);
+        let _permit = match mode {
+            Mode::Attached => Some(self.attached_in_flight.acquire().await.map_err(|_| {
+                DeliveryError::temporary("shutting_down", "the email channel is closing")
+            })?),
+            Mode::Linked => None,
+        };
         let mut attachments = Vec::new();
         if mode == Mode::Attached {
             for f in ctx.files {

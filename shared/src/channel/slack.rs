@@ -7,7 +7,6 @@
 //! The API base URL is configurable so tests run against a local
 //! Slack-compatible server.
 
-// Errors drop their URL: an incoming-webhook URL and an upload URL are secrets.
 use super::webhook::{retry_after, send_error, vetted_client};
 use super::{Channel, DeliveryContext, DeliveryError, Receipt};
 use crate::domain::TargetConfig;
@@ -22,6 +21,9 @@ use std::time::Duration;
 
 /// The public Slack Web API.
 pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+
+/// Progress key: a completion was sent (its answer may have been lost).
+const COMPLETE_SENT: &str = "slack_complete_sent";
 
 /// How long Slack gets to answer one call.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -170,7 +172,7 @@ impl SlackChannel {
                 .header("content-type", "application/json; charset=utf-8")
                 .body(v.to_string()),
         };
-        let response = req.send().await.map_err(|e| send_error(e.without_url()))?;
+        let response = req.send().await.map_err(send_error)?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         if status == 429 {
@@ -208,11 +210,13 @@ impl SlackChannel {
         token: &str,
     ) -> Result<Receipt, DeliveryError> {
         let mut files = Vec::new();
+        let mut resumed = false;
         for f in ctx.files {
             let key = format!("slack_file_id.{}", f.format.as_str());
             let title = ctx.file_name(f);
-            if let Some(id) = ctx.progress.get(&key) {
+            if let Some(id) = ctx.progress.get(&key).filter(|id| !id.is_empty()) {
                 files.push((id, title));
+                resumed = true;
                 continue;
             }
             let bytes = ctx.read(f).await?;
@@ -240,7 +244,7 @@ impl SlackChannel {
                 .body(bytes)
                 .send()
                 .await
-                .map_err(|e| send_error(e.without_url()))?;
+                .map_err(send_error)?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
                 let wait = retry_after(response.headers());
@@ -273,12 +277,48 @@ impl SlackChannel {
             "channel_id": channel.as_str(),
             "initial_comment": comment,
         });
-        self.call(
-            "files.completeUploadExternal",
-            token,
-            RequestBody::Json(payload),
-        )
-        .await?;
+        // A completion whose answer was lost may have posted already: ask
+        // Slack before completing again.
+        let sent_before = ctx.progress.get(COMPLETE_SENT).is_some();
+        let shared = match (resumed && sent_before, files.first()) {
+            (true, Some((id, _))) => self.is_shared(token, id, channel).await,
+            _ => false,
+        };
+        if !shared {
+            ctx.progress
+                .save(BTreeMap::from([(COMPLETE_SENT.to_owned(), "1".to_owned())]))
+                .await?;
+            let completed = self
+                .call(
+                    "files.completeUploadExternal",
+                    token,
+                    RequestBody::Json(payload),
+                )
+                .await;
+            match completed {
+                Ok(_) => {}
+                // Uploads that were never completed expire on Slack's side:
+                // forget them so the retry uploads afresh.
+                Err(e) if resumed && e.code() == "file_not_found" => {
+                    let cleared = ctx
+                        .files
+                        .iter()
+                        .map(|f| {
+                            (
+                                format!("slack_file_id.{}", f.format.as_str()),
+                                String::new(),
+                            )
+                        })
+                        .collect();
+                    ctx.progress.save(cleared).await?;
+                    return Err(DeliveryError::temporary(
+                        "upload_expired",
+                        "Slack no longer has the earlier upload; uploading again",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut receipt = Receipt::default();
         receipt.metadata.insert(
             "slack_file_ids".into(),
@@ -292,6 +332,27 @@ impl SlackChannel {
             .metadata
             .insert("slack_channel_id".into(), channel.as_str().to_owned());
         Ok(receipt)
+    }
+
+    /// Whether `file_id` is already shared in `channel` (`files.info`). Any
+    /// doubt answers false, so the caller completes the upload.
+    async fn is_shared(&self, token: &str, file_id: &str, channel: &SlackChannelId) -> bool {
+        let info = self
+            .call(
+                "files.info",
+                token,
+                RequestBody::Form(vec![("file", file_id.to_owned())]),
+            )
+            .await;
+        let Ok(info) = info else { return false };
+        let file = &info["file"];
+        let in_list = file["channels"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c.as_str() == Some(channel.as_str())));
+        let in_shares = ["public", "private"]
+            .iter()
+            .any(|kind| file["shares"][kind].get(channel.as_str()).is_some());
+        in_list || in_shares
     }
 
     async fn post_hook(
@@ -309,7 +370,7 @@ impl SlackChannel {
             .body(block_message(ctx).to_string())
             .send()
             .await
-            .map_err(|e| send_error(e.without_url()))?;
+            .map_err(send_error)?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();

@@ -263,8 +263,10 @@ impl Channel for WebhookChannel {
 }
 
 /// Classifies a failed request: a refused address is permanent, a timeout or
-/// network failure temporary.
+/// network failure temporary. The URL is dropped from the message: webhook,
+/// incoming-webhook and upload URLs can carry secrets.
 pub fn send_error(e: reqwest::Error) -> DeliveryError {
+    let e = e.without_url();
     if e.is_timeout() {
         DeliveryError::temporary("timeout", "receiver did not answer in time")
     } else if e.is_connect() && is_vetting_error(&e) {

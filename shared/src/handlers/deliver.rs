@@ -135,6 +135,16 @@ async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
     }
 }
 
+fn missing_files(formats: &[&str]) -> SendFailure {
+    SendFailure::Delivery(DeliveryError::permanent(
+        "no_files",
+        format!(
+            "the execution has none of the formats the target asks for ({})",
+            formats.join(", ")
+        ),
+    ))
+}
+
 enum SendFailure {
     Store(StoreError),
     Delivery(DeliveryError),
@@ -198,7 +208,8 @@ async fn prepare_and_send(
     let link_expires_at = Timestamp::now()
         .plus(time::Duration::try_from(deps.link_ttl).unwrap_or(time::Duration::days(7)));
     let mut files = Vec::new();
-    for format in target.formats() {
+    let wanted = target.formats();
+    for &format in &wanted {
         let file = match format {
             Format::Pdf => Some(&execution.pdf),
             Format::Csv => execution.csv.as_ref(),
@@ -209,6 +220,10 @@ async fn prepare_and_send(
             file: file.clone(),
             download_url: deps.links.link(&file.key, link_expires_at),
         });
+    }
+    if files.is_empty() {
+        let names: Vec<&str> = wanted.iter().map(|f| f.as_str()).collect();
+        return Err(missing_files(&names));
     }
     let progress = AttemptProgress {
         attempts: deps.attempts.as_ref(),
@@ -257,6 +272,11 @@ async fn prepare_and_send(
                 };
             }
             Err(e) if !e.is_retryable() => return Err(SendFailure::Delivery(e)),
+            Err(e) if e.code() == LEASE_LOST => {
+                // Another copy of the message owns the attempt now; it finishes it.
+                warn!(attempt_id = %attempt.id, "lease lost mid-send; leaving the attempt to its new owner");
+                return Ok(Outcome::Done);
+            }
             Err(e) => e,
         };
         let jitter = uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64;
@@ -318,6 +338,8 @@ fn attempt_error(e: &DeliveryError) -> AttemptError {
     }
 }
 
+const LEASE_LOST: &str = "lease_lost";
+
 /// Saves a channel's progress on the attempt (under the lease), so a retry
 /// picks up where this try stopped.
 struct AttemptProgress<'a> {
@@ -346,7 +368,7 @@ impl Progress for AttemptProgress<'_> {
                 Ok(())
             }
             Ok(Applied::Refused(_)) => Err(DeliveryError::temporary(
-                "lease_lost",
+                LEASE_LOST,
                 "another copy of this message took over the attempt",
             )),
             Err(e) => Err(DeliveryError::temporary("store", e.to_string())),
@@ -472,8 +494,10 @@ impl Deps {
             },
             policy: retry_policy()?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            // Deliver signs with the newest key at start-up; after a
+            // rotation ("new,old") the links function accepts both.
             links: LinkIssuer {
-                signer: crate::config::link_signer()?,
+                signer: crate::config::link_keys(&sdk).await?.signer(),
                 base_url: required("LINKS_BASE_URL")?,
             },
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,

@@ -5,20 +5,131 @@
 //! malformed or expired token gets 403; nothing else is served.
 
 use crate::blob::BlobStore;
-use crate::domain::{LinkError, LinkSigner, Timestamp};
+use crate::domain::{LinkClaim, LinkError, LinkSigner, Timestamp};
+use async_trait::async_trait;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use aws_lambda_events::lambda_function_urls::{
     LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
 };
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// Where links point: `<base>d/<token>`.
 pub const PATH_PREFIX: &str = "/d/";
 
+/// Where the signing keys live (a comma-separated list, newest first).
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    /// Reads the current list.
+    async fn fetch(&self) -> Result<String, String>;
+}
+
+/// Keys read from a Secrets Manager secret.
+pub struct SecretsManagerKeys {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+impl SecretsManagerKeys {
+    /// Reads `secret_id` (an ARN or name).
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String) -> Self {
+        Self { client, secret_id }
+    }
+}
+
+#[async_trait]
+impl KeySource for SecretsManagerKeys {
+    async fn fetch(&self) -> Result<String, String> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                // The error names the secret, never its value.
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()
+            })?;
+        out.secret_string
+            .ok_or_else(|| "the link signing secret has no string value".to_owned())
+    }
+}
+
+/// The signing keys, loaded at start-up and re-read (at most once per
+/// `min_refresh`) when a token's signature matches none of them, so a
+/// rotated key is picked up without a redeploy.
+pub struct KeyRing {
+    source: Box<dyn KeySource>,
+    current: RwLock<LinkSigner>,
+    refreshed: Mutex<Instant>,
+    min_refresh: Duration,
+}
+
+impl KeyRing {
+    /// Loads the keys once.
+    pub async fn load(source: Box<dyn KeySource>, min_refresh: Duration) -> Result<Self, String> {
+        let signer = LinkSigner::from_list(&source.fetch().await?)?;
+        Ok(Self {
+            source,
+            current: RwLock::new(signer),
+            refreshed: Mutex::new(Instant::now()),
+            min_refresh,
+        })
+    }
+
+    /// The current signer (the newest key signs).
+    pub fn signer(&self) -> LinkSigner {
+        match self.current.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Verifies a token, re-reading the keys once if none matched.
+    pub async fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, LinkError> {
+        let first = self.signer().verify(token, now);
+        if first != Err(LinkError::BadSignature) {
+            return first;
+        }
+        let due = self
+            .refreshed
+            .lock()
+            .map(|mut t| {
+                let due = t.elapsed() >= self.min_refresh;
+                if due {
+                    *t = Instant::now();
+                }
+                due
+            })
+            .unwrap_or(false);
+        if !due {
+            return first;
+        }
+        match self
+            .source
+            .fetch()
+            .await
+            .and_then(|l| LinkSigner::from_list(&l))
+        {
+            Ok(fresh) => {
+                let result = fresh.verify(token, now);
+                if let Ok(mut c) = self.current.write() {
+                    *c = fresh;
+                }
+                result
+            }
+            Err(e) => {
+                warn!(error = %e, "could not re-read the link signing keys");
+                first
+            }
+        }
+    }
+}
+
 /// What the links function needs.
 pub struct Deps {
-    pub signer: LinkSigner,
+    pub keys: KeyRing,
     pub blobs: Box<dyn BlobStore>,
     /// Lifetime of each presigned URL handed out (short: it is used at once).
     pub presign_ttl: Duration,
@@ -85,10 +196,11 @@ pub async fn handle_at(
     let Some(token) = path.strip_prefix(PATH_PREFIX) else {
         return respond(404, None, "not found");
     };
-    if method != "GET" && method != "HEAD" {
+    // GET only: the presigned URL it redirects to is a GET URL.
+    if method != "GET" {
         return respond(405, None, "method not allowed");
     }
-    let claim = match deps.signer.verify(token, now) {
+    let claim = match deps.keys.verify(token, now).await {
         Ok(c) => c,
         Err(e) => {
             // The token is not logged: a valid-looking one is a credential.
@@ -122,7 +234,7 @@ impl Deps {
         use crate::config::{required, seconds};
         let sdk = crate::aws::load().await;
         Ok(Self {
-            signer: crate::config::link_signer()?,
+            keys: crate::config::link_keys(&sdk).await?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
                 required("REPORTS_BUCKET")?,
@@ -136,7 +248,7 @@ impl Deps {
 mod tests {
     use super::*;
     use crate::blob::BlobError;
-    use async_trait::async_trait;
+    use std::sync::Arc;
 
     struct FakeBlobs;
 
@@ -156,9 +268,32 @@ mod tests {
         }
     }
 
-    fn deps() -> Deps {
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    const NEW: &str = "fedcba9876543210fedcba9876543210";
+
+    /// A key source whose list can change, counting reads.
+    struct FakeKeys(Arc<Mutex<(String, usize)>>);
+
+    #[async_trait]
+    impl KeySource for FakeKeys {
+        async fn fetch(&self) -> Result<String, String> {
+            let mut g = self.0.lock().map_err(|e| e.to_string())?;
+            g.1 += 1;
+            Ok(g.0.clone())
+        }
+    }
+
+    async fn ring(list: &str, min_refresh: Duration) -> (KeyRing, Arc<Mutex<(String, usize)>>) {
+        let state = Arc::new(Mutex::new((list.to_owned(), 0)));
+        let ring = KeyRing::load(Box::new(FakeKeys(state.clone())), min_refresh)
+            .await
+            .expect("keys");
+        (ring, state)
+    }
+
+    async fn deps() -> Deps {
         Deps {
-            signer: LinkSigner::from_list("0123456789abcdef0123456789abcdef").expect("key"),
+            keys: ring(KEY, Duration::from_secs(60)).await.0,
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
         }
@@ -177,8 +312,8 @@ mod tests {
 
     #[tokio::test]
     async fn valid_links_redirect_to_a_fresh_presigned_url() {
-        let d = deps();
-        let token = d.signer.issue("reports/r/e/report.pdf", at(2_000));
+        let d = deps().await;
+        let token = d.keys.signer().issue("reports/r/e/report.pdf", at(2_000));
         let r = handle_at(&d, get(&format!("/d/{token}")), at(1_000)).await;
         assert_eq!(r.status_code, 302);
         assert_eq!(
@@ -189,8 +324,8 @@ mod tests {
 
     #[tokio::test]
     async fn expired_tampered_and_foreign_links_get_403() {
-        let d = deps();
-        let token = d.signer.issue("reports/a.pdf", at(2_000));
+        let d = deps().await;
+        let token = d.keys.signer().issue("reports/a.pdf", at(2_000));
         assert_eq!(
             handle_at(&d, get(&format!("/d/{token}")), at(2_000))
                 .await
@@ -205,7 +340,7 @@ mod tests {
                 .status_code,
             403
         );
-        let outside = d.signer.issue("incoming/secret.csv", at(2_000));
+        let outside = d.keys.signer().issue("incoming/secret.csv", at(2_000));
         assert_eq!(
             handle_at(&d, get(&format!("/d/{outside}")), at(0))
                 .await
@@ -216,5 +351,44 @@ mod tests {
         let mut post = get(&format!("/d/{token}"));
         post.request_context.http.method = Some("POST".into());
         assert_eq!(handle_at(&d, post, at(0)).await.status_code, 405);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_picked_up_without_a_restart_and_reads_are_rate_limited() {
+        let (keys, state) = ring(KEY, Duration::ZERO).await;
+        let by_new = LinkSigner::from_list(NEW)
+            .expect("key")
+            .issue("reports/a.pdf", at(2_000));
+        // Rotation: the secret becomes "new,old"
+        if let Ok(mut g) = state.lock() {
+            g.0 = format!("{NEW},{KEY}");
+        }
+        assert!(
+            keys.verify(&by_new, at(0)).await.is_ok(),
+            "re-read on a miss"
+        );
+        let by_old = LinkSigner::from_list(KEY)
+            .expect("key")
+            .issue("reports/a.pdf", at(2_000));
+        assert!(
+            keys.verify(&by_old, at(0)).await.is_ok(),
+            "old links still work"
+        );
+        // Forged tokens do not make every request read the secret
+        let (slow, state) = ring(KEY, Duration::from_secs(3600)).await;
+        let forged = LinkSigner::from_list(NEW)
+            .expect("key")
+            .issue("reports/a.pdf", at(2_000));
+        for _ in 0..5 {
+            assert_eq!(
+                slow.verify(&forged, at(0)).await,
+                Err(LinkError::BadSignature)
+            );
+        }
+        assert_eq!(
+            state.lock().map(|g| g.1).unwrap_or_default(),
+            1,
+            "only the start-up read"
+        );
     }
 }
