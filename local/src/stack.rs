@@ -282,7 +282,9 @@ impl LocalStack {
             match v {
                 serde_json::Value::Object(o) => {
                     if let Some(raw) = o.get("raw_data").and_then(|r| r.as_str())
-                        && raw.contains(&needle)
+                        && raw
+                            .match_indices(&needle)
+                            .any(|(i, _)| raw[i + needle.len()..].starts_with(['\r', '\n']))
                     {
                         let strings = |k: &str| -> Vec<String> {
                             o.get(k)
