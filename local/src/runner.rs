@@ -192,14 +192,7 @@ impl Runner {
                 .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
                 .route("/2018-06-01/runtime/init/error", post(init_error))
                 .with_state(host.clone());
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-            }));
+            tasks.push(serve(listener, app, shutdown_rx.clone()));
             tasks.push(tokio::spawn(supervise(
                 host.clone(),
                 addr,
@@ -231,14 +224,7 @@ impl Runner {
                 let app = axum::Router::new()
                     .fallback(function_url)
                     .with_state(host.clone());
-                let mut stop = shutdown_rx.clone();
-                tasks.push(tokio::spawn(async move {
-                    let _ = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.changed().await;
-                        })
-                        .await;
-                }));
+                tasks.push(serve(listener, app, shutdown_rx.clone()));
             }
             hosts.push(host);
         }
@@ -265,6 +251,21 @@ impl Runner {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }
+}
+
+/// Serves `app` on `listener` until shutdown.
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    })
 }
 
 async fn supervise(

@@ -204,35 +204,40 @@ fn api_error(error: &str) -> Response {
     axum::Json(json!({"ok": false, "error": error})).into_response()
 }
 
-/// Records the call and answers with a queued fault, if any. A lost reply
-/// is returned as `Err`: the caller does the work, then answers with it.
-async fn fault(app: &App, endpoint: &str, web_api: bool) -> Option<Result<Response, Response>> {
-    let next = {
-        let mut i = app.inner.lock().ok()?;
-        i.calls
-            .push((endpoint.to_owned(), std::time::Instant::now()));
-        i.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
-    };
-    Some(match next? {
-        SlackFault::LoseReply => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
-        other => Ok(answer(other, web_api).await?),
-    })
-}
-
-async fn answer(fault: SlackFault, web_api: bool) -> Option<Response> {
-    match fault {
-        SlackFault::LoseReply => None,
-        SlackFault::Delay(d) => {
-            tokio::time::sleep(d).await;
-            None
+/// Records a call of `endpoint` and answers it: with the next queued fault
+/// for that endpoint, or with `work`. A lost reply runs `work` and then
+/// answers 503 anyway.
+async fn faulted(
+    app: &App,
+    endpoint: &str,
+    web_api: bool,
+    work: impl FnOnce() -> Response,
+) -> Response {
+    let fault = match app.inner.lock() {
+        Ok(mut i) => {
+            i.calls
+                .push((endpoint.to_owned(), std::time::Instant::now()));
+            i.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
         }
-        SlackFault::Error(e) if web_api => Some(api_error(&e)),
-        SlackFault::Error(e) => Some((StatusCode::BAD_REQUEST, e).into_response()),
-        SlackFault::Status {
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    match fault {
+        None => work(),
+        Some(SlackFault::LoseReply) => {
+            let _ = work();
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Some(SlackFault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            work()
+        }
+        Some(SlackFault::Error(e)) if web_api => api_error(&e),
+        Some(SlackFault::Error(e)) => (StatusCode::BAD_REQUEST, e).into_response(),
+        Some(SlackFault::Status {
             code,
             retry_after,
             body,
-        } => {
+        }) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut r = if web_api && !body.is_empty() {
                 (status, axum::Json(json!({"ok": false, "error": body}))).into_response()
@@ -244,23 +249,9 @@ async fn answer(fault: SlackFault, web_api: bool) -> Option<Response> {
             {
                 r.headers_mut().insert("retry-after", v);
             }
-            Some(r)
+            r
         }
     }
-}
-
-/// Runs a handler body under the fault rules of `endpoint`.
-macro_rules! faulted {
-    ($app:expr, $endpoint:expr, $web_api:expr, $body:expr) => {{
-        match fault(&$app, $endpoint, $web_api).await {
-            Some(Ok(r)) => r,
-            Some(Err(lost)) => {
-                let _ = $body;
-                lost
-            }
-            None => $body,
-        }
-    }};
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
@@ -301,12 +292,10 @@ fn params(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 }
 
 async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted!(
-        app,
-        GET_UPLOAD_URL,
-        true,
+    faulted(&app, GET_UPLOAD_URL, true, || {
         do_get_upload_url(&app, &headers, &body)
-    )
+    })
+    .await
 }
 
 fn do_get_upload_url(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -344,7 +333,7 @@ fn do_get_upload_url(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 async fn upload(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
-    faulted!(app, UPLOAD, false, do_upload(&app, &id, &body))
+    faulted(&app, UPLOAD, false, || do_upload(&app, &id, &body)).await
 }
 
 fn do_upload(app: &App, id: &str, body: &[u8]) -> Response {
@@ -361,12 +350,10 @@ fn do_upload(app: &App, id: &str, body: &[u8]) -> Response {
 }
 
 async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted!(
-        app,
-        COMPLETE_UPLOAD,
-        true,
+    faulted(&app, COMPLETE_UPLOAD, true, || {
         do_complete(&app, &headers, &body)
-    )
+    })
+    .await
 }
 
 fn do_complete(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -417,7 +404,10 @@ fn do_complete(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 async fn files_info(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted!(app, FILES_INFO, true, do_files_info(&app, &headers, &body))
+    faulted(&app, FILES_INFO, true, || {
+        do_files_info(&app, &headers, &body)
+    })
+    .await
 }
 
 fn do_files_info(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -445,12 +435,10 @@ fn do_files_info(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
-    faulted!(
-        app,
-        INCOMING_WEBHOOK,
-        false,
+    faulted(&app, INCOMING_WEBHOOK, false, || {
         do_incoming_webhook(&app, &body)
-    )
+    })
+    .await
 }
 
 fn do_incoming_webhook(app: &App, body: &[u8]) -> Response {

@@ -7,11 +7,13 @@ pub mod slack;
 pub mod webhook;
 
 use crate::blob::BlobStore;
+use crate::config::ConfigError;
 use crate::domain::execution::ReportExecution;
 use crate::domain::{DeliveryAttempt, DeliveryTarget, ServiceConnection, TargetType, Timestamp};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::warn;
 
 /// A failed send, classified.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -258,7 +260,80 @@ pub trait Channel: Send + Sync {
 pub struct Channels {
     pub webhook: Box<dyn Channel>,
     pub email: Option<Box<dyn Channel>>,
-    pub slack: Option<Box<dyn Channel>>,
+    pub slack: Box<dyn Channel>,
+}
+
+impl Channels {
+    /// Builds every channel once from the environment `template.yaml` sets.
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        use crate::config::{flag, optional};
+        let invalid = |name: &'static str, e: &dyn std::fmt::Display| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        };
+        let allow_private = flag("ALLOW_PRIVATE_WEBHOOK_TARGETS")?;
+        if allow_private {
+            warn!(
+                "ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)"
+            );
+        }
+        let webhook = webhook::WebhookChannel::new(allow_private)
+            .map_err(|e| invalid("ALLOW_PRIVATE_WEBHOOK_TARGETS", &e))?;
+        let slack_base =
+            optional("SLACK_API_BASE_URL").unwrap_or_else(|| slack::DEFAULT_API_BASE.to_owned());
+        let slack = slack::SlackChannel::new(&slack_base, allow_private)
+            .map_err(|e| invalid("SLACK_API_BASE_URL", &e))?;
+        // Email needs a verified sender; without one its targets fail as
+        // channel_unavailable instead of the function refusing to start.
+        let email = match optional("EMAIL_FROM_ADDRESS") {
+            None => {
+                warn!(
+                    "EMAIL_FROM_ADDRESS is not set: email targets will fail as channel_unavailable"
+                );
+                None
+            }
+            Some(from) => {
+                let from = crate::domain::target::EmailAddress::parse(&from)
+                    .map_err(|e| invalid("EMAIL_FROM_ADDRESS", &e))?;
+                let limit = match optional("EMAIL_ATTACHMENT_LIMIT_BYTES") {
+                    None => email::DEFAULT_ATTACHMENT_LIMIT,
+                    Some(v) => v
+                        .parse()
+                        .map_err(|e| invalid("EMAIL_ATTACHMENT_LIMIT_BYTES", &e))?,
+                };
+                let sender = email::SesSender::new(
+                    aws_sdk_sesv2::Client::new(sdk),
+                    optional("SES_CONFIGURATION_SET"),
+                );
+                Some(Box::new(email::EmailChannel::new(
+                    Box::new(sender),
+                    from,
+                    optional("EMAIL_FROM_NAME").unwrap_or_else(|| "Report Delivery".into()),
+                    limit,
+                )) as Box<dyn Channel>)
+            }
+        };
+        Ok(Self {
+            webhook: Box::new(webhook),
+            email,
+            slack: Box::new(slack),
+        })
+    }
+
+    /// Picks the channel for a target type.
+    pub fn for_type(&self, t: TargetType) -> Result<&dyn Channel, DeliveryError> {
+        let found = match t {
+            TargetType::Webhook => Some(&self.webhook),
+            TargetType::Email => self.email.as_ref(),
+            TargetType::Slack => Some(&self.slack),
+        };
+        found.map(|c| c.as_ref()).ok_or_else(|| {
+            DeliveryError::permanent(
+                "channel_unavailable",
+                format!("the {t} channel is not enabled in this deployment"),
+            )
+        })
+    }
 }
 
 /// The error chain of `e` as one line.
@@ -274,21 +349,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-impl Channels {
-    /// Picks the channel for a target type.
-    pub fn for_type(&self, t: TargetType) -> Result<&dyn Channel, DeliveryError> {
-        let found = match t {
-            TargetType::Webhook => Some(&self.webhook),
-            TargetType::Email => self.email.as_ref(),
-            TargetType::Slack => self.slack.as_ref(),
-        };
-        found.map(|c| c.as_ref()).ok_or_else(|| {
-            DeliveryError::permanent(
-                "channel_unavailable",
-                format!("the {t} channel is not enabled in this deployment"),
-            )
-        })
-    }
 }

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{Span, error, info, warn};
 
@@ -230,6 +231,7 @@ async fn prepare_and_send(
         id: &attempt.id,
         token,
         saved: Mutex::new(attempt.metadata.clone()),
+        lost: AtomicBool::new(false),
     };
     let receives = receive_count(m);
     let mut immediate_used = false;
@@ -271,12 +273,12 @@ async fn prepare_and_send(
                     }
                 };
             }
-            Err(e) if !e.is_retryable() => return Err(SendFailure::Delivery(e)),
-            Err(e) if e.code() == LEASE_LOST => {
+            Err(_) if progress.lost.load(Ordering::Relaxed) => {
                 // Another copy of the message owns the attempt now; it finishes it.
                 warn!(attempt_id = %attempt.id, "lease lost mid-send; leaving the attempt to its new owner");
                 return Ok(Outcome::Done);
             }
+            Err(e) if !e.is_retryable() => return Err(SendFailure::Delivery(e)),
             Err(e) => e,
         };
         let jitter = uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64;
@@ -338,8 +340,6 @@ fn attempt_error(e: &DeliveryError) -> AttemptError {
     }
 }
 
-const LEASE_LOST: &str = "lease_lost";
-
 /// Saves a channel's progress on the attempt (under the lease), so a retry
 /// picks up where this try stopped.
 struct AttemptProgress<'a> {
@@ -347,6 +347,8 @@ struct AttemptProgress<'a> {
     id: &'a str,
     token: &'a str,
     saved: Mutex<BTreeMap<String, String>>,
+    /// Set when saving found the lease taken by another copy of the message.
+    lost: AtomicBool,
 }
 
 #[async_trait]
@@ -367,10 +369,13 @@ impl Progress for AttemptProgress<'_> {
                 }
                 Ok(())
             }
-            Ok(Applied::Refused(_)) => Err(DeliveryError::temporary(
-                LEASE_LOST,
-                "another copy of this message took over the attempt",
-            )),
+            Ok(Applied::Refused(_)) => {
+                self.lost.store(true, Ordering::Relaxed);
+                Err(DeliveryError::temporary(
+                    "lease_lost",
+                    "another copy of this message took over the attempt",
+                ))
+            }
             Err(e) => Err(DeliveryError::temporary("store", e.to_string())),
         }
     }
@@ -418,65 +423,9 @@ async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration) {
 impl Deps {
     /// Builds the deps from the environment `template.yaml` sets.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::{ConfigError, flag, optional, required, retry_policy, seconds, tables};
+        use crate::config::{optional, required, retry_policy, seconds, tables};
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
-        let allow_private = flag("ALLOW_PRIVATE_WEBHOOK_TARGETS")?;
-        if allow_private {
-            warn!(
-                "ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)"
-            );
-        }
-        let webhook = crate::channel::webhook::WebhookChannel::new(allow_private).map_err(|e| {
-            ConfigError::Invalid {
-                name: "ALLOW_PRIVATE_WEBHOOK_TARGETS",
-                reason: e.to_string(),
-            }
-        })?;
-        let slack_base = optional("SLACK_API_BASE_URL")
-            .unwrap_or_else(|| crate::channel::slack::DEFAULT_API_BASE.to_owned());
-        let slack =
-            crate::channel::slack::SlackChannel::new(&slack_base, allow_private).map_err(|e| {
-                ConfigError::Invalid {
-                    name: "SLACK_API_BASE_URL",
-                    reason: e.to_string(),
-                }
-            })?;
-        // Email needs a verified sender; without one its targets fail as
-        // channel_unavailable instead of the function refusing to start.
-        let email = match optional("EMAIL_FROM_ADDRESS") {
-            None => {
-                warn!(
-                    "EMAIL_FROM_ADDRESS is not set: email targets will fail as channel_unavailable"
-                );
-                None
-            }
-            Some(from) => {
-                let from = crate::domain::target::EmailAddress::parse(&from).map_err(|e| {
-                    ConfigError::Invalid {
-                        name: "EMAIL_FROM_ADDRESS",
-                        reason: e.to_string(),
-                    }
-                })?;
-                let limit = match optional("EMAIL_ATTACHMENT_LIMIT_BYTES") {
-                    None => crate::channel::email::DEFAULT_ATTACHMENT_LIMIT,
-                    Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-                        name: "EMAIL_ATTACHMENT_LIMIT_BYTES",
-                        reason: format!("expected a byte count, got {v:?}"),
-                    })?,
-                };
-                let sender = crate::channel::email::SesSender::new(
-                    aws_sdk_sesv2::Client::new(&sdk),
-                    optional("SES_CONFIGURATION_SET"),
-                );
-                Some(Box::new(crate::channel::email::EmailChannel::new(
-                    Box::new(sender),
-                    from,
-                    optional("EMAIL_FROM_NAME").unwrap_or_else(|| "Report Delivery".into()),
-                    limit,
-                )) as Box<dyn crate::channel::Channel>)
-            }
-        };
         Ok(Self {
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
@@ -487,11 +436,7 @@ impl Deps {
                 required("REPORTS_BUCKET")?,
             )),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
-            channels: Channels {
-                webhook: Box::new(webhook),
-                email,
-                slack: Some(Box::new(slack)),
-            },
+            channels: Channels::from_env(&sdk)?,
             policy: retry_policy()?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             // Deliver signs with the newest key at start-up; after a
