@@ -2,7 +2,7 @@
 //! dead-letter queue with the reason, or a failed attempt with the reason),
 //! and none loops or vanishes.
 
-use report_delivery_tests::{running_stack, sample_execution, webhook_targets};
+use report_delivery_tests::{assert_outcome, running_stack, sample_execution, webhook_targets};
 use shared::contract::DeliveryTask;
 use shared::domain::{AttemptStatus, DeliveryAttempt, ErrorCategory, TargetType, Timestamp};
 use shared::store::{AttemptStore, ExecutionStore};
@@ -133,11 +133,11 @@ async fn an_attempt_whose_target_vanished_fails_with_the_reason() {
     .expect("json");
     s.send("WebhookDeliveryQueue", &task).await.expect("send");
     let settled = s.wait_settled("exec-x", 1, WAIT).await.expect("settles");
-    let e = settled[0].last_error.as_ref().expect("reason");
-    assert_eq!(settled[0].status, AttemptStatus::Failed);
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "target_not_found")
+    assert_outcome(
+        &settled[0],
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "target_not_found",
     );
     s.down().await;
 }
@@ -158,11 +158,11 @@ async fn a_webhook_to_loopback_is_refused_unless_the_local_setting_allows_it() {
         .wait_settled(&execution_id, 1, WAIT)
         .await
         .expect("settles");
-    let e = settled[0].last_error.as_ref().expect("reason");
-    assert_eq!(settled[0].status, AttemptStatus::Failed);
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "forbidden_url")
+    assert_outcome(
+        &settled[0],
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "forbidden_url",
     );
     assert!(
         s.webhook.received().is_empty(),

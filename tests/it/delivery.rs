@@ -4,7 +4,7 @@
 use local::sinks::Fault;
 use local::stack::LocalStack;
 use report_delivery_tests::{
-    SIGNING_SECRET, run_sample, running_stack, sample_execution, webhook_targets,
+    SIGNING_SECRET, assert_outcome, run_sample, running_stack, sample_execution, webhook_targets,
 };
 use shared::contract::DeliveryTask;
 use shared::domain::{AttemptStatus, ErrorCategory};
@@ -82,13 +82,7 @@ async fn an_execution_message_ends_as_one_signed_webhook_delivery_and_a_pdf_in_s
     assert_eq!(attempt.retry_count, 0);
     assert!(attempt.delivered_at.is_some() && attempt.enqueued_at.is_some());
     // And the PDF in S3 is a real PDF matching the recorded size and hash
-    let execution = s
-        .store
-        .get_execution(&execution_id)
-        .await
-        .expect("get")
-        .expect("recorded");
-    let pdf = s.object(&execution.pdf.key).await.expect("pdf in S3");
+    let (execution, pdf) = report_delivery_tests::rendered(&s, &execution_id).await;
     assert!(pdf.starts_with(b"%PDF"));
     assert_eq!(pdf.len() as u64, execution.pdf.size);
     use sha2_check::hex_sha256;
@@ -217,11 +211,11 @@ async fn a_permanent_4xx_fails_at_once_with_its_reason() {
     });
     let (_, attempts) = run_sample(&s, "rpt-400", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Failed);
-    let e = a.last_error.as_ref().expect("reason recorded");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "http_400")
+    assert_outcome(
+        a,
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "http_400",
     );
     assert_eq!(a.retry_count, 0);
     assert_eq!(
@@ -432,7 +426,6 @@ async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_format
 
 #[tokio::test]
 async fn a_410_fails_the_attempt_and_flags_the_target_for_disabling() {
-    use shared::store::TargetStore;
     let s = running_stack("e2e-410", &[]).await;
     seed_one(&s, "rpt-410").await;
     s.webhook.push_fault(Fault::Status {
@@ -441,20 +434,14 @@ async fn a_410_fails_the_attempt_and_flags_the_target_for_disabling() {
     });
     let (_, attempts) = run_sample(&s, "rpt-410", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Failed);
-    let e = a.last_error.as_ref().expect("reason");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "http_410_gone")
+    assert_outcome(
+        a,
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "http_410_gone",
     );
     assert_eq!(s.webhook.received().len(), 1, "no retry");
-    let target = s
-        .store
-        .get_target(&a.delivery_target_id)
-        .await
-        .expect("get")
-        .expect("exists");
-    let flag = target.disable_requested.expect("flagged for disabling");
-    assert!(flag.reason.contains("410"), "{}", flag.reason);
+    let reason = report_delivery_tests::disable_reason(&s, &a.delivery_target_id).await;
+    assert!(reason.contains("410"), "{reason}");
     s.down().await;
 }

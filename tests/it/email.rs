@@ -3,11 +3,11 @@
 //! independent parser (mail-parser).
 
 use local::sinks::{Fault, WebhookSink};
-use local::stack::LocalStack;
 use mail_parser::{MessageParser, MimeHeaders};
-use report_delivery_tests::{download, run_sample, running_stack, seed_target};
-use shared::domain::{AttemptStatus, ErrorCategory, ReportExecution};
-use shared::store::ExecutionStore;
+use report_delivery_tests::{
+    assert_outcome, download, rendered, run_sample, running_stack, seed_target,
+};
+use shared::domain::{AttemptStatus, ErrorCategory};
 
 fn email_config() -> serde_json::Value {
     serde_json::json!({
@@ -17,14 +17,6 @@ fn email_config() -> serde_json::Value {
         "reply_to": "reporting-team@example.com",
         "subject": "[Reports] {report_name} for {date}",
     })
-}
-
-async fn execution(s: &LocalStack, id: &str) -> ReportExecution {
-    s.store
-        .get_execution(id)
-        .await
-        .expect("get")
-        .expect("recorded")
 }
 
 fn addresses(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
@@ -97,8 +89,7 @@ async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
     assert!(text.contains("Weekly sales") && text.contains("Rows: 5"));
     assert!(html.contains("<h2>Weekly sales</h2>"));
     // The attachments are byte-for-byte the rendered files in S3
-    let e = execution(&s, &execution_id).await;
-    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    let (e, pdf) = rendered(&s, &execution_id).await;
     let csv = s
         .object(&e.csv.as_ref().expect("csv").key)
         .await
@@ -143,10 +134,7 @@ async fn files_above_the_size_limit_are_linked_and_the_link_serves_them() {
         .split_whitespace()
         .find(|w| w.contains("/d/"))
         .expect("a download link in the body");
-    let pdf = s
-        .object(&execution(&s, &execution_id).await.pdf.key)
-        .await
-        .expect("pdf");
+    let (_, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(download(link).await, pdf);
     s.down().await;
 }
@@ -194,13 +182,13 @@ async fn ses_unavailable_is_retried_and_then_sent_once() {
     seed_target(&s, "rpt-503m", "mail", "email", email_config(), None, &[]).await;
     let (_, attempts) = run_sample(&s, "rpt-503m", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
-    assert_eq!(a.retry_count, 1, "one backoff retry");
-    let e = a.last_error.as_ref().expect("the temporary error is kept");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Temporary, "http_503")
+    assert_outcome(
+        a,
+        AttemptStatus::Delivered,
+        ErrorCategory::Temporary,
+        "http_503",
     );
+    assert_eq!(a.retry_count, 1, "one backoff retry");
     let received = ses.received();
     assert_eq!(received.len(), 7);
     assert!(

@@ -2,9 +2,10 @@
 //! function-URL front: valid links redirect to a fresh presigned URL;
 //! tampered, forged, expired and out-of-prefix links get 403.
 
-use report_delivery_tests::{download, link_status, run_sample, running_stack, webhook_targets};
+use report_delivery_tests::{
+    download, link_status, rendered, run_sample, running_stack, webhook_targets,
+};
 use shared::domain::{LinkSigner, Timestamp};
-use shared::store::ExecutionStore;
 
 #[tokio::test]
 async fn links_redirect_while_valid_and_are_refused_when_tampered_or_expired() {
@@ -29,13 +30,7 @@ async fn links_redirect_while_valid_and_are_refused_when_tampered_or_expired() {
         .clone();
     assert!(link.starts_with(&base), "{link} is served by {base}");
     // Valid: each use answers with a fresh presigned URL to the PDF
-    let e = s
-        .store
-        .get_execution(&execution_id)
-        .await
-        .expect("get")
-        .expect("recorded");
-    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    let (e, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(download(&link).await, pdf);
     assert_eq!(download(&link).await, pdf, "links can be used again");
     // Tampered: one character of the payload changed

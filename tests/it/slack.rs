@@ -6,9 +6,10 @@ use local::slack::{
     UPLOAD,
 };
 use local::stack::LocalStack;
-use report_delivery_tests::{download, run_sample, running_stack, seed_target};
+use report_delivery_tests::{
+    assert_outcome, disable_reason, download, rendered, run_sample, running_stack, seed_target,
+};
 use shared::domain::{AttemptStatus, ErrorCategory};
-use shared::store::{ExecutionStore, TargetStore};
 
 async fn seed_bot(s: &LocalStack, report: &str, token: &str) {
     seed_target(
@@ -51,13 +52,7 @@ async fn a_bot_token_target_uploads_the_pdf_with_the_three_step_flow() {
     assert_eq!(m.channel_id.as_deref(), Some("C0SALES2026"));
     let comment = m.payload["initial_comment"].as_str().expect("comment");
     assert!(comment.contains("Weekly sales") && comment.contains("5 rows"));
-    let e = s
-        .store
-        .get_execution(&execution_id)
-        .await
-        .expect("get")
-        .expect("recorded");
-    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    let (_, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(m.files.len(), 1);
     assert_eq!(m.files[0].bytes.as_deref(), Some(pdf.as_slice()));
     assert_eq!(m.files[0].filename, "weekly-sales-2026-11-26.pdf");
@@ -88,13 +83,13 @@ async fn a_retry_after_a_failed_completion_completes_the_same_upload() {
     );
     let (_, attempts) = run_sample(&s, "rpt-resume", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
-    assert_eq!(a.retry_count, 1);
-    let e = a.last_error.as_ref().expect("temporary error kept");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Temporary, "http_503")
+    assert_outcome(
+        a,
+        AttemptStatus::Delivered,
+        ErrorCategory::Temporary,
+        "http_503",
     );
+    assert_eq!(a.retry_count, 1);
     // Before each repeat it asks Slack whether the first completion went
     // through (files.info), then completes the same file again.
     assert_eq!(
@@ -191,11 +186,11 @@ async fn rate_limits_are_temporary_and_honour_retry_after() {
     }
     let (_, attempts) = run_sample(&s, "rpt-429s", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
-    let e = a.last_error.as_ref().expect("temporary error kept");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Temporary, "ratelimited")
+    assert_outcome(
+        a,
+        AttemptStatus::Delivered,
+        ErrorCategory::Temporary,
+        "ratelimited",
     );
     // Both waits (the immediate retry and the backoff, whose schedule is
     // 1 s here) are at least the 2 s Slack asked for.
@@ -215,11 +210,11 @@ async fn a_revoked_token_fails_at_once_as_invalid_auth() {
     seed_bot(&s, "rpt-auth", "xoxb-revoked-token").await;
     let (_, attempts) = run_sample(&s, "rpt-auth", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Failed);
-    let e = a.last_error.as_ref().expect("reason");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "invalid_auth")
+    assert_outcome(
+        a,
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "invalid_auth",
     );
     assert_eq!(s.slack.calls(), [GET_UPLOAD_URL], "no retry");
     assert!(s.slack.messages().is_empty());
@@ -241,13 +236,7 @@ async fn an_incoming_webhook_posts_block_kit_with_a_working_download_button() {
     assert!(fields.contains("2026-11-26 08:00 CET"), "{fields}");
     let button = &blocks[2]["elements"][0];
     assert_eq!(button["type"], "button");
-    let e = s
-        .store
-        .get_execution(&execution_id)
-        .await
-        .expect("get")
-        .expect("recorded");
-    let pdf = s.object(&e.pdf.key).await.expect("pdf");
+    let (_, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(download(button["url"].as_str().expect("url")).await, pdf);
     s.down().await;
 }
@@ -266,19 +255,13 @@ async fn a_removed_incoming_webhook_fails_and_flags_the_target() {
     );
     let (_, attempts) = run_sample(&s, "rpt-gone", 1).await;
     let a = &attempts[0];
-    assert_eq!(a.status, AttemptStatus::Failed);
-    let e = a.last_error.as_ref().expect("reason");
-    assert_eq!(
-        (e.category, e.code.as_str()),
-        (ErrorCategory::Permanent, "no_service")
+    assert_outcome(
+        a,
+        AttemptStatus::Failed,
+        ErrorCategory::Permanent,
+        "no_service",
     );
-    let target = s
-        .store
-        .get_target("slack-hook")
-        .await
-        .expect("get")
-        .expect("exists");
-    let flag = target.disable_requested.expect("flagged for disabling");
-    assert!(flag.reason.contains("no_service"), "{}", flag.reason);
+    let reason = disable_reason(&s, "slack-hook").await;
+    assert!(reason.contains("no_service"), "{reason}");
     s.down().await;
 }

@@ -158,3 +158,53 @@ pub async fn link_status(link: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// Asserts an attempt ended in `status` with its last error recorded as
+/// `category` and `code`.
+pub fn assert_outcome(
+    a: &shared::domain::DeliveryAttempt,
+    status: shared::domain::AttemptStatus,
+    category: shared::domain::ErrorCategory,
+    code: &str,
+) {
+    assert_eq!(a.status, status, "last error: {:?}", a.last_error);
+    let e = a.last_error.as_ref().expect("an error is recorded");
+    assert_eq!(
+        (e.category, e.code.as_str()),
+        (category, code),
+        "{}",
+        e.message
+    );
+}
+
+/// The recorded execution and its PDF as stored in S3.
+pub async fn rendered(
+    s: &LocalStack,
+    execution_id: &str,
+) -> (shared::domain::ReportExecution, Vec<u8>) {
+    use shared::store::ExecutionStore;
+    let execution = s
+        .store
+        .get_execution(execution_id)
+        .await
+        .expect("get")
+        .expect("the execution is recorded");
+    let pdf = s
+        .object(&execution.pdf.key)
+        .await
+        .expect("the PDF is in S3");
+    (execution, pdf)
+}
+
+/// The reason a target was flagged for disabling (fails if it was not).
+pub async fn disable_reason(s: &LocalStack, target_id: &str) -> String {
+    use shared::store::TargetStore;
+    s.store
+        .get_target(target_id)
+        .await
+        .expect("get")
+        .expect("the target exists")
+        .disable_requested
+        .expect("flagged for disabling")
+        .reason
+}
