@@ -283,6 +283,7 @@ pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &s
             rendered_at: now,
             fanned_out_at: None,
             target_count: None,
+            fanout_note: None,
             created_at: now,
             updated_at: now,
         })

@@ -201,8 +201,8 @@ pub async fn provision(
                 .ok_or_else(|| anyhow!("{id}: redrive without target"))?,
         )?;
         let max = get(redrive, "maxReceiveCount")
-            .and_then(scalar)
             .ok_or_else(|| anyhow!("{id}: redrive without maxReceiveCount"))?;
+        let max = crate::template::resolve(max, &|i, a| stack.lookup(i, a))?;
         let dlq_arn = &stack
             .queues
             .get(&dlq)

@@ -60,6 +60,9 @@ pub struct FunctionHost {
     pid: Mutex<Option<u32>>,
     /// Completed invocations, for tests and the demo.
     pub invocations: std::sync::atomic::AtomicU64,
+    /// Batches still to throttle: received, not invoked, and left on the
+    /// queue, as Lambda does when it has no concurrency to spare.
+    throttle: std::sync::atomic::AtomicU32,
 }
 
 impl FunctionHost {
@@ -102,6 +105,26 @@ impl FunctionHost {
                 ))
             }
         }
+    }
+
+    /// Throttles the next `batches` received batches: they are returned to
+    /// the queue (visible again after a second) without an invocation, so
+    /// their receive count grows without a try.
+    pub fn throttle(&self, batches: u32) {
+        self.throttle
+            .store(batches, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Invokes the function once with a JSON payload (e.g. a scheduled
+    /// event) and returns its answer.
+    pub async fn invoke_json(&self, payload: &serde_json::Value) -> Result<serde_json::Value> {
+        let reply = self
+            .invoke(payload.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("{} failed: {e}", self.spec.binary))?;
+        self.invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(serde_json::from_slice(&reply).unwrap_or(serde_json::Value::Null))
     }
 
     /// The current process id, if one is running.
@@ -180,6 +203,7 @@ impl Runner {
                 spawned_at: Mutex::new(None),
                 pid: Mutex::new(None),
                 invocations: 0.into(),
+                throttle: 0.into(),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -534,6 +558,29 @@ async fn poll(
             }
         };
         if messages.is_empty() {
+            continue;
+        }
+        let throttled = host
+            .throttle
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if throttled {
+            info!(function = %host.spec.binary, records = messages.len(), "throttled; batch left on the queue");
+            for m in &messages {
+                if let Some(h) = m.receipt_handle() {
+                    let _ = sqs
+                        .change_message_visibility()
+                        .queue_url(&url)
+                        .receipt_handle(h)
+                        .visibility_timeout(1)
+                        .send()
+                        .await;
+                }
+            }
             continue;
         }
         let records: Vec<_> = messages

@@ -47,6 +47,8 @@ impl Received {
 struct Inner {
     received: Vec<Received>,
     faults: VecDeque<Fault>,
+    /// Requests whose head and body were read, answered or not yet.
+    arrived: usize,
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -85,6 +87,12 @@ impl WebhookSink {
         if let Ok(mut i) = self.inner.lock() {
             i.faults.push_back(fault);
         }
+    }
+
+    /// Requests read so far, including those still held by a `Delay`
+    /// fault (`received` lists a request only once it is answered).
+    pub fn arrived(&self) -> usize {
+        self.inner.lock().map(|i| i.arrived).unwrap_or_default()
     }
 
     /// Everything received so far.
@@ -143,7 +151,10 @@ async fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    let fault = inner.lock().ok().and_then(|mut i| i.faults.pop_front());
+    let fault = inner.lock().ok().and_then(|mut i| {
+        i.arrived += 1;
+        i.faults.pop_front()
+    });
     let (status, retry_after) = match &fault {
         Some(Fault::Status { code, retry_after }) => (Some(*code), *retry_after),
         Some(Fault::Close) => (None, None),

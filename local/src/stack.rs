@@ -54,8 +54,19 @@ impl LocalStack {
     /// Provisions a stack named `prefix` and starts the webhook sink;
     /// captures and function logs go under `work_dir`.
     pub async fn up(prefix: &str, work_dir: &Path) -> Result<Self> {
+        Self::up_with(prefix, work_dir, |_| Ok(())).await
+    }
+
+    /// Like [`Self::up`], with the template edited first (e.g. shorter
+    /// timeouts, so tests that wait for redeliveries finish quickly).
+    pub async fn up_with(
+        prefix: &str,
+        work_dir: &Path,
+        edit: impl FnOnce(&mut Template) -> Result<()>,
+    ) -> Result<Self> {
         let sdk = crate::sdk_config().await?;
-        let template = Template::load(&project_root().join("template.yaml"))?;
+        let mut template = Template::load(&project_root().join("template.yaml"))?;
+        edit(&mut template)?;
         let stack = provision(&sdk, &template, prefix).await?;
         let tables = Tables {
             targets: stack.table("TargetsTable")?.to_owned(),

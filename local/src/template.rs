@@ -120,6 +120,26 @@ impl Template {
         })
     }
 
+    /// Replaces one property of a resource, e.g. a shorter visibility
+    /// timeout for tests that wait for redeliveries.
+    pub fn set_property(&mut self, logical_id: &str, key: &str, value: Value) -> Result<()> {
+        let r = self
+            .resources
+            .get_mut(logical_id)
+            .ok_or_else(|| anyhow!("no resource {logical_id} in the template"))?;
+        let props = r
+            .properties
+            .as_mapping_mut()
+            .ok_or_else(|| anyhow!("{logical_id} has no Properties"))?;
+        props.insert(Value::String(key.into()), value);
+        Ok(())
+    }
+
+    /// A numeric property of a resource (e.g. a queue's `VisibilityTimeout`).
+    pub fn number(&self, logical_id: &str, key: &str) -> Option<u64> {
+        get(&self.resources.get(logical_id)?.properties, key).and_then(Value::as_u64)
+    }
+
     /// Logical ids of resources of one type, sorted.
     pub fn of_kind(&self, kind: &str) -> Vec<(&String, &Resource)> {
         self.resources

@@ -68,24 +68,30 @@ async fn malformed_and_invalid_execution_messages_go_to_the_dead_letter_queue_wi
 }
 
 #[tokio::test]
-async fn an_unknown_report_is_dead_lettered_by_fanout() {
+async fn a_report_without_active_targets_is_recorded_on_the_execution_not_dead_lettered() {
     let s = running_stack("bad-report", &[]).await;
     let (execution_id, body) = sample_execution("rpt-nobody-knows");
     s.send("ExecutionsQueue", &body).await.expect("send");
-    let dead = dead_lettered(&s, "FanoutDeadLetterQueue").await;
-    assert_eq!(
-        dead.attributes.get("error_code").map(String::as_str),
-        Some("unknown_report")
-    );
-    assert!(dead.body.contains(&execution_id));
-    // The render itself was kept
-    assert!(
-        s.store
+    // Then fan-out records the outcome on the execution
+    let start = std::time::Instant::now();
+    let execution = loop {
+        let e = s
+            .store
             .get_execution(&execution_id)
             .await
             .expect("get")
-            .is_some()
-    );
+            .filter(|e| e.fanned_out_at.is_some());
+        if let Some(e) = e {
+            break e;
+        }
+        assert!(start.elapsed() < WAIT, "fan-out did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(execution.target_count, Some(0));
+    assert_eq!(execution.fanout_note.as_deref(), Some("no_active_targets"));
+    // And nothing went to a dead-letter queue (no alarm for a legitimate case)
+    assert_eq!(s.depth("FanoutDeadLetterQueue").await.expect("depth"), 0);
+    assert_eq!(s.depth("FanoutQueue").await.expect("depth"), 0);
     s.down().await;
 }
 
@@ -98,18 +104,31 @@ async fn unknown_attempts_and_malformed_delivery_tasks_are_dead_lettered() {
         dead.attributes.get("error_code").map(String::as_str),
         Some("malformed_message")
     );
-    let ghost = serde_json::to_string(&DeliveryTask::DeliverV1 {
-        attempt_id: "att_ghost".into(),
-        execution_id: "e".into(),
-        target_id: "t".into(),
-    })
-    .expect("json");
-    s.send("WebhookDeliveryQueue", &ghost).await.expect("send");
-    let dead = dead_lettered(&s, "DeliveryDeadLetterQueue").await;
-    assert_eq!(
-        dead.attributes.get("error_code").map(String::as_str),
-        Some("unknown_attempt")
-    );
+    let task = |attempt_id: &str, target_id: &str| {
+        serde_json::to_string(&DeliveryTask::DeliverV1 {
+            attempt_id: attempt_id.into(),
+            execution_id: "e".into(),
+            target_id: target_id.into(),
+        })
+        .expect("json")
+    };
+    let ghost = shared::domain::attempt::attempt_id("e", "t");
+    for (body, code) in [
+        (task(&ghost, "t"), "unknown_attempt"),
+        (task("att_forged", "t"), "mismatched_attempt"),
+        (task(&ghost, "t2"), "mismatched_attempt"),
+        (task("", "t"), "invalid_id"),
+        (task(&ghost, &"t".repeat(3000)), "invalid_id"),
+    ] {
+        s.send("WebhookDeliveryQueue", &body).await.expect("send");
+        let dead = dead_lettered(&s, "DeliveryDeadLetterQueue").await;
+        assert_eq!(
+            dead.attributes.get("error_code").map(String::as_str),
+            Some(code),
+            "{}",
+            &body[..body.len().min(120)]
+        );
+    }
     s.down().await;
 }
 

@@ -7,7 +7,7 @@ use report_delivery_tests::{
     SIGNING_SECRET, assert_outcome, run_sample, running_stack, sample_execution, webhook_targets,
 };
 use shared::contract::DeliveryTask;
-use shared::domain::{AttemptStatus, ErrorCategory};
+use shared::domain::{AttemptStatus, ErrorCategory, TryNext};
 use shared::store::ExecutionStore;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ fn verify_with_reference(
     out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
 }
 
-async fn seed_one(s: &LocalStack, report: &str) {
+pub(crate) async fn seed_one(s: &LocalStack, report: &str) {
     s.seed(&webhook_targets(
         report,
         &[("hook", "/hooks/a", true, true)],
@@ -219,6 +219,10 @@ async fn a_permanent_4xx_fails_at_once_with_its_reason() {
     );
     assert_eq!(a.retry_count, 0);
     assert_eq!(
+        a.history.iter().map(|t| t.then).collect::<Vec<_>>(),
+        [TryNext::Failed]
+    );
+    assert_eq!(
         s.webhook.received().len(),
         1,
         "no retry of a permanent failure"
@@ -244,16 +248,54 @@ async fn exhausted_retries_fail_the_attempt_and_move_the_message_to_the_dead_let
         Some("retries_exhausted")
     );
     assert_eq!(a.retry_count, 3, "three backoff retries");
-    // 1 try + 1 immediate retry + 3 backoff retries
+    // 1 try + 1 immediate retry + 3 backoff retries, each in the history
     assert_eq!(s.webhook.received().len(), 5);
+    assert_eq!(a.tries, 5);
+    let then: Vec<TryNext> = a.history.iter().map(|t| t.then).collect();
+    assert_eq!(
+        then,
+        [
+            TryNext::ImmediateRetry,
+            TryNext::Backoff,
+            TryNext::Backoff,
+            TryNext::Backoff,
+            TryNext::Exhausted
+        ]
+    );
+    assert!(
+        a.history
+            .iter()
+            .all(|t| t.code.as_deref() == Some("http_503"))
+    );
+    // Deliver moved the message itself, with its reason, and confirmed it
     let dead = s
         .drain("DeliveryDeadLetterQueue", Duration::from_secs(20))
         .await
         .expect("drain");
-    assert_eq!(dead.len(), 1, "the redrive policy moved the message");
+    assert_eq!(dead.len(), 1, "exactly one dead letter");
     let task: DeliveryTask = serde_json::from_str(&dead[0].body).expect("original body kept");
     let DeliveryTask::DeliverV1 { attempt_id, .. } = task;
     assert_eq!(attempt_id, a.id);
+    assert_eq!(
+        dead[0].attributes.get("error_code").map(String::as_str),
+        Some("retries_exhausted")
+    );
+    assert_eq!(dead[0].attributes.get("attempt_id"), Some(&a.id));
+    let record = s.store_attempts(&a.report_execution_id).await;
+    assert!(
+        record[0]
+            .dead_letter
+            .as_ref()
+            .and_then(|d| d.sent_at)
+            .is_some(),
+        "the record says the dead letter is on the queue"
+    );
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    let more = s
+        .drain("DeliveryDeadLetterQueue", Duration::from_secs(2))
+        .await
+        .expect("drain");
+    assert!(more.is_empty(), "no second dead letter: {more:?}");
     s.down().await;
 }
 
@@ -348,7 +390,7 @@ pub(crate) async fn wait_empty(s: &LocalStack, queue: &str) {
     }
 }
 
-trait AttemptsOf {
+pub(crate) trait AttemptsOf {
     async fn store_attempts(&self, execution_id: &str) -> Vec<shared::domain::DeliveryAttempt>;
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod delivery;
 mod email;
 mod fanout;
+mod guarantees;
 mod links;
 mod render;
 mod slack;

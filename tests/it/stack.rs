@@ -13,23 +13,23 @@ async fn provisioned_queues_and_tables_have_the_template_attributes() {
         (
             "ExecutionsQueue",
             "180",
-            Some(("ExecutionsDeadLetterQueue", 3)),
+            Some(("ExecutionsDeadLetterQueue", 10)),
         ),
-        ("FanoutQueue", "540", Some(("FanoutDeadLetterQueue", 3))),
+        ("FanoutQueue", "540", Some(("FanoutDeadLetterQueue", 10))),
         (
             "EmailDeliveryQueue",
             "360",
-            Some(("DeliveryDeadLetterQueue", 4)),
+            Some(("DeliveryDeadLetterQueue", 30)),
         ),
         (
             "SlackDeliveryQueue",
             "360",
-            Some(("DeliveryDeadLetterQueue", 4)),
+            Some(("DeliveryDeadLetterQueue", 30)),
         ),
         (
             "WebhookDeliveryQueue",
             "360",
-            Some(("DeliveryDeadLetterQueue", 4)),
+            Some(("DeliveryDeadLetterQueue", 30)),
         ),
         ("DeliveryDeadLetterQueue", "30", None),
     ];
@@ -105,13 +105,65 @@ async fn provisioned_queues_and_tables_have_the_template_attributes() {
                 ]
             ),
             (
-                "by_status".to_owned(),
-                vec!["status".to_owned(), "created_at".to_owned()]
+                "by_pending".to_owned(),
+                vec!["pending_shard".to_owned(), "created_at".to_owned()]
             ),
             (
                 "by_target".to_owned(),
                 vec!["delivery_target_id".to_owned(), "status".to_owned()]
             ),
         ]
+    );
+}
+
+/// The timing rules deliver relies on, read from `template.yaml` itself:
+/// a lease (deadline + margin) always ends before its message's visibility
+/// timeout, and the redrive safety net sits well above the retry schedule.
+#[test]
+fn the_template_keeps_leases_inside_visibility_and_the_safety_net_above_the_schedule() {
+    let template =
+        local::template::Template::load(&local::stack::project_root().join("template.yaml"))
+            .expect("template");
+    let deliver = template
+        .functions()
+        .expect("functions")
+        .into_iter()
+        .find(|f| f.binary == "deliver")
+        .expect("deliver");
+    let margin: u64 = match deliver.env.get("LEASE_MARGIN_SECONDS") {
+        Some(serde_norway::Value::String(s)) => s.parse().expect("seconds"),
+        other => panic!("LEASE_MARGIN_SECONDS is {other:?}"),
+    };
+    for source in &deliver.sources {
+        let visibility = template
+            .number(&source.queue, "VisibilityTimeout")
+            .expect("visibility");
+        assert!(
+            visibility > deliver.timeout_secs + margin,
+            "{}: visibility {visibility} must exceed timeout {} + lease margin {margin}",
+            source.queue,
+            deliver.timeout_secs
+        );
+    }
+    let schedule =
+        shared::domain::RetryPolicy::parse_schedule(&template.parameters["RetryScheduleSeconds"])
+            .expect("schedule");
+    let policy = shared::domain::RetryPolicy {
+        schedule,
+        ..Default::default()
+    };
+    let max: u32 = template.parameters["DeliveryMaxReceiveCount"]
+        .parse()
+        .expect("number");
+    policy
+        .check_max_receive_count(max)
+        .expect("the default safety net fits the default schedule");
+    let fast = (
+        report_delivery_tests::FAST_DELIVER_TIMEOUT_SECS,
+        report_delivery_tests::FAST_VISIBILITY_SECS,
+    );
+    assert!(
+        fast.1 > fast.0 + 2,
+        "the fast test stack keeps the same rule"
     );
 }

@@ -4,7 +4,7 @@
 use report_delivery_tests::stack;
 use shared::domain::{
     AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, TargetConfig, TargetType,
-    Timestamp, Transition,
+    Timestamp, Transition, TriesUpdate, TryNext, TryRecord,
 };
 use shared::domain::{DeliveryTarget, attempt::attempt_id};
 use shared::store::{Applied, AttemptStore, Created, TargetStore};
@@ -51,12 +51,33 @@ fn error(code: &str) -> AttemptError {
     }
 }
 
-fn begin(token: &str) -> Transition {
-    let now = Timestamp::now();
+fn begin(a: &DeliveryAttempt, token: &str) -> Transition {
+    begin_at(a, token, Timestamp::now())
+}
+
+fn begin_at(a: &DeliveryAttempt, token: &str, now: Timestamp) -> Transition {
     Transition::Begin {
         token: token.into(),
         now,
         lease_until: now.plus(time::Duration::minutes(5)),
+        execution_id: a.report_execution_id.clone(),
+        target_id: a.delivery_target_id.clone(),
+    }
+}
+
+fn one_try(n: u32, then: TryNext) -> TriesUpdate {
+    TriesUpdate {
+        tries: n,
+        history: (1..=n)
+            .map(|i| TryRecord {
+                n: i,
+                at: Timestamp::now(),
+                ms: 5,
+                code: (then != TryNext::Delivered).then(|| "http_503".to_owned()),
+                then,
+                delay_ms: None,
+            })
+            .collect(),
     }
 }
 
@@ -65,6 +86,16 @@ fn deliver(token: &str) -> Transition {
         token: token.into(),
         now: Timestamp::now(),
         metadata: BTreeMap::from([("http_status".to_owned(), "200".to_owned())]),
+        tries: one_try(1, TryNext::Delivered),
+    }
+}
+
+fn fail(token: Option<&str>, code: &str, dead_letter: bool) -> Transition {
+    Transition::Fail {
+        token: token.map(str::to_owned),
+        error: error(code),
+        tries: None,
+        dead_letter,
     }
 }
 
@@ -95,7 +126,11 @@ async fn an_attempt_goes_queued_processing_delivered_and_stays_delivered() {
     let s = stack("storage-happy").await;
     let a = queued(&s.store, "e1", "t1").await;
     // When it is begun and delivered by the lease holder
-    let begun = s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    let begun = s
+        .store
+        .apply(&a.id, &begin(&a, "tok"))
+        .await
+        .expect("begin");
     assert_eq!(status(&begun), Some(AttemptStatus::Processing));
     let done = s
         .store
@@ -113,20 +148,16 @@ async fn an_attempt_goes_queued_processing_delivered_and_stays_delivered() {
     );
     assert!(done.delivered_at.is_some() && done.lease_token.is_none());
     // And no transition can leave delivered
-    let fail_with = Transition::Fail {
-        token: Some("tok".into()),
-        error: error("x"),
-    };
-    let fail_without = Transition::Fail {
-        token: None,
-        error: error("x"),
-    };
+    assert_eq!((done.tries, done.history.len()), (1, 1));
+    let fail_with = fail(Some("tok"), "x", false);
+    let fail_without = fail(None, "x", false);
     let retry = Transition::ScheduleRetry {
         token: "tok".into(),
         error: error("x"),
+        tries: one_try(2, TryNext::Backoff),
     };
     for t in [
-        begin("again"),
+        begin(&a, "again"),
         deliver("tok"),
         retry,
         fail_with,
@@ -144,9 +175,16 @@ async fn an_attempt_goes_queued_processing_delivered_and_stays_delivered() {
 async fn a_live_lease_refuses_a_second_begin_and_a_stale_token() {
     let s = stack("storage-lease").await;
     let a = queued(&s.store, "e1", "t1").await;
-    s.store.apply(&a.id, &begin("first")).await.expect("begin");
+    s.store
+        .apply(&a.id, &begin(&a, "first"))
+        .await
+        .expect("begin");
     // A second worker cannot take a live lease
-    let second = s.store.apply(&a.id, &begin("second")).await.expect("apply");
+    let second = s
+        .store
+        .apply(&a.id, &begin(&a, "second"))
+        .await
+        .expect("apply");
     assert_eq!(status(&second), None);
     // A stale token cannot finish
     let stale = s
@@ -157,11 +195,7 @@ async fn a_live_lease_refuses_a_second_begin_and_a_stale_token() {
     assert_eq!(status(&stale), None);
     // An expired lease can be taken over (a crashed worker)
     let later = Timestamp::now().plus(time::Duration::minutes(10));
-    let takeover = Transition::Begin {
-        token: "third".into(),
-        now: later,
-        lease_until: later.plus(time::Duration::minutes(5)),
-    };
+    let takeover = begin_at(&a, "third", later);
     let taken = s.store.apply(&a.id, &takeover).await.expect("apply");
     let Applied::Yes(taken) = taken else {
         panic!("expired lease not taken over")
@@ -180,7 +214,10 @@ async fn retries_count_up_and_failures_record_their_reason() {
     );
     // processing → queued with retry_count + 1, twice
     for round in 1..=2 {
-        s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+        s.store
+            .apply(&a.id, &begin(&a, "tok"))
+            .await
+            .expect("begin");
         let r = s
             .store
             .apply(
@@ -188,6 +225,7 @@ async fn retries_count_up_and_failures_record_their_reason() {
                 &Transition::ScheduleRetry {
                     token: "tok".into(),
                     error: error("http_503"),
+                    tries: one_try(round, TryNext::Backoff),
                 },
             )
             .await
@@ -195,23 +233,23 @@ async fn retries_count_up_and_failures_record_their_reason() {
         let Applied::Yes(r) = r else {
             panic!("retry refused")
         };
-        assert_eq!((r.status, r.retry_count), (AttemptStatus::Queued, round));
+        assert_eq!(
+            (r.status, r.retry_count, r.tries, r.begins),
+            (AttemptStatus::Queued, round, round, round)
+        );
         assert_eq!(
             r.last_error.as_ref().map(|e| e.code.as_str()),
             Some("http_503")
         );
     }
     // processing → failed with the reason
-    s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    s.store
+        .apply(&a.id, &begin(&a, "tok"))
+        .await
+        .expect("begin");
     let failed = s
         .store
-        .apply(
-            &a.id,
-            &Transition::Fail {
-                token: Some("tok".into()),
-                error: error("retries_exhausted"),
-            },
-        )
+        .apply(&a.id, &fail(Some("tok"), "retries_exhausted", true))
         .await
         .expect("fail");
     let Applied::Yes(failed) = failed else {
@@ -219,22 +257,34 @@ async fn retries_count_up_and_failures_record_their_reason() {
     };
     assert_eq!(failed.status, AttemptStatus::Failed);
     assert!(failed.failed_at.is_some());
-    // failed → processing is allowed (an operator's redrive)
+    assert!(failed.dead_letter_pending(), "a dead letter was asked for");
+    // failed is terminal for deliver: a later copy cannot begin again
     assert_eq!(
         status(
             &s.store
-                .apply(&a.id, &begin("redrive"))
+                .apply(&a.id, &begin(&a, "again"))
                 .await
                 .expect("begin")
         ),
-        Some(AttemptStatus::Processing)
+        None
+    );
+    // the dead letter is confirmed once
+    let confirm = Transition::ConfirmDeadLetter {
+        now: Timestamp::now(),
+    };
+    let confirmed = s.store.apply(&a.id, &confirm).await.expect("confirm");
+    let Applied::Yes(confirmed) = confirmed else {
+        panic!("confirm refused")
+    };
+    assert!(!confirmed.dead_letter_pending());
+    assert!(confirmed.dead_letter.and_then(|d| d.sent_at).is_some());
+    assert_eq!(
+        status(&s.store.apply(&a.id, &confirm).await.expect("apply")),
+        None
     );
     // queued → failed without a lease; but not from processing without one
     let b = queued(&s.store, "e1", "t2").await;
-    let no_lease_fail = Transition::Fail {
-        token: None,
-        error: error("target_not_found"),
-    };
+    let no_lease_fail = fail(None, "target_not_found", false);
     assert_eq!(
         status(&s.store.apply(&b.id, &no_lease_fail).await.expect("apply")),
         Some(AttemptStatus::Failed)
@@ -246,7 +296,7 @@ async fn retries_count_up_and_failures_record_their_reason() {
     // A transition on a missing attempt is refused with nothing to show
     let missing = s
         .store
-        .apply("att_missing", &begin("x"))
+        .apply("att_missing", &begin(&b, "x"))
         .await
         .expect("apply");
     assert_eq!(missing, Applied::Refused(None));
@@ -257,7 +307,10 @@ async fn creating_an_attempt_twice_returns_the_existing_one() {
     let s = stack("storage-create").await;
     let a = queued(&s.store, "e1", "t1").await;
     assert_eq!(a.id, attempt_id("e1", "t1"));
-    s.store.apply(&a.id, &begin("tok")).await.expect("begin");
+    s.store
+        .apply(&a.id, &begin(&a, "tok"))
+        .await
+        .expect("begin");
     let again = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, Timestamp::now());
     let Created::Existing(existing) = s.store.create(&again).await.expect("create") else {
         panic!("second create must not overwrite");
@@ -332,16 +385,26 @@ async fn access_patterns_are_served_by_queries() {
     let second = queued(&s.store, "e1", "w1").await;
     let third = queued(&s.store, "e2", "w0").await;
     s.store
-        .apply(&third.id, &begin("tok"))
+        .apply(&third.id, &begin(&third, "tok"))
         .await
         .expect("begin");
-    let by_status = s
-        .store
-        .by_status(AttemptStatus::Queued, None, 100)
-        .await
-        .expect("query");
-    let queued_ids: Vec<_> = by_status.items.iter().map(|a| a.id.clone()).collect();
-    assert_eq!(queued_ids, [first.id.clone(), second.id.clone()]);
+    let mut pending = Vec::new();
+    let later = Timestamp::now().plus(time::Duration::seconds(1));
+    for shard in 0..shared::store::PENDING_SHARDS {
+        let page = s
+            .store
+            .pending(shard, later, None, 100)
+            .await
+            .expect("query");
+        pending.extend(page.items);
+    }
+    pending.sort();
+    let mut want = vec![first.id.clone(), second.id.clone(), third.id.clone()];
+    want.sort();
+    assert_eq!(
+        pending, want,
+        "every unsettled attempt is in the pending index"
+    );
     let of_w0 = s
         .store
         .by_target("w0", Some(AttemptStatus::Processing))

@@ -28,6 +28,47 @@ pub async fn running_stack(test: &str, overrides: &[(&str, &str)]) -> LocalStack
     s
 }
 
+/// Deliver's timeout in a [`fast_stack`].
+pub const FAST_DELIVER_TIMEOUT_SECS: u64 = 25;
+/// The delivery queues' visibility timeout in a [`fast_stack`]: above the
+/// deliver timeout plus the lease margin, as in `template.yaml`.
+pub const FAST_VISIBILITY_SECS: u64 = 40;
+
+/// A running stack whose deliver timeout (25 s) and delivery-queue
+/// visibility (40 s) are short, with a 2 s lease margin and 1 s backoffs,
+/// for tests that wait for a redelivery after a crash or a lease.
+pub async fn fast_stack(test: &str, overrides: &[(&str, &str)]) -> LocalStack {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run the tests with `make test`, which starts moto"
+    );
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let work = work_dir().join(format!("{test}-{prefix}"));
+    let mut s = LocalStack::up_with(&prefix, &work, |t| {
+        for q in [
+            "EmailDeliveryQueue",
+            "SlackDeliveryQueue",
+            "WebhookDeliveryQueue",
+        ] {
+            t.set_property(q, "VisibilityTimeout", FAST_VISIBILITY_SECS.into())?;
+        }
+        t.set_property(
+            "DeliverFunction",
+            "Timeout",
+            FAST_DELIVER_TIMEOUT_SECS.into(),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("provisioning {prefix} failed: {e:#}"));
+    let mut env = vec![
+        ("RETRY_SCHEDULE_SECONDS", "1,1,1"),
+        ("LEASE_MARGIN_SECONDS", "2"),
+    ];
+    env.extend_from_slice(overrides);
+    s.start_runner(&env).await.expect("runner starts");
+    s
+}
+
 /// Where tests keep captures and function logs.
 pub fn work_dir() -> PathBuf {
     local::stack::project_root().join("target/it")

@@ -1,6 +1,7 @@
 //! deliver Lambda: sends one attempt through its channel, with retries.
 
 use lambda_runtime::{LambdaEvent, service_fn};
+use shared::domain::Timestamp;
 use shared::handlers::{HandlerError, deliver};
 
 #[tokio::main]
@@ -9,7 +10,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = deliver::Deps::from_env().await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-        Ok::<_, HandlerError>(deliver::handle(deps, event.payload).await)
+        let deadline = Timestamp::from_unix_millis(event.context.deadline as i64);
+        Ok::<_, HandlerError>(deliver::handle(deps, event.payload, deadline).await)
     }))
     .await
 }

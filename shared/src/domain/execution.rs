@@ -38,6 +38,9 @@ pub struct ReportExecution {
     /// Attempts queued by fan-out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_count: Option<u64>,
+    /// Why fan-out queued nothing, e.g. `no_active_targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout_note: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -10,7 +10,10 @@ pub mod target;
 pub mod time;
 pub mod url;
 
-pub use attempt::{AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition};
+pub use attempt::{
+    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition, TriesUpdate, TryNext,
+    TryRecord,
+};
 pub use connection::ServiceConnection;
 pub use execution::ReportExecution;
 pub use link::{LinkClaim, LinkError, LinkSigner};

@@ -1,18 +1,32 @@
-//! deliver: one attempt → one send through its channel. Takes a lease with a
-//! conditional write, so duplicates of a message never send twice and
-//! `delivered` stays terminal; classifies failures and drives retries
-//! through the pure [`RetryPolicy`].
+//! deliver: one attempt → one send through its channel.
+//!
+//! * A lease, taken with a conditional write, makes duplicates of a message
+//!   never send twice. It ends shortly after the invocation's deadline, so
+//!   it always expires before the message's visibility timeout; a copy that
+//!   finds a live lease hides its message until the lease expires.
+//! * Tries are counted on the attempt record, with a bounded history; the
+//!   pure [`RetryPolicy`] decides from that count, never from SQS's receive
+//!   count. Exhausted attempts are failed and dead-lettered by this code,
+//!   in an order that a crash at any line leaves repairable.
+//! * Every send gets a timeout from the invocation's remaining time; near
+//!   the deadline, sends are put off without counting a try.
 
-use super::{Outcome, body_of, process_batch, receive_count};
+use super::{Outcome, body_of, process_batch, store_outcome, valid_id};
 use crate::blob::BlobStore;
-use crate::channel::{Channels, DeliveryContext, DeliveryError, LinkedFile, Progress};
+use crate::channel::{
+    Channel, Channels, DeliveryContext, DeliveryError, LinkedFile, Progress, Receipt,
+};
 use crate::contract::DeliveryTask;
+use crate::domain::attempt::attempt_id as pair_id;
+use crate::domain::execution::ReportExecution;
+use crate::domain::retry::clamp_visibility;
 use crate::domain::target::Format;
 use crate::domain::{
-    AttemptError, DeliveryAttempt, ErrorCategory, RetryDecision, RetryPolicy, Timestamp, Transition,
+    AttemptError, AttemptStatus, DeliveryAttempt, DeliveryTarget, ErrorCategory, RetryDecision,
+    RetryPolicy, ServiceConnection, Timestamp, Transition, TriesUpdate, TryNext, TryRecord,
 };
 use crate::handlers::links::LinkIssuer;
-use crate::queue::{Queue, queue_url_from_arn};
+use crate::queue::{DeadLetter, Queue, queue_url_from_arn};
 use crate::store::{
     Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore,
 };
@@ -21,7 +35,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{Span, error, info, warn};
 
 /// What deliver needs.
@@ -39,22 +53,101 @@ pub struct Deps {
     pub links: LinkIssuer,
     /// How long download links stay valid.
     pub link_ttl: Duration,
-    /// How long a processing lease lasts; at least the function timeout.
-    pub lease: Duration,
+    /// How the invocation's time is spent.
+    pub timing: Timing,
     /// `AWS_ENDPOINT_URL`, to address queues from their ARNs locally.
     pub sqs_endpoint: Option<String>,
     /// Messages processed at once within a batch.
     pub concurrency: usize,
 }
 
-/// The Lambda handler.
-pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+/// How deliver spends an invocation's time. The lease and the queues'
+/// visibility timeouts both follow from the function timeout: the lease is
+/// the deadline plus `lease_margin`, and `template.yaml` keeps every
+/// delivery queue's visibility timeout above timeout + margin (checked by
+/// a test over the template).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Added to the invocation's deadline to make the lease.
+    pub lease_margin: Duration,
+    /// The lease when there is no deadline (direct calls in tests).
+    pub lease_without_deadline: Duration,
+    /// Time kept after a send for the writes that record it.
+    pub reserve: Duration,
+    /// A send is not started with less time than this left.
+    pub min_send: Duration,
+    /// The longest one send may take, deadline or not.
+    pub max_send: Duration,
+    /// How long a message put off near the deadline stays hidden.
+    pub defer: Duration,
+    /// A copy of a message finishes an unconfirmed dead letter only this
+    /// long after the failure (its own run normally confirms at once).
+    pub dead_letter_repair_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease_margin: Duration::from_secs(30),
+            lease_without_deadline: Duration::from_secs(15 * 60),
+            reserve: Duration::from_secs(5),
+            min_send: Duration::from_secs(10),
+            max_send: Duration::from_secs(120),
+            defer: Duration::from_secs(2),
+            dead_letter_repair_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The invocation's clock: when the batch arrived and its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    received: Instant,
+    deadline: Option<Timestamp>,
+}
+
+impl Clock {
+    /// Time left before the deadline (`None` without one).
+    fn remaining(&self) -> Option<Duration> {
+        let ms = self.deadline?.millis_since(Timestamp::now());
+        Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// Whether a send of at least `min_send` still fits, after `wait`.
+    fn fits_a_send(&self, t: &Timing, wait: Duration) -> bool {
+        self.remaining()
+            .is_none_or(|left| left >= wait + t.min_send + t.reserve)
+    }
+
+    /// The timeout for a send starting now.
+    fn send_budget(&self, t: &Timing) -> Duration {
+        self.remaining()
+            .map_or(t.max_send, |left| left.saturating_sub(t.reserve))
+            .min(t.max_send)
+    }
+
+    /// When a lease taken now ends.
+    fn lease_until(&self, t: &Timing, now: Timestamp) -> Timestamp {
+        let (from, extra) = match self.deadline {
+            Some(d) => (d, t.lease_margin),
+            None => (now, t.lease_without_deadline),
+        };
+        from.plus(time::Duration::try_from(extra).unwrap_or(time::Duration::minutes(15)))
+    }
+}
+
+/// The Lambda handler. `deadline` is the invocation's deadline.
+pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -> SqsBatchResponse {
+    let clock = Clock {
+        received: Instant::now(),
+        deadline,
+    };
     process_batch(
         &event,
         deps.queue.as_ref(),
         &deps.dead_letter_url,
         deps.concurrency,
-        |m: &SqsMessage| process(deps, m),
+        |m: &SqsMessage| process(deps, m, clock),
     )
     .await
 }
@@ -65,74 +158,157 @@ fn temp(e: &dyn std::fmt::Display) -> Outcome {
     }
 }
 
-async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
+/// A deliver task whose ids passed the edge checks.
+struct Task {
+    attempt_id: String,
+    execution_id: String,
+    target_id: String,
+}
+
+fn parse_task(body: &str) -> Result<Task, Outcome> {
+    let DeliveryTask::DeliverV1 {
+        attempt_id,
+        execution_id,
+        target_id,
+    } = serde_json::from_str::<DeliveryTask>(body).map_err(|e| Outcome::Reject {
+        code: "malformed_message",
+        reason: format!("not a valid deliver.v1 task: {e}"),
+    })?;
+    if ![&attempt_id, &execution_id, &target_id]
+        .iter()
+        .all(|id| valid_id(id))
+    {
+        return Err(Outcome::Reject {
+            code: "invalid_id",
+            reason: "attempt_id, execution_id and target_id must be 1-128 of [A-Za-z0-9-_.:]"
+                .into(),
+        });
+    }
+    if pair_id(&execution_id, &target_id) != attempt_id {
+        return Err(Outcome::Reject {
+            code: "mismatched_attempt",
+            reason: "attempt_id is not the attempt of this execution and target".into(),
+        });
+    }
+    Ok(Task {
+        attempt_id,
+        execution_id,
+        target_id,
+    })
+}
+
+async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
     let body = match body_of(m) {
         Ok(b) => b,
         Err(outcome) => return outcome,
     };
-    let (attempt_id, target_id) = match serde_json::from_str::<DeliveryTask>(body) {
-        Ok(DeliveryTask::DeliverV1 {
-            attempt_id,
-            target_id,
-            ..
-        }) => (attempt_id, target_id),
-        Err(e) => {
-            return Outcome::Reject {
-                code: "malformed_message",
-                reason: format!("not a valid deliver.v1 task: {e}"),
-            };
-        }
+    let task = match parse_task(body) {
+        Ok(t) => t,
+        Err(outcome) => return outcome,
     };
-    Span::current().record("attempt_id", attempt_id.as_str());
+    Span::current().record("attempt_id", task.attempt_id.as_str());
+    if !clock.fits_a_send(&deps.timing, Duration::ZERO) {
+        // Not a try: the message comes back to a fresh invocation.
+        hide(deps, m, deps.timing.defer, &clock).await;
+        return Outcome::Retry {
+            reason: "too close to the deadline to start a send".into(),
+        };
+    }
     let token = uuid::Uuid::new_v4().simple().to_string();
     let now = Timestamp::now();
     let begin = Transition::Begin {
         token: token.clone(),
         now,
-        lease_until: now
-            .plus(time::Duration::try_from(deps.lease).unwrap_or(time::Duration::minutes(15))),
+        lease_until: clock.lease_until(&deps.timing, now),
+        execution_id: task.execution_id.clone(),
+        target_id: task.target_id.clone(),
     };
-    let attempt = match deps.attempts.apply(&attempt_id, &begin).await {
+    let attempt = match deps.attempts.apply(&task.attempt_id, &begin).await {
         Ok(Applied::Yes(a)) => a,
         Ok(Applied::Refused(None)) => {
             return Outcome::Reject {
                 code: "unknown_attempt",
-                reason: format!("attempt {attempt_id} does not exist"),
+                reason: format!("attempt {} does not exist", task.attempt_id),
             };
         }
         Ok(Applied::Refused(Some(current))) => {
-            // Delivered is terminal; a live lease means another copy of this
-            // message is being handled. Either way this copy is done.
-            info!(%attempt_id, status = %current.status, "duplicate message ignored");
-            return Outcome::Done;
+            return not_begun(deps, m, &clock, &task, current).await;
         }
-        Err(e) => return temp(&e),
+        Err(e) => return store_outcome(&e),
     };
-    if attempt.delivery_target_id != target_id {
-        return fail(
-            deps,
-            &attempt,
-            &token,
-            DeliveryError::permanent(
-                "invalid_payload",
-                "message target does not match the attempt",
-            ),
-        )
-        .await;
-    }
-    match prepare_and_send(deps, &attempt, &token, m).await {
-        Ok(outcome) => outcome,
+    match prepare(deps, &attempt).await {
+        Ok(send) => send_with_retries(deps, m, &clock, &attempt, &token, send).await,
+        // The lease stays until it expires; by then the message is back.
         Err(SendFailure::Store(e)) if e.is_retryable() => temp(&e),
         Err(SendFailure::Store(e)) => {
-            fail(
-                deps,
-                &attempt,
-                &token,
-                DeliveryError::permanent("invalid_record", e.to_string()),
-            )
-            .await
+            let code = match e {
+                StoreError::Invalid { .. } => "invalid_record",
+                _ => "store_refused",
+            };
+            let error = DeliveryError::permanent(code, e.to_string());
+            fail(deps, &attempt, &token, error, &[]).await
         }
-        Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e).await,
+        Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e, &[]).await,
+    }
+}
+
+/// A copy of the message could not take the lease: acknowledge it only when
+/// the attempt is terminal; otherwise hide it until it can try again.
+async fn not_begun(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    task: &Task,
+    current: DeliveryAttempt,
+) -> Outcome {
+    if current.delivery_target_id != task.target_id
+        || current.report_execution_id != task.execution_id
+    {
+        return Outcome::Reject {
+            code: "mismatched_attempt",
+            reason: "the message's execution or target is not the attempt's".into(),
+        };
+    }
+    let now = Timestamp::now();
+    match current.status {
+        AttemptStatus::Failed if current.dead_letter_pending() => {
+            let age = current.failed_at.map_or(0, |at| now.millis_since(at));
+            let wait = deps
+                .timing
+                .dead_letter_repair_after
+                .saturating_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)));
+            if wait.is_zero() {
+                warn!(attempt_id = %current.id, "finishing an unconfirmed dead letter");
+                finish_dead_letter(deps, m, clock, &current).await
+            } else {
+                hide(deps, m, wait + Duration::from_secs(1), clock).await;
+                Outcome::Retry {
+                    reason: "its run is dead-lettering the attempt".into(),
+                }
+            }
+        }
+        AttemptStatus::Delivered | AttemptStatus::Failed => {
+            info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
+            Outcome::Done
+        }
+        AttemptStatus::Processing => {
+            let left = current
+                .lease_expires_at
+                .map_or(0, |until| until.millis_since(now));
+            let wait = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+            hide(deps, m, wait + Duration::from_secs(1), clock).await;
+            info!(attempt_id = %current.id, wait_ms = wait.as_millis() as u64, "another run holds the lease; message hidden until it expires");
+            Outcome::Retry {
+                reason: "another run holds the lease".into(),
+            }
+        }
+        AttemptStatus::Queued => {
+            // Lost a race with another copy between its begin and release.
+            hide(deps, m, Duration::from_secs(1), clock).await;
+            Outcome::Retry {
+                reason: "the attempt changed while taking the lease".into(),
+            }
+        }
     }
 }
 
@@ -157,12 +333,20 @@ impl From<StoreError> for SendFailure {
     }
 }
 
-async fn prepare_and_send(
-    deps: &Deps,
+/// Everything one send needs, read once per invocation.
+struct Prepared<'a> {
+    target: DeliveryTarget,
+    execution: ReportExecution,
+    connection: Option<ServiceConnection>,
+    channel: &'a dyn Channel,
+    files: Vec<LinkedFile>,
+    link_expires_at: Timestamp,
+}
+
+async fn prepare<'a>(
+    deps: &'a Deps,
     attempt: &DeliveryAttempt,
-    token: &str,
-    m: &SqsMessage,
-) -> Result<Outcome, SendFailure> {
+) -> Result<Prepared<'a>, SendFailure> {
     let missing = |code: &str, what: &str| {
         SendFailure::Delivery(DeliveryError::permanent(code, what.to_owned()))
     };
@@ -226,6 +410,47 @@ async fn prepare_and_send(
         let names: Vec<&str> = wanted.iter().map(|f| f.as_str()).collect();
         return Err(missing_files(&names));
     }
+    Ok(Prepared {
+        target,
+        execution,
+        connection,
+        channel,
+        files,
+        link_expires_at,
+    })
+}
+
+/// The tries of this invocation, appended to the attempt's.
+struct Tries<'a> {
+    attempt: &'a DeliveryAttempt,
+    new: Vec<TryRecord>,
+}
+
+impl Tries<'_> {
+    /// The total of finished sends, this invocation's included.
+    fn total(&self) -> u32 {
+        self.attempt
+            .tries
+            .saturating_add(u32::try_from(self.new.len()).unwrap_or(u32::MAX))
+    }
+
+    fn update(&self) -> TriesUpdate {
+        TriesUpdate {
+            tries: self.total(),
+            history: self.attempt.history_with(&self.new),
+        }
+    }
+}
+
+/// Sends, retrying at once when the policy says so, and records the end.
+async fn send_with_retries(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    attempt: &DeliveryAttempt,
+    token: &str,
+    send: Prepared<'_>,
+) -> Outcome {
     let progress = AttemptProgress {
         attempts: deps.attempts.as_ref(),
         id: &attempt.id,
@@ -233,98 +458,271 @@ async fn prepare_and_send(
         saved: Mutex::new(attempt.metadata.clone()),
         lost: AtomicBool::new(false),
     };
-    let receives = receive_count(m);
-    let mut immediate_used = false;
+    let mut tries = Tries {
+        attempt,
+        new: Vec::new(),
+    };
     loop {
         let ctx = DeliveryContext {
             attempt,
-            target: &target,
-            execution: &execution,
-            connection: connection.as_ref(),
-            files: &files,
-            link_expires_at,
+            target: &send.target,
+            execution: &send.execution,
+            connection: send.connection.as_ref(),
+            files: &send.files,
+            link_expires_at: send.link_expires_at,
             now: Timestamp::now(),
             blobs: deps.blobs.as_ref(),
             progress: &progress,
         };
-        let started = std::time::Instant::now();
-        let error = match channel.deliver(&ctx).await {
+        let at = Timestamp::now();
+        let started = Instant::now();
+        let budget = clock.send_budget(&deps.timing);
+        let result = match tokio::time::timeout(budget, send.channel.deliver(&ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::temporary(
+                "deadline",
+                format!(
+                    "the send did not finish in the {} ms left for it",
+                    budget.as_millis()
+                ),
+            )),
+        };
+        let mut record = TryRecord {
+            n: tries.total().saturating_add(1),
+            at,
+            ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            code: None,
+            then: TryNext::Delivered,
+            delay_ms: None,
+        };
+        let error = match result {
             Ok(receipt) => {
-                let deliver = Transition::Deliver {
-                    token: token.to_owned(),
-                    now: Timestamp::now(),
-                    metadata: receipt.metadata,
-                };
-                return match deps.attempts.apply(&attempt.id, &deliver).await? {
-                    Applied::Yes(done) => {
-                        info!(
-                            attempt_id = %done.id,
-                            channel = %done.target_type,
-                            send_ms = started.elapsed().as_millis() as u64,
-                            delivery_ms = done.delivery_millis().unwrap_or_default(),
-                            retries = done.retry_count,
-                            "delivered"
-                        );
-                        Ok(Outcome::Done)
-                    }
-                    Applied::Refused(current) => {
-                        warn!(attempt_id = %attempt.id, status = ?current.map(|c| c.status), "lease lost after a successful send");
-                        Ok(Outcome::Done)
-                    }
-                };
+                tries.new.push(record);
+                return delivered(deps, attempt, token, receipt, &tries, started).await;
             }
             Err(_) if progress.lost.load(Ordering::Relaxed) => {
                 // Another copy of the message owns the attempt now; it finishes it.
                 warn!(attempt_id = %attempt.id, "lease lost mid-send; leaving the attempt to its new owner");
-                return Ok(Outcome::Done);
+                return Outcome::Done;
             }
-            Err(e) if !e.is_retryable() => return Err(SendFailure::Delivery(e)),
             Err(e) => e,
         };
+        record.code = Some(error.code().to_owned());
+        if !error.is_retryable() {
+            record.then = TryNext::Failed;
+            tries.new.push(record);
+            return fail(deps, attempt, token, error, &tries.new).await;
+        }
         let jitter = uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64;
-        let decision = deps
+        let immediate = deps
             .policy
-            .decide(receives, immediate_used, error.retry_after(), jitter);
+            .immediate_available(attempt.retry_count, tries.total().saturating_add(1));
+        let decision =
+            deps.policy
+                .decide(attempt.retry_count, immediate, error.retry_after(), jitter);
         warn!(attempt_id = %attempt.id, code = error.code(), reason = error.message(), ?decision, "temporary failure");
         match decision {
-            RetryDecision::Immediate(wait) => {
-                immediate_used = true;
+            RetryDecision::Immediate(wait) if clock.fits_a_send(&deps.timing, wait) => {
+                record.then = TryNext::ImmediateRetry;
+                record.delay_ms = Some(millis(wait));
+                tries.new.push(record);
                 tokio::time::sleep(wait).await;
             }
+            RetryDecision::Immediate(wait) => {
+                // The immediate retry does not fit: it becomes the next
+                // receive's try, without counting a backoff.
+                let delay = wait.max(deps.timing.defer);
+                record.then = TryNext::Deferred;
+                record.delay_ms = Some(millis(delay));
+                tries.new.push(record);
+                return defer(deps, m, clock, attempt, token, &tries, delay).await;
+            }
             RetryDecision::Backoff(delay) => {
+                let delay = clamp_visibility(delay, clock.received.elapsed());
+                record.then = TryNext::Backoff;
+                record.delay_ms = Some(millis(delay));
+                tries.new.push(record);
                 let retry = Transition::ScheduleRetry {
                     token: token.to_owned(),
                     error: attempt_error(&error),
+                    tries: tries.update(),
                 };
-                deps.attempts.apply(&attempt.id, &retry).await?;
-                hide(deps, m, delay).await;
-                return Ok(Outcome::Retry {
+                if let Err(e) = apply_settling(deps, &attempt.id, &retry).await {
+                    return temp(&e);
+                }
+                hide(deps, m, delay, clock).await;
+                return Outcome::Retry {
                     reason: format!("{}: retry in {}s", error.code(), delay.as_secs()),
-                });
+                };
             }
             RetryDecision::Exhausted => {
-                let fail = Transition::Fail {
-                    token: Some(token.to_owned()),
-                    error: AttemptError {
-                        code: "retries_exhausted".into(),
-                        message: format!(
-                            "gave up after {receives} tries; last error {}: {}",
-                            error.code(),
-                            error.message()
-                        ),
-                        ..attempt_error(&error)
-                    },
-                };
-                deps.attempts.apply(&attempt.id, &fail).await?;
-                // Make it visible at once so the redrive policy moves it to
-                // the dead-letter queue on the next receive.
-                hide(deps, m, Duration::ZERO).await;
-                return Ok(Outcome::Retry {
-                    reason: "retries exhausted; left for the dead-letter queue".into(),
-                });
+                record.then = TryNext::Exhausted;
+                tries.new.push(record);
+                return exhaust(deps, m, clock, attempt, token, &error, &tries).await;
             }
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn delivered(
+    deps: &Deps,
+    attempt: &DeliveryAttempt,
+    token: &str,
+    receipt: Receipt,
+    tries: &Tries<'_>,
+    started: Instant,
+) -> Outcome {
+    let deliver = Transition::Deliver {
+        token: token.to_owned(),
+        now: Timestamp::now(),
+        metadata: receipt.metadata,
+        tries: tries.update(),
+    };
+    match apply_settling(deps, &attempt.id, &deliver).await {
+        Ok(Applied::Yes(done)) => {
+            info!(
+                attempt_id = %done.id,
+                channel = %done.target_type,
+                send_ms = started.elapsed().as_millis() as u64,
+                delivery_ms = done.delivery_millis().unwrap_or_default(),
+                tries = done.tries,
+                retries = done.retry_count,
+                "delivered"
+            );
+            Outcome::Done
+        }
+        Ok(Applied::Refused(current)) => {
+            warn!(attempt_id = %attempt.id, status = ?current.map(|c| c.status), "lease lost after a successful send");
+            Outcome::Done
+        }
+        // Sent but not recorded: the message comes back and the send is
+        // repeated (the documented duplicate window; webhooks carry the
+        // same webhook-id, so receivers can drop it).
+        Err(e) => temp(&e),
+    }
+}
+
+/// Puts the next try off without counting a backoff.
+async fn defer(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    attempt: &DeliveryAttempt,
+    token: &str,
+    tries: &Tries<'_>,
+    delay: Duration,
+) -> Outcome {
+    let t = Transition::Defer {
+        token: token.to_owned(),
+        now: Timestamp::now(),
+        tries: tries.update(),
+    };
+    if let Err(e) = apply_settling(deps, &attempt.id, &t).await {
+        return temp(&e);
+    }
+    hide(deps, m, delay, clock).await;
+    Outcome::Retry {
+        reason: "deferred near the deadline".into(),
+    }
+}
+
+/// The schedule is used up: fail the attempt (asking for a dead letter),
+/// send the dead letter, confirm it, then acknowledge the message. A crash
+/// after the failure leaves `dead_letter` unconfirmed; the message comes
+/// back and its next copy (or the reconciler) finishes the job.
+async fn exhaust(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    attempt: &DeliveryAttempt,
+    token: &str,
+    last: &DeliveryError,
+    tries: &Tries<'_>,
+) -> Outcome {
+    let fail = Transition::Fail {
+        token: Some(token.to_owned()),
+        error: AttemptError {
+            code: "retries_exhausted".into(),
+            message: format!(
+                "gave up after {} tries ({} backoff retries); last error {}: {}",
+                tries.total(),
+                attempt.retry_count,
+                last.code(),
+                last.message()
+            )
+            .chars()
+            .take(1000)
+            .collect(),
+            ..attempt_error(last)
+        },
+        tries: Some(tries.update()),
+        dead_letter: true,
+    };
+    match apply_settling(deps, &attempt.id, &fail).await {
+        Ok(Applied::Yes(failed)) => {
+            error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
+            finish_dead_letter(deps, m, clock, &failed).await
+        }
+        Ok(Applied::Refused(current)) => {
+            warn!(attempt_id = %attempt.id, status = ?current.map(|c| c.status), "lease lost before giving up");
+            Outcome::Done
+        }
+        Err(e) => temp(&e),
+    }
+}
+
+/// Sends the dead letter of an exhausted attempt and confirms it on the
+/// record; the message is acknowledged only after both.
+async fn finish_dead_letter(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    attempt: &DeliveryAttempt,
+) -> Outcome {
+    let reason = attempt
+        .last_error
+        .as_ref()
+        .map(|e| e.message.as_str())
+        .unwrap_or("retries exhausted");
+    let letter = DeadLetter {
+        body: m.body.as_deref().unwrap_or(""),
+        code: "retries_exhausted",
+        reason,
+        source_message_id: m.message_id.as_deref().unwrap_or(""),
+        attempt_id: Some(&attempt.id),
+    };
+    if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
+        hide(deps, m, deps.timing.dead_letter_repair_after, clock).await;
+        return temp(&e);
+    }
+    let confirm = Transition::ConfirmDeadLetter {
+        now: Timestamp::now(),
+    };
+    match apply_settling(deps, &attempt.id, &confirm).await {
+        Ok(_) => Outcome::Done,
+        Err(e) => temp(&e),
+    }
+}
+
+/// Applies a write that settles an invocation's work, retrying briefly on
+/// temporary store errors: losing it would repeat a send or a dead letter.
+async fn apply_settling(deps: &Deps, id: &str, t: &Transition) -> Result<Applied, StoreError> {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..2 {
+        match deps.attempts.apply(id, t).await {
+            Err(e) if e.is_retryable() => {
+                warn!(attempt_id = %id, error = %e, "store write failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            other => return other,
+        }
+    }
+    deps.attempts.apply(id, t).await
 }
 
 fn attempt_error(e: &DeliveryError) -> AttemptError {
@@ -381,7 +779,13 @@ impl Progress for AttemptProgress<'_> {
     }
 }
 
-async fn fail(deps: &Deps, attempt: &DeliveryAttempt, token: &str, e: DeliveryError) -> Outcome {
+async fn fail(
+    deps: &Deps,
+    attempt: &DeliveryAttempt,
+    token: &str,
+    e: DeliveryError,
+    new_tries: &[TryRecord],
+) -> Outcome {
     error!(attempt_id = %attempt.id, code = e.code(), reason = e.message(), "permanent failure");
     if e.target_gone() {
         let reason = format!("{}: {}", e.code(), e.message());
@@ -396,17 +800,24 @@ async fn fail(deps: &Deps, attempt: &DeliveryAttempt, token: &str, e: DeliveryEr
             Err(err) => return temp(&err),
         }
     }
+    let tries = Tries {
+        attempt,
+        new: new_tries.to_vec(),
+    };
     let t = Transition::Fail {
         token: Some(token.to_owned()),
         error: attempt_error(&e),
+        tries: Some(tries.update()),
+        dead_letter: false,
     };
-    match deps.attempts.apply(&attempt.id, &t).await {
+    match apply_settling(deps, &attempt.id, &t).await {
         Ok(_) => Outcome::Done,
         Err(err) => temp(&err),
     }
 }
 
-async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration) {
+/// Hides the message for `delay` (clamped to what SQS accepts now).
+async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration, clock: &Clock) {
     let (Some(arn), Some(handle)) = (m.event_source_arn.as_deref(), m.receipt_handle.as_deref())
     else {
         return;
@@ -414,16 +825,31 @@ async fn hide(deps: &Deps, m: &SqsMessage, delay: Duration) {
     let Some(url) = queue_url_from_arn(arn, deps.sqs_endpoint.as_deref()) else {
         return;
     };
+    let delay = clamp_visibility(delay, clock.received.elapsed());
     if let Err(e) = deps.queue.change_visibility(&url, handle, delay).await {
         // The queue's own visibility timeout still applies; the retry comes later, not never.
-        warn!(error = %e, "could not set the backoff visibility");
+        warn!(error = %e, "could not set the message's visibility");
     }
 }
 
 impl Deps {
-    /// Builds the deps from the environment `template.yaml` sets.
+    /// Builds the deps from the environment `template.yaml` sets, and
+    /// checks the queues' safety net against the retry schedule.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::{optional, required, retry_policy, seconds, tables};
+        use crate::config::{ConfigError, optional, required, retry_policy, seconds, tables};
+        let policy = retry_policy()?;
+        let max_receive: u32 = required("DELIVERY_MAX_RECEIVE_COUNT")?
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                name: "DELIVERY_MAX_RECEIVE_COUNT",
+                reason: "expected a whole number".into(),
+            })?;
+        policy
+            .check_max_receive_count(max_receive)
+            .map_err(|reason| ConfigError::Invalid {
+                name: "DELIVERY_MAX_RECEIVE_COUNT",
+                reason,
+            })?;
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         Ok(Self {
@@ -437,7 +863,7 @@ impl Deps {
             )),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channels: Channels::from_env(&sdk)?,
-            policy: retry_policy()?,
+            policy,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             // Deliver signs with the newest key at start-up; after a
             // rotation ("new,old") the links function accepts both.
@@ -446,7 +872,10 @@ impl Deps {
                 base_url: required("LINKS_BASE_URL")?,
             },
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
-            lease: seconds("LEASE_SECONDS", 900)?,
+            timing: Timing {
+                lease_margin: seconds("LEASE_MARGIN_SECONDS", 30)?,
+                ..Timing::default()
+            },
             sqs_endpoint: optional("AWS_ENDPOINT_URL_SQS").or_else(|| optional("AWS_ENDPOINT_URL")),
             concurrency: 10,
         })

@@ -3,11 +3,14 @@
 //! writes, and marked once their message is on the queue, so a re-run sends
 //! nothing twice and a crash in between loses nothing.
 
-use super::{Outcome, body_of, process_batch};
+use super::{Outcome, body_of, process_batch, store_outcome, valid_id};
 use crate::contract::{DeliveryTask, FanoutTask};
 use crate::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
 use crate::queue::{OutMessage, Queue};
-use crate::store::{AttemptStore, Created, ExecutionStore, TargetRef, TargetStore};
+use crate::store::{AttemptStore, Created, ExecutionStore, StoreError, TargetRef, TargetStore};
+
+/// The fan-out note of an execution whose report had no active target.
+pub const NO_ACTIVE_TARGETS: &str = "no_active_targets";
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{StreamExt, TryStreamExt};
 use std::time::Duration;
@@ -79,6 +82,21 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             };
         }
     };
+    if !valid_id(&execution_id) {
+        return Outcome::Reject {
+            code: "invalid_id",
+            reason: "execution_id must be 1-128 of [A-Za-z0-9-_.:]".into(),
+        };
+    }
+    if cursor
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 4096)
+    {
+        return Outcome::Reject {
+            code: "invalid_cursor",
+            reason: "the cursor is empty or longer than 4096 characters".into(),
+        };
+    }
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
         reason: e.to_string(),
     };
@@ -90,20 +108,8 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
                 reason: format!("execution {execution_id} is not recorded"),
             };
         }
-        Err(e) => return retry(&e),
+        Err(e) => return store_outcome(&e),
     };
-    if cursor.is_none() {
-        match deps.targets.report_known(&execution.report_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Outcome::Reject {
-                    code: "unknown_report",
-                    reason: format!("report {} has no delivery targets", execution.report_id),
-                };
-            }
-            Err(e) => return retry(&e),
-        }
-    }
     loop {
         if let Some(deadline) = deadline
             && deadline.millis_since(Timestamp::now()) < deps.reserve.as_millis() as i64
@@ -128,7 +134,13 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             .await
         {
             Ok(p) => p,
-            Err(e) => return retry(&e),
+            Err(StoreError::Invalid { reason, .. }) => {
+                return Outcome::Reject {
+                    code: "invalid_cursor",
+                    reason,
+                };
+            }
+            Err(e) => return store_outcome(&e),
         };
         if let Err(outcome) =
             queue_page(deps, &execution.id, &execution.report_id, &page.items).await
@@ -141,14 +153,17 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             break;
         }
     }
+    // A report with no active targets is a legitimate, recorded outcome,
+    // not a dead letter.
+    let note = (queued == 0).then_some(NO_ACTIVE_TARGETS);
     if let Err(e) = deps
         .executions
-        .mark_fanned_out(&execution_id, queued, Timestamp::now())
+        .mark_fanned_out(&execution_id, queued, note, Timestamp::now())
         .await
     {
-        return retry(&e);
+        return store_outcome(&e);
     }
-    info!(%execution_id, targets = queued, "fan-out complete");
+    info!(%execution_id, targets = queued, note, "fan-out complete");
     Outcome::Done
 }
 
@@ -169,9 +184,7 @@ async fn queue_page(
         .buffer_unordered(deps.concurrency)
         .try_collect()
         .await
-        .map_err(|e| Outcome::Retry {
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| store_outcome(&e))?;
     let pending: Vec<DeliveryAttempt> = created
         .into_iter()
         .filter_map(|c| match c {
@@ -241,9 +254,7 @@ async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Res
         deps.attempts
             .mark_enqueued(&a.id, now)
             .await
-            .map_err(|e| Outcome::Retry {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| store_outcome(&e))?;
     }
     if to_send.is_empty() {
         Ok(())

@@ -86,6 +86,7 @@ where
                             code,
                             reason: &reason,
                             source_message_id: &id,
+                            attempt_id: None,
                         };
                         match queue.dead_letter(dead_letter_url, letter).await {
                             Ok(()) => true,
@@ -112,6 +113,26 @@ where
         }
     }
     response
+}
+
+/// What a store error means for a message: leave it for redelivery when
+/// the store may recover; dead-letter it with the reason when the store
+/// refused the request or a record is unreadable, so it never loops.
+pub fn store_outcome(e: &crate::store::StoreError) -> Outcome {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Backend(_) => Outcome::Retry {
+            reason: e.to_string(),
+        },
+        StoreError::Refused { .. } => Outcome::Reject {
+            code: "store_refused",
+            reason: e.to_string(),
+        },
+        StoreError::Invalid { .. } => Outcome::Reject {
+            code: "invalid_record",
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// Reads a message body, refusing oversized ones before parsing.

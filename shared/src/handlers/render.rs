@@ -154,6 +154,7 @@ async fn render_and_store(
         rendered_at: now,
         fanned_out_at: None,
         target_count: None,
+        fanout_note: None,
         created_at: now,
         updated_at: now,
     };

@@ -28,6 +28,8 @@ pub struct DeadLetter<'a> {
     pub reason: &'a str,
     /// The message id it had on its source queue.
     pub source_message_id: &'a str,
+    /// The attempt it belongs to, when known (deliver's exhausted retries).
+    pub attempt_id: Option<&'a str>,
 }
 
 /// What the handlers need from a queue service.

@@ -74,16 +74,20 @@ impl Queue for SqsQueue {
     async fn dead_letter(&self, queue_url: &str, l: DeadLetter<'_>) -> Result<(), QueueError> {
         // An empty body is not a valid SQS message; keep a marker instead.
         let body = if l.body.is_empty() { "<empty>" } else { l.body };
-        self.client
+        let mut req = self
+            .client
             .send_message()
             .queue_url(queue_url)
             .message_body(body)
             .message_attributes("error_code", attr(l.code)?)
-            .message_attributes("error_reason", attr(&truncate(l.reason, 1000))?)
-            .message_attributes("source_message_id", attr(l.source_message_id)?)
-            .send()
-            .await
-            .map_err(err)?;
+            .message_attributes("error_reason", attr(&truncate(l.reason, 1000))?);
+        if !l.source_message_id.is_empty() {
+            req = req.message_attributes("source_message_id", attr(l.source_message_id)?);
+        }
+        if let Some(id) = l.attempt_id {
+            req = req.message_attributes("attempt_id", attr(id)?);
+        }
+        req.send().await.map_err(err)?;
         Ok(())
     }
 

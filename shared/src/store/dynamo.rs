@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use base64::Engine as _;
@@ -22,8 +23,9 @@ use std::collections::HashMap;
 
 /// GSI on the targets table: `report_id` + `active_type` (`active#email`).
 pub const TARGETS_BY_REPORT: &str = "by_report";
-/// GSI on the attempts table: `status` + `created_at`.
-pub const ATTEMPTS_BY_STATUS: &str = "by_status";
+/// Sparse GSI on the attempts table: `pending_shard` + `created_at`, keys
+/// only. Only unsettled attempts carry `pending_shard`; settling removes it.
+pub const ATTEMPTS_PENDING: &str = "by_pending";
 /// GSI on the attempts table: `delivery_target_id` + `status`.
 pub const ATTEMPTS_BY_TARGET: &str = "by_target";
 /// GSI on the attempts table: `report_execution_id` + `delivery_target_id`.
@@ -82,21 +84,47 @@ impl DynamoStore {
     }
 }
 
-fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    e: SdkError<E, R>,
-) -> StoreError {
-    let detail = match &e {
+fn backend<E: ProvideErrorMetadata + std::fmt::Debug>(e: SdkError<E, HttpResponse>) -> StoreError {
+    match &e {
         SdkError::ServiceError(s) => {
             let err = s.err();
-            format!(
-                "{}: {}",
-                err.code().unwrap_or("unknown"),
-                err.message().unwrap_or("")
-            )
+            let code = err.code().unwrap_or("unknown");
+            let detail = format!("{code}: {}", err.message().unwrap_or(""));
+            if is_retryable_service_error(code, s.raw().status().as_u16()) {
+                StoreError::Backend(detail)
+            } else {
+                StoreError::Refused {
+                    code: code.to_owned(),
+                    reason: detail,
+                }
+            }
         }
-        other => format!("{other:?}").chars().take(300).collect(),
-    };
-    StoreError::Backend(detail)
+        // The request could not be built: retrying the same one won't help.
+        SdkError::ConstructionFailure(_) => StoreError::Refused {
+            code: "construction_failure".into(),
+            reason: format!("{e:?}").chars().take(300).collect(),
+        },
+        // Timeouts, connection failures and unreadable answers.
+        other => StoreError::Backend(format!("{other:?}").chars().take(300).collect()),
+    }
+}
+
+/// Whether a DynamoDB service error is worth retrying: throttling, server
+/// errors and transaction conflicts are; validation, access and missing
+/// resources are not.
+pub fn is_retryable_service_error(code: &str, status: u16) -> bool {
+    const TEMPORARY: [&str; 9] = [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "RequestTimeout",
+    ];
+    TEMPORARY.contains(&code) || status >= 500 || status == 429 || status == 408
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -132,24 +160,51 @@ fn encode_cursor(key: Option<HashMap<String, AttributeValue>>) -> Option<String>
         .map(|b| URL_SAFE_NO_PAD.encode(b))
 }
 
+/// Decodes a cursor, accepting only the index's key attributes (each a
+/// plain, bounded string) and the values a query pins (e.g. its report).
 fn decode_cursor(
     cursor: Option<String>,
+    keys: &[&str],
+    pinned: &[(&str, &str)],
 ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
+    let invalid = |reason: String| StoreError::Invalid {
+        id: "cursor".into(),
+        reason,
+    };
+    if cursor.len() > 4096 {
+        return Err(invalid("longer than 4096 characters".into()));
+    }
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor.as_bytes())
-        .map_err(|_| StoreError::Invalid {
-            id: "cursor".into(),
-            reason: "not base64".into(),
-        })?;
+        .map_err(|_| invalid("not base64url".into()))?;
     let plain: HashMap<String, String> =
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Invalid {
-            id: "cursor".into(),
-            reason: e.to_string(),
-        })?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not a key map: {e}")))?;
+    if plain.len() != keys.len() || keys.iter().any(|k| !plain.contains_key(*k)) {
+        return Err(invalid(format!("must hold exactly the keys {keys:?}")));
+    }
+    if plain.values().any(|v| v.is_empty() || v.len() > 1024) {
+        return Err(invalid("a key value is empty or too long".into()));
+    }
+    for (k, want) in pinned {
+        if plain.get(*k).map(String::as_str) != Some(*want) {
+            return Err(invalid(format!("belongs to another {k}")));
+        }
+    }
     Ok(Some(plain.into_iter().map(|(k, v)| (k, s(v))).collect()))
+}
+
+/// The pending-index shard of an attempt id.
+pub fn pending_shard(id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    shard_key(digest[0] % super::PENDING_SHARDS)
+}
+
+fn shard_key(shard: u8) -> String {
+    format!("p{shard:02}")
 }
 
 /// How a target is stored: the domain fields plus the GSI sort key.
@@ -280,7 +335,11 @@ impl TargetStore for DynamoStore {
             .key_condition_expression("report_id = :r AND begins_with(active_type, :p)")
             .expression_attribute_values(":r", s(report_id))
             .expression_attribute_values(":p", s(prefix))
-            .set_exclusive_start_key(decode_cursor(cursor)?)
+            .set_exclusive_start_key(decode_cursor(
+                cursor,
+                &["id", "report_id", "active_type"],
+                &[("report_id", report_id)],
+            )?)
             .limit(page_size)
             .send()
             .await
@@ -321,11 +380,15 @@ impl TargetStore for DynamoStore {
 #[async_trait]
 impl AttemptStore for DynamoStore {
     async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError> {
+        let mut item = to_item(attempt)?;
+        if !attempt.is_settled() {
+            item.insert("pending_shard".into(), s(pending_shard(&attempt.id)));
+        }
         let result = self
             .client
             .put_item()
             .table_name(&self.tables.attempts)
-            .set_item(Some(to_item(attempt)?))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
@@ -349,113 +412,16 @@ impl AttemptStore for DynamoStore {
     }
 
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
-        let mut names = HashMap::from([("#s".to_owned(), "status".to_owned())]);
-        let mut values: HashMap<String, AttributeValue> =
-            HashMap::from([(":to".to_owned(), s(t.to().as_str()))]);
-        let mut set = vec!["#s = :to".to_owned()];
-        let mut remove: Vec<&str> = Vec::new();
-        let condition: String;
-        let put_metadata =
-            |meta: &std::collections::BTreeMap<String, String>,
-             set: &mut Vec<String>,
-             names: &mut HashMap<String, String>,
-             values: &mut HashMap<String, AttributeValue>| {
-                for (i, (k, v)) in meta.iter().enumerate() {
-                    names.insert(format!("#m{i}"), k.clone());
-                    values.insert(format!(":m{i}"), s(v.clone()));
-                    set.push(format!("metadata.#m{i} = :m{i}"));
-                }
-            };
-        let lease_held = "#s = :processing AND lease_token = :tok";
-        values.insert(":processing".into(), s("processing"));
-        match t {
-            Transition::Begin {
-                token,
-                now,
-                lease_until,
-            } => {
-                condition =
-                    "#s IN (:queued, :failed) OR (#s = :processing AND lease_expires_at < :now)"
-                        .into();
-                values.insert(":queued".into(), s("queued"));
-                values.insert(":failed".into(), s("failed"));
-                values.insert(":now".into(), s(now.to_string()));
-                values.insert(":tok".into(), s(token.clone()));
-                values.insert(":until".into(), s(lease_until.to_string()));
-                set.extend([
-                    "lease_token = :tok".into(),
-                    "lease_expires_at = :until".into(),
-                    "started_at = :now".into(),
-                    "updated_at = :now".into(),
-                ]);
-            }
-            Transition::Deliver {
-                token,
-                now,
-                metadata,
-            } => {
-                condition = lease_held.into();
-                values.insert(":tok".into(), s(token.clone()));
-                values.insert(":now".into(), s(now.to_string()));
-                set.extend(["delivered_at = :now".into(), "updated_at = :now".into()]);
-                put_metadata(metadata, &mut set, &mut names, &mut values);
-                remove.extend(["lease_token", "lease_expires_at"]);
-            }
-            Transition::ScheduleRetry { token, error } => {
-                condition = lease_held.into();
-                values.insert(":tok".into(), s(token.clone()));
-                values.insert(":err".into(), AttributeValue::M(to_item(error)?));
-                values.insert(":at".into(), s(error.at.to_string()));
-                values.insert(":one".into(), AttributeValue::N("1".into()));
-                set.extend([
-                    "retry_count = retry_count + :one".into(),
-                    "last_error = :err".into(),
-                    "updated_at = :at".into(),
-                ]);
-                remove.extend(["lease_token", "lease_expires_at"]);
-            }
-            Transition::Fail { token, error } => {
-                match token {
-                    Some(token) => {
-                        condition = lease_held.into();
-                        values.insert(":tok".into(), s(token.clone()));
-                    }
-                    None => {
-                        condition = "#s = :queued".into();
-                        values.insert(":queued".into(), s("queued"));
-                    }
-                }
-                values.insert(":err".into(), AttributeValue::M(to_item(error)?));
-                values.insert(":at".into(), s(error.at.to_string()));
-                set.extend([
-                    "last_error = :err".into(),
-                    "failed_at = :at".into(),
-                    "updated_at = :at".into(),
-                ]);
-                remove.extend(["lease_token", "lease_expires_at"]);
-            }
-            Transition::Annotate { token, metadata } => {
-                condition = lease_held.into();
-                values.insert(":tok".into(), s(token.clone()));
-                put_metadata(metadata, &mut set, &mut names, &mut values);
-            }
-        }
-        if !condition.contains(":processing") {
-            values.remove(":processing");
-        }
-        let mut update = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
+        let w = attempt_update(t)?;
         let result = self
             .client
             .update_item()
             .table_name(&self.tables.attempts)
             .key("id", s(id))
-            .update_expression(update)
-            .condition_expression(format!("attribute_exists(id) AND ({condition})"))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+            .update_expression(w.expression())
+            .condition_expression(format!("attribute_exists(id) AND ({})", w.condition))
+            .set_expression_attribute_names(Some(w.names))
+            .set_expression_attribute_values(Some(w.values))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -485,22 +451,28 @@ impl AttemptStore for DynamoStore {
         Ok(())
     }
 
-    async fn by_status(
+    async fn pending(
         &self,
-        status: AttemptStatus,
+        shard: u8,
+        created_before: Timestamp,
         cursor: Option<String>,
         page_size: i32,
-    ) -> Result<Page<DeliveryAttempt>, StoreError> {
+    ) -> Result<Page<String>, StoreError> {
+        let key = shard_key(shard);
         let out = self
             .client
             .query()
             .table_name(&self.tables.attempts)
-            .index_name(ATTEMPTS_BY_STATUS)
-            .key_condition_expression("#s = :s")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":s", s(status.as_str()))
+            .index_name(ATTEMPTS_PENDING)
+            .key_condition_expression("pending_shard = :p AND created_at < :before")
+            .expression_attribute_values(":p", s(key.clone()))
+            .expression_attribute_values(":before", s(created_before.to_string()))
             .scan_index_forward(true)
-            .set_exclusive_start_key(decode_cursor(cursor)?)
+            .set_exclusive_start_key(decode_cursor(
+                cursor,
+                &["id", "pending_shard", "created_at"],
+                &[("pending_shard", &key)],
+            )?)
             .limit(page_size)
             .send()
             .await
@@ -509,8 +481,8 @@ impl AttemptStore for DynamoStore {
             .items
             .unwrap_or_default()
             .into_iter()
-            .map(|item| from_item("by_status", item))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
+            .collect();
         Ok(Page {
             items,
             next: encode_cursor(out.last_evaluated_key),
@@ -588,15 +560,27 @@ impl ExecutionStore for DynamoStore {
         item.map(|item| from_item(id, item)).transpose()
     }
 
-    async fn mark_fanned_out(&self, id: &str, count: u64, at: Timestamp) -> Result<(), StoreError> {
-        self.client
+    async fn mark_fanned_out(
+        &self,
+        id: &str,
+        count: u64,
+        note: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut update = "SET fanned_out_at = :at, target_count = :n, updated_at = :at".to_owned();
+        let mut req = self
+            .client
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("SET fanned_out_at = :at, target_count = :n, updated_at = :at")
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(":n", AttributeValue::N(count.to_string()))
+            .expression_attribute_values(":n", AttributeValue::N(count.to_string()));
+        if let Some(note) = note {
+            update.push_str(", fanout_note = :note");
+            req = req.expression_attribute_values(":note", s(note));
+        }
+        req.update_expression(update)
             .send()
             .await
             .map_err(backend)?;
@@ -644,5 +628,246 @@ impl ConnectionStore for DynamoStore {
             id: r.id,
             credentials,
         }))
+    }
+}
+
+/// One conditional attempt update: what to set and remove, and when.
+struct AttemptWrite {
+    set: Vec<String>,
+    remove: Vec<&'static str>,
+    condition: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl AttemptWrite {
+    fn expression(&self) -> String {
+        let mut update = format!("SET {}", self.set.join(", "));
+        if !self.remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        update
+    }
+
+    fn value(&mut self, name: &str, v: AttributeValue) {
+        self.values.insert(name.to_owned(), v);
+    }
+
+    fn metadata(&mut self, meta: &std::collections::BTreeMap<String, String>) {
+        for (i, (k, v)) in meta.iter().enumerate() {
+            self.names.insert(format!("#m{i}"), k.clone());
+            self.values.insert(format!(":m{i}"), s(v.clone()));
+            self.set.push(format!("metadata.#m{i} = :m{i}"));
+        }
+    }
+
+    fn tries(&mut self, t: &crate::domain::TriesUpdate) -> Result<(), StoreError> {
+        let history = serde_dynamo::to_attribute_value(&t.history)
+            .map_err(|e| StoreError::Backend(format!("encode: {e}")))?;
+        self.value(":tries", AttributeValue::N(t.tries.to_string()));
+        self.value(":hist", history);
+        self.set
+            .extend(["tries = :tries".into(), "history = :hist".into()]);
+        Ok(())
+    }
+
+    fn lease_held(&mut self, token: &str) {
+        self.condition = "#s = :processing AND lease_token = :tok".into();
+        self.value(":processing", s("processing"));
+        self.value(":tok", s(token));
+    }
+
+    fn release(&mut self) {
+        self.remove.extend(["lease_token", "lease_expires_at"]);
+    }
+}
+
+/// Turns a transition into its conditional update (the same rule as
+/// [`Transition::permits`]).
+fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
+    let mut w = AttemptWrite {
+        set: vec!["#s = :to".to_owned()],
+        remove: Vec::new(),
+        condition: String::new(),
+        names: HashMap::from([("#s".to_owned(), "status".to_owned())]),
+        values: HashMap::from([(":to".to_owned(), s(t.to().as_str()))]),
+    };
+    match t {
+        Transition::Begin {
+            token,
+            now,
+            lease_until,
+            execution_id,
+            target_id,
+        } => {
+            w.condition = "delivery_target_id = :t AND report_execution_id = :e \
+                 AND (#s = :queued OR (#s = :processing AND lease_expires_at < :now))"
+                .into();
+            w.value(":t", s(target_id));
+            w.value(":e", s(execution_id));
+            w.value(":queued", s("queued"));
+            w.value(":processing", s("processing"));
+            w.value(":now", s(now.to_string()));
+            w.value(":tok", s(token));
+            w.value(":until", s(lease_until.to_string()));
+            w.value(":zero", AttributeValue::N("0".into()));
+            w.value(":one", AttributeValue::N("1".into()));
+            w.set.extend([
+                "lease_token = :tok".into(),
+                "lease_expires_at = :until".into(),
+                "started_at = :now".into(),
+                "updated_at = :now".into(),
+                "begins = if_not_exists(begins, :zero) + :one".into(),
+            ]);
+        }
+        Transition::Deliver {
+            token,
+            now,
+            metadata,
+            tries,
+        } => {
+            w.lease_held(token);
+            w.value(":now", s(now.to_string()));
+            w.set
+                .extend(["delivered_at = :now".into(), "updated_at = :now".into()]);
+            w.metadata(metadata);
+            w.tries(tries)?;
+            w.release();
+            w.remove.push("pending_shard");
+        }
+        Transition::ScheduleRetry {
+            token,
+            error,
+            tries,
+        } => {
+            w.lease_held(token);
+            w.value(":err", AttributeValue::M(to_item(error)?));
+            w.value(":at", s(error.at.to_string()));
+            w.value(":one", AttributeValue::N("1".into()));
+            w.set.extend([
+                "retry_count = retry_count + :one".into(),
+                "last_error = :err".into(),
+                "updated_at = :at".into(),
+            ]);
+            w.tries(tries)?;
+            w.release();
+        }
+        Transition::Defer { token, now, tries } => {
+            w.lease_held(token);
+            w.value(":now", s(now.to_string()));
+            w.set.push("updated_at = :now".into());
+            w.tries(tries)?;
+            w.release();
+        }
+        Transition::Fail {
+            token,
+            error,
+            tries,
+            dead_letter,
+        } => {
+            match token {
+                Some(token) => w.lease_held(token),
+                None => {
+                    w.condition = "#s = :queued".into();
+                    w.value(":queued", s("queued"));
+                }
+            }
+            w.value(":err", AttributeValue::M(to_item(error)?));
+            w.value(":at", s(error.at.to_string()));
+            w.set.extend([
+                "last_error = :err".into(),
+                "failed_at = :at".into(),
+                "updated_at = :at".into(),
+            ]);
+            if let Some(tries) = tries {
+                w.tries(tries)?;
+            }
+            if *dead_letter {
+                let state = crate::domain::attempt::DeadLetterState {
+                    requested_at: error.at,
+                    sent_at: None,
+                };
+                w.value(":dl", AttributeValue::M(to_item(&state)?));
+                w.set.push("dead_letter = :dl".into());
+            } else {
+                w.remove.push("pending_shard");
+            }
+            w.release();
+        }
+        Transition::Annotate { token, metadata } => {
+            w.lease_held(token);
+            w.metadata(metadata);
+        }
+        Transition::ConfirmDeadLetter { now } => {
+            w.condition = "#s = :failed AND attribute_exists(dead_letter) \
+                 AND attribute_not_exists(dead_letter.sent_at)"
+                .into();
+            w.value(":failed", s("failed"));
+            w.value(":now", s(now.to_string()));
+            w.set.extend([
+                "dead_letter.sent_at = :now".into(),
+                "updated_at = :now".into(),
+            ]);
+            w.remove.push("pending_shard");
+        }
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_errors_are_temporary_validation_and_access_are_not() {
+        for (code, status) in [
+            ("ProvisionedThroughputExceededException", 400),
+            ("ThrottlingException", 400),
+            ("InternalServerError", 500),
+            ("Whatever", 503),
+        ] {
+            assert!(is_retryable_service_error(code, status), "{code}");
+        }
+        for (code, status) in [
+            ("ValidationException", 400),
+            ("AccessDeniedException", 400),
+            ("ResourceNotFoundException", 400),
+            ("UnrecognizedClientException", 400),
+        ] {
+            assert!(!is_retryable_service_error(code, status), "{code}");
+        }
+    }
+
+    #[test]
+    fn cursors_must_be_well_formed_and_belong_to_the_query() {
+        let enc = |v: serde_json::Value| Some(URL_SAFE_NO_PAD.encode(v.to_string()));
+        let keys = ["id", "report_id", "active_type"];
+        let pinned = [("report_id", "r1")];
+        let good =
+            serde_json::json!({"id": "t1", "report_id": "r1", "active_type": "active#email"});
+        assert!(decode_cursor(enc(good), &keys, &pinned).is_ok());
+        let other_report =
+            serde_json::json!({"id": "t1", "report_id": "r2", "active_type": "active#email"});
+        for bad in [
+            Some("%%%".to_owned()),
+            Some(URL_SAFE_NO_PAD.encode("[1,2]")),
+            enc(serde_json::json!({"id": "t1"})),
+            enc(serde_json::json!({"id": 1, "report_id": "r1", "active_type": "x"})),
+            enc(serde_json::json!({"id": "", "report_id": "r1", "active_type": "x"})),
+            enc(other_report),
+            Some("A".repeat(5000)),
+        ] {
+            let err = decode_cursor(bad.clone(), &keys, &pinned).expect_err("refused");
+            assert!(!err.is_retryable(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pending_shards_are_stable_and_spread() {
+        assert_eq!(pending_shard("att_1"), pending_shard("att_1"));
+        let shards: std::collections::BTreeSet<String> = (0..400)
+            .map(|i| pending_shard(&crate::domain::attempt::attempt_id("e", &i.to_string())))
+            .collect();
+        assert_eq!(shards.len(), usize::from(super::super::PENDING_SHARDS));
     }
 }

@@ -10,14 +10,19 @@ use crate::domain::{
 };
 use async_trait::async_trait;
 
-/// A storage failure.
+/// A storage failure, classified: throttling, timeouts and server errors
+/// are temporary; validation and access errors are permanent.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed or throttled; worth retrying.
+    /// The backend failed, timed out or throttled; worth retrying.
     #[error("storage backend error: {0}")]
     Backend(String),
-    /// A stored record could not be read into the domain (e.g. an invalid
-    /// target config). Retrying will not help.
+    /// The backend refused the request (validation, access denied, missing
+    /// table). Retrying the same request will not help.
+    #[error("storage refused the request ({code}): {reason}")]
+    Refused { code: String, reason: String },
+    /// A stored record or a cursor could not be read into the domain (e.g.
+    /// an invalid target config). Retrying will not help.
     #[error("stored record {id} is invalid: {reason}")]
     Invalid { id: String, reason: String },
 }
@@ -28,6 +33,11 @@ impl StoreError {
         matches!(self, StoreError::Backend(_))
     }
 }
+
+/// Shards of the pending-attempts index: non-terminal attempts spread over
+/// this many partition keys, so the reconciler's reads never make one hot
+/// partition.
+pub const PENDING_SHARDS: u8 = 16;
 
 /// One page of a query, with the cursor for the next one.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,13 +109,16 @@ pub trait AttemptStore: Send + Sync {
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
     /// Records that the delivery message for the attempt is on its queue.
     async fn mark_enqueued(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
-    /// Attempts in a status, oldest first.
-    async fn by_status(
+    /// Ids of attempts that are not settled yet (or whose dead letter is
+    /// not confirmed), created before `created_before`, in one shard of
+    /// the pending index, oldest first.
+    async fn pending(
         &self,
-        status: AttemptStatus,
+        shard: u8,
+        created_before: Timestamp,
         cursor: Option<String>,
         page_size: i32,
-    ) -> Result<Page<DeliveryAttempt>, StoreError>;
+    ) -> Result<Page<String>, StoreError>;
     /// Attempts of a target, optionally in one status.
     async fn by_target(
         &self,
@@ -127,11 +140,13 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<ReportExecution, StoreError>;
     /// Reads an execution.
     async fn get_execution(&self, id: &str) -> Result<Option<ReportExecution>, StoreError>;
-    /// Records that fan-out finished with `target_count` attempts.
+    /// Records that fan-out finished with `target_count` attempts, with a
+    /// note when there was nothing to deliver (e.g. `no_active_targets`).
     async fn mark_fanned_out(
         &self,
         id: &str,
         target_count: u64,
+        note: Option<&str>,
         at: Timestamp,
     ) -> Result<(), StoreError>;
 }

@@ -1,0 +1,174 @@
+//! Delivery guarantees under faults, end to end through the local runner:
+//! tries are counted on the attempt record (not from SQS's receive count),
+//! a crashed run's lease expires before its message returns, and a copy
+//! that finds a live lease waits instead of being acknowledged.
+
+use crate::delivery::{AttemptsOf, seed_one, wait_empty};
+use local::sinks::Fault;
+use report_delivery_tests::{fast_stack, run_sample, running_stack, sample_execution};
+use shared::contract::DeliveryTask;
+use shared::domain::{AttemptStatus, TryNext};
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn status(code: u16, retry_after: Option<u64>) -> Fault {
+    Fault::Status { code, retry_after }
+}
+
+#[tokio::test]
+async fn a_receiver_failing_three_times_then_succeeding_is_delivered_with_its_tries_in_order() {
+    // Given a receiver that answers 503 three times, then 200
+    let s = running_stack("g-3-then-ok", &[]).await;
+    seed_one(&s, "rpt-3ok").await;
+    for _ in 0..3 {
+        s.webhook.push_fault(status(503, None));
+    }
+    // When the execution is delivered
+    let (_, attempts) = run_sample(&s, "rpt-3ok", 1).await;
+    // Then it is delivered on the fourth try: try, immediate retry, two backoffs
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!((a.tries, a.retry_count), (4, 2));
+    let history: Vec<(u32, Option<&str>, TryNext)> = a
+        .history
+        .iter()
+        .map(|t| (t.n, t.code.as_deref(), t.then))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, Some("http_503"), TryNext::ImmediateRetry),
+            (2, Some("http_503"), TryNext::Backoff),
+            (3, Some("http_503"), TryNext::Backoff),
+            (4, None, TryNext::Delivered),
+        ]
+    );
+    assert!(
+        a.history.windows(2).all(|w| w[0].at <= w[1].at),
+        "tries are recorded in order"
+    );
+    assert_eq!(s.webhook.received().len(), 4);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_429_with_a_long_retry_after_is_not_tried_again_before_it() {
+    // Given a receiver that answers 429 with Retry-After: 7 (longer than the
+    // 5 s deliver waits out inline, and longer than the 1 s test backoff)
+    let s = running_stack("g-retry-after", &[]).await;
+    seed_one(&s, "rpt-ra").await;
+    s.webhook.push_fault(status(429, Some(7)));
+    let (_, attempts) = run_sample(&s, "rpt-ra", 1).await;
+    // Then the immediate retry is skipped and the next try waits 7 s
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!(a.history.len(), 2);
+    let (first, second) = (&a.history[0], &a.history[1]);
+    assert_eq!(first.then, TryNext::Backoff);
+    assert!(first.delay_ms >= Some(7000), "{first:?}");
+    let gap = second.at.millis_since(first.at);
+    assert!(gap >= 7000, "second try {gap} ms after the first");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn throttled_receives_do_not_use_up_the_retry_schedule() {
+    // Given deliver is throttled for the first six receives of the message
+    // (more than the three backoffs, and more than the old maxReceiveCount 4)
+    let s = running_stack("g-throttle", &[]).await;
+    seed_one(&s, "rpt-throttle").await;
+    s.runner
+        .as_ref()
+        .and_then(|r| r.host("deliver"))
+        .expect("deliver")
+        .throttle(6);
+    // And a receiver that fails four times
+    for _ in 0..4 {
+        s.webhook.push_fault(status(503, None));
+    }
+    let (_, attempts) = run_sample(&s, "rpt-throttle", 1).await;
+    // Then the full schedule was still available: delivered on the fifth try
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!((a.tries, a.retry_count), (5, 3));
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_deliver_killed_mid_send_is_tried_again_after_its_lease_and_ends_delivered() {
+    // Given the receiver holds the first request (longer than deliver's timeout)
+    let s = fast_stack("g-kill-mid-send", &[]).await;
+    seed_one(&s, "rpt-kill-mid").await;
+    s.webhook.push_fault(Fault::Delay(Duration::from_secs(120)));
+    let (execution_id, body) = sample_execution("rpt-kill-mid");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    // When deliver is killed while the request is in flight
+    wait_until("the first request arrives", || s.webhook.arrived() >= 1).await;
+    let host = s
+        .runner
+        .as_ref()
+        .and_then(|r| r.host("deliver"))
+        .expect("deliver");
+    host.kill().await;
+    // Then the message comes back after the lease and the attempt ends delivered
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles, never stuck");
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!(a.begins, 2, "a second run took over the expired lease");
+    assert_eq!(a.tries, 1, "the killed try never finished");
+    assert_eq!(
+        s.webhook.arrived(),
+        2,
+        "sent again, with the same webhook-id"
+    );
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_copy_that_finds_a_live_lease_waits_for_it_and_is_not_a_try() {
+    // Given the first send is slow
+    let s = fast_stack("g-lease-copy", &[]).await;
+    seed_one(&s, "rpt-lease").await;
+    s.webhook.push_fault(Fault::Delay(Duration::from_secs(4)));
+    let (execution_id, body) = sample_execution("rpt-lease");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    wait_until("the first request arrives", || s.webhook.arrived() >= 1).await;
+    // When a duplicate of the delivery message arrives while it is in flight
+    let attempt_id = shared::domain::attempt::attempt_id(&execution_id, "hook");
+    let task = serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id,
+        execution_id: execution_id.clone(),
+        target_id: "hook".into(),
+    })
+    .expect("json");
+    s.send("WebhookDeliveryQueue", &task).await.expect("send");
+    // Then the attempt is delivered once, and the copy is kept until the
+    // lease ends and only then acknowledged (the queue drains)
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    let a = &s.store_attempts(&execution_id).await[0];
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(
+        (a.tries, a.begins),
+        (1, 1),
+        "the copy took no lease and no try"
+    );
+    assert_eq!(s.webhook.arrived(), 1);
+    s.down().await;
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < SETTLE, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
