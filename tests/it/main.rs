@@ -8,6 +8,7 @@ mod email;
 mod fanout;
 mod guarantees;
 mod links;
+mod reconcile;
 mod render;
 mod slack;
 mod stack;

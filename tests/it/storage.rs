@@ -282,7 +282,7 @@ async fn retries_count_up_and_failures_record_their_reason() {
         status(&s.store.apply(&a.id, &confirm).await.expect("apply")),
         None
     );
-    // queued → failed without a lease; but not from processing without one
+    // queued → failed without a lease
     let b = queued(&s.store, "e1", "t2").await;
     let no_lease_fail = fail(None, "target_not_found", false);
     assert_eq!(
@@ -291,7 +291,31 @@ async fn retries_count_up_and_failures_record_their_reason() {
     );
     assert_eq!(
         status(&s.store.apply(&a.id, &no_lease_fail).await.expect("apply")),
-        None
+        None,
+        "not from failed"
+    );
+    // processing → failed without a lease only once the lease has expired
+    let c = queued(&s.store, "e1", "t3").await;
+    s.store
+        .apply(&c.id, &begin(&c, "live"))
+        .await
+        .expect("begin");
+    assert_eq!(
+        status(&s.store.apply(&c.id, &no_lease_fail).await.expect("apply")),
+        None,
+        "a live lease is respected"
+    );
+    let mut after_lease = error("crash_loop");
+    after_lease.at = Timestamp::now().plus(time::Duration::minutes(10));
+    let expired_fail = Transition::Fail {
+        token: None,
+        error: after_lease,
+        tries: None,
+        dead_letter: true,
+    };
+    assert_eq!(
+        status(&s.store.apply(&c.id, &expired_fail).await.expect("apply")),
+        Some(AttemptStatus::Failed)
     );
     // A transition on a missing attempt is refused with nothing to show
     let missing = s

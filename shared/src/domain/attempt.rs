@@ -302,9 +302,10 @@ pub enum Transition {
         now: Timestamp,
         tries: TriesUpdate,
     },
-    /// Give up. From processing it needs the lease; from queued it does not
-    /// (e.g. the reconciler stops a crash loop). `dead_letter` asks for the
-    /// message to be dead-lettered (retries exhausted).
+    /// Give up. With a token it needs the lease; without one it starts from
+    /// queued or from processing whose lease has expired at `error.at` (the
+    /// reconciler stops a crash loop). `dead_letter` asks for the message to
+    /// be dead-lettered (retries exhausted).
     Fail {
         token: Option<String>,
         error: AttemptError,
@@ -341,7 +342,7 @@ impl Transition {
             | Transition::Defer { .. }
             | Transition::Annotate { .. } => &[Processing],
             Transition::Fail { token: Some(_), .. } => &[Processing],
-            Transition::Fail { token: None, .. } => &[Queued],
+            Transition::Fail { token: None, .. } => &[Queued, Processing],
             Transition::ConfirmDeadLetter { .. } => &[Failed],
         }
     }
@@ -369,7 +370,17 @@ impl Transition {
             | Transition::ScheduleRetry { token, .. }
             | Transition::Defer { token, .. }
             | Transition::Annotate { token, .. } => holds(token),
-            Transition::Fail { token, .. } => token.as_deref().is_none_or(holds),
+            Transition::Fail {
+                token: Some(token), ..
+            } => holds(token),
+            Transition::Fail {
+                token: None, error, ..
+            } => {
+                current.status == AttemptStatus::Queued
+                    || current
+                        .lease_expires_at
+                        .is_none_or(|until| until < error.at)
+            }
             Transition::ConfirmDeadLetter { .. } => current.dead_letter_pending(),
         }
     }

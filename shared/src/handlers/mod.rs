@@ -5,6 +5,7 @@
 pub mod deliver;
 pub mod fanout;
 pub mod links;
+pub mod reconcile;
 pub mod render;
 
 use crate::queue::{DeadLetter, Queue};
@@ -193,6 +194,17 @@ mod tests {
             Ok(())
         }
         async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn receive(
+            &self,
+            _: &str,
+            _: i32,
+            _: Duration,
+        ) -> Result<Vec<crate::queue::ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str, _: &str) -> Result<(), QueueError> {
             Ok(())
         }
     }

@@ -32,6 +32,16 @@ pub struct DeadLetter<'a> {
     pub attempt_id: Option<&'a str>,
 }
 
+/// A message read from a queue (the reconciler reads the dead-letter queue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub receipt_handle: String,
+    /// String message attributes, e.g. `error_code` on our own dead letters.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
 /// What the handlers need from a queue service.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -52,6 +62,15 @@ pub trait Queue: Send + Sync {
         receipt_handle: &str,
         delay: Duration,
     ) -> Result<(), QueueError>;
+    /// Receives up to 10 messages, hiding them for `visibility`.
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+    /// Deletes a received message.
+    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError>;
 }
 
 /// Turns `arn:aws:sqs:REGION:ACCOUNT:NAME` into the queue URL path the SQS

@@ -1,6 +1,6 @@
 //! SQS adapter for the queue port.
 
-use super::{DeadLetter, OutMessage, Queue, QueueError};
+use super::{DeadLetter, OutMessage, Queue, QueueError, ReceivedMessage};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
@@ -106,6 +106,66 @@ impl Queue for SqsQueue {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.receive_batch(queue_url, max, visibility).await
+    }
+
+    async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+impl SqsQueue {
+    async fn receive_batch(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .visibility_timeout(visibility.as_secs().min(43_200) as i32)
+            .wait_time_seconds(0)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.string_value?)))
+                    .collect();
+                Some(ReceivedMessage {
+                    message_id: m.message_id?,
+                    body: m.body.unwrap_or_default(),
+                    receipt_handle: m.receipt_handle?,
+                    attributes,
+                })
+            })
+            .collect())
     }
 }
 

@@ -768,8 +768,10 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
             match token {
                 Some(token) => w.lease_held(token),
                 None => {
-                    w.condition = "#s = :queued".into();
+                    w.condition =
+                        "#s = :queued OR (#s = :processing AND lease_expires_at < :at)".into();
                     w.value(":queued", s("queued"));
+                    w.value(":processing", s("processing"));
                 }
             }
             w.value(":err", AttributeValue::M(to_item(error)?));

@@ -1,0 +1,524 @@
+//! reconcile: a scheduled sweep that makes sure no attempt is left behind.
+//!
+//! * It reads the sparse, sharded pending index (only unsettled attempts,
+//!   spread over [`PENDING_SHARDS`] partitions, so it never reads one hot
+//!   partition) and re-enqueues attempts that sat `queued` or `processing`
+//!   for too long without a message (e.g. a fan-out dead-lettered after
+//!   writing its attempts), fails crash loops with a reason, and finishes
+//!   dead letters whose confirmation was lost.
+//! * It reads the delivery dead-letter queue for messages that the queue's
+//!   safety net (`maxReceiveCount`) moved there without a reason: their
+//!   attempts are re-enqueued or failed, and the stray copies removed, so
+//!   the dead-letter queue holds exactly the attempts the code dead-lettered.
+//!
+//! Every decision is the pure [`decide`], unit-tested without a store.
+
+use super::fanout::ChannelQueues;
+use crate::contract::DeliveryTask;
+use crate::domain::{
+    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, RetryPolicy, Timestamp, Transition,
+};
+use crate::queue::{DeadLetter, Queue, ReceivedMessage};
+use crate::store::{Applied, AttemptStore, PENDING_SHARDS, StoreError};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What the reconciler needs.
+pub struct Deps {
+    pub attempts: Box<dyn AttemptStore>,
+    pub queue: Box<dyn Queue>,
+    pub channel_queues: ChannelQueues,
+    /// The delivery dead-letter queue.
+    pub dead_letter_url: String,
+    pub rules: Rules,
+}
+
+/// When an attempt counts as left behind.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// An unsettled attempt with no activity (and no try due) for this long
+    /// has lost its message.
+    pub stale_after: Duration,
+    /// An attempt whose leases reach this many is in a crash loop: deliver
+    /// keeps dying on it. It is failed with a reason and dead-lettered.
+    pub max_begins: u32,
+    /// An unconfirmed dead letter older than this is finished here.
+    pub dead_letter_repair_after: Duration,
+    /// Most attempts examined per run.
+    pub max_per_run: usize,
+    /// Stop starting new work with less than this left before the deadline.
+    pub reserve: Duration,
+}
+
+impl Rules {
+    /// Rules that fit a retry policy: a crash loop is three times the leases
+    /// a full schedule needs.
+    pub fn for_policy(policy: &RetryPolicy, stale_after: Duration) -> Self {
+        Self {
+            stale_after,
+            max_begins: policy.receives_needed().saturating_mul(3),
+            dead_letter_repair_after: Duration::from_secs(300),
+            max_per_run: 2000,
+            reserve: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one run did, logged and returned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// Unsettled attempts examined.
+    pub examined: u64,
+    /// Attempts whose message was sent again.
+    pub requeued: u64,
+    /// Attempts failed (crash loops), each dead-lettered.
+    pub failed: u64,
+    /// Unconfirmed dead letters finished.
+    pub dead_letters_finished: u64,
+    /// Safety-net copies removed from the dead-letter queue.
+    pub strays_removed: u64,
+    /// Errors met (each left for the next run).
+    pub errors: u64,
+}
+
+/// What to do with one unsettled attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Nothing yet.
+    Leave,
+    /// Its message is lost: send a new one.
+    Requeue,
+    /// Give up with a reason, and dead-letter it.
+    Fail { code: &'static str, message: String },
+    /// Send its dead letter and confirm it.
+    FinishDeadLetter,
+}
+
+/// Decides for one attempt at `now`. `message_gone` says its message is
+/// known to be off its queue (found on the dead-letter queue), so there is
+/// no need to wait for staleness.
+pub fn decide(a: &DeliveryAttempt, now: Timestamp, rules: &Rules, message_gone: bool) -> Action {
+    let older_than = |t: Timestamp, d: Duration| {
+        now.millis_since(t) > i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    };
+    match a.status {
+        AttemptStatus::Delivered => Action::Leave,
+        AttemptStatus::Failed => {
+            let due = a.failed_at.unwrap_or(a.updated_at);
+            if a.dead_letter_pending()
+                && (message_gone || older_than(due, rules.dead_letter_repair_after))
+            {
+                Action::FinishDeadLetter
+            } else {
+                Action::Leave
+            }
+        }
+        AttemptStatus::Queued | AttemptStatus::Processing => {
+            if a.status == AttemptStatus::Processing
+                && a.lease_expires_at.is_some_and(|until| until >= now)
+            {
+                return Action::Leave;
+            }
+            // The last activity, or when the next try is due (a backoff).
+            let due = a
+                .history
+                .last()
+                .and_then(|t| t.delay_ms)
+                .and_then(|ms| i64::try_from(ms).ok())
+                .map_or(a.updated_at, |ms| {
+                    a.updated_at.plus(time::Duration::milliseconds(ms))
+                });
+            let last = [Some(due), a.lease_expires_at, a.enqueued_at]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(a.updated_at);
+            if !message_gone && !older_than(last, rules.stale_after) {
+                return Action::Leave;
+            }
+            if a.begins >= rules.max_begins {
+                return Action::Fail {
+                    code: "crash_loop",
+                    message: format!(
+                        "deliver took the lease {} times and never finished; last error: {}",
+                        a.begins,
+                        a.last_error
+                            .as_ref()
+                            .map_or("none".to_owned(), |e| format!("{}: {}", e.code, e.message))
+                    ),
+                };
+            }
+            Action::Requeue
+        }
+    }
+}
+
+/// The scheduled handler. `deadline` is the invocation's deadline.
+pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
+    let mut report = Report::default();
+    let now = Timestamp::now();
+    let min_age = time::Duration::try_from(
+        deps.rules
+            .stale_after
+            .min(deps.rules.dead_letter_repair_after),
+    )
+    .unwrap_or(time::Duration::minutes(5));
+    let created_before = now.plus(-min_age);
+    let time_left = || {
+        deadline.is_none_or(|d| {
+            d.millis_since(Timestamp::now())
+                > i64::try_from(deps.rules.reserve.as_millis()).unwrap_or(i64::MAX)
+        })
+    };
+    'shards: for shard in 0..PENDING_SHARDS {
+        let mut cursor = None;
+        loop {
+            if !time_left() || report.examined as usize >= deps.rules.max_per_run {
+                break 'shards;
+            }
+            let page = match deps
+                .attempts
+                .pending(shard, created_before, cursor.take(), 100)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(shard, error = %e, "reading the pending index failed");
+                    report.errors += 1;
+                    break;
+                }
+            };
+            for id in &page.items {
+                report.examined += 1;
+                if let Err(e) = reconcile_one(deps, id, false, &mut report).await {
+                    warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
+                    report.errors += 1;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    sweep_dead_letters(deps, &mut report, &time_left).await;
+    info!(
+        examined = report.examined,
+        requeued = report.requeued,
+        failed = report.failed,
+        dead_letters_finished = report.dead_letters_finished,
+        strays_removed = report.strays_removed,
+        errors = report.errors,
+        "reconciled"
+    );
+    report
+}
+
+/// Acts on one attempt; returns whether its message may now be dropped
+/// from the dead-letter queue (when it came from there).
+async fn reconcile_one(
+    deps: &Deps,
+    id: &str,
+    message_gone: bool,
+    report: &mut Report,
+) -> Result<bool, StoreError> {
+    let Some(a) = deps.attempts.get(id).await? else {
+        return Ok(true);
+    };
+    match decide(&a, Timestamp::now(), &deps.rules, message_gone) {
+        Action::Leave => Ok(a.is_settled() && !a.dead_letter_pending()),
+        Action::Requeue => {
+            let body = task_body(&a);
+            if let Err(e) = deps
+                .queue
+                .send(deps.channel_queues.for_type(a.target_type), &body)
+                .await
+            {
+                warn!(attempt_id = %a.id, error = %e, "re-enqueueing failed");
+                report.errors += 1;
+                return Ok(false);
+            }
+            if a.enqueued_at.is_none() {
+                deps.attempts.mark_enqueued(&a.id, Timestamp::now()).await?;
+            }
+            warn!(attempt_id = %a.id, status = %a.status, "message lost; re-enqueued");
+            report.requeued += 1;
+            Ok(true)
+        }
+        Action::Fail { code, message } => {
+            let fail = Transition::Fail {
+                token: None,
+                error: AttemptError {
+                    category: ErrorCategory::Temporary,
+                    code: code.to_owned(),
+                    message,
+                    at: Timestamp::now(),
+                },
+                tries: None,
+                dead_letter: true,
+            };
+            match deps.attempts.apply(&a.id, &fail).await? {
+                Applied::Yes(failed) => {
+                    warn!(attempt_id = %a.id, code, "failed by the reconciler");
+                    report.failed += 1;
+                    finish_dead_letter(deps, &failed, report).await
+                }
+                // It moved on meanwhile (a run took the lease): next time.
+                Applied::Refused(_) => Ok(false),
+            }
+        }
+        Action::FinishDeadLetter => finish_dead_letter(deps, &a, report).await,
+    }
+}
+
+fn task_body(a: &DeliveryAttempt) -> String {
+    serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: a.id.clone(),
+        execution_id: a.report_execution_id.clone(),
+        target_id: a.delivery_target_id.clone(),
+    })
+    .unwrap_or_default()
+}
+
+async fn finish_dead_letter(
+    deps: &Deps,
+    a: &DeliveryAttempt,
+    report: &mut Report,
+) -> Result<bool, StoreError> {
+    let code = a
+        .last_error
+        .as_ref()
+        .map_or("retries_exhausted", |e| e.code.as_str());
+    let reason = a.last_error.as_ref().map_or("", |e| e.message.as_str());
+    let body = task_body(a);
+    let letter = DeadLetter {
+        body: &body,
+        code,
+        reason,
+        source_message_id: "",
+        attempt_id: Some(&a.id),
+    };
+    if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
+        warn!(attempt_id = %a.id, error = %e, "dead-lettering failed");
+        report.errors += 1;
+        return Ok(false);
+    }
+    deps.attempts
+        .apply(
+            &a.id,
+            &Transition::ConfirmDeadLetter {
+                now: Timestamp::now(),
+            },
+        )
+        .await?;
+    report.dead_letters_finished += 1;
+    Ok(true)
+}
+
+/// Reads the dead-letter queue once through. Our own dead letters (with an
+/// `error_code`) are left alone and made visible again at the end; messages
+/// the safety net moved there have their attempts reconciled and are
+/// removed.
+async fn sweep_dead_letters(deps: &Deps, report: &mut Report, time_left: &dyn Fn() -> bool) {
+    let mut kept = Vec::new();
+    read_dead_letters(deps, report, time_left, &mut kept).await;
+    for receipt in kept {
+        if let Err(e) = deps
+            .queue
+            .change_visibility(&deps.dead_letter_url, &receipt, Duration::ZERO)
+            .await
+        {
+            warn!(error = %e, "could not make a dead letter visible again");
+        }
+    }
+}
+
+async fn read_dead_letters(
+    deps: &Deps,
+    report: &mut Report,
+    time_left: &dyn Fn() -> bool,
+    kept: &mut Vec<String>,
+) {
+    let mut seen = BTreeSet::new();
+    while time_left() {
+        let batch = match deps
+            .queue
+            .receive(&deps.dead_letter_url, 10, Duration::from_secs(60))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "reading the dead-letter queue failed");
+                report.errors += 1;
+                return;
+            }
+        };
+        let fresh: Vec<ReceivedMessage> = batch
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        for m in fresh {
+            let task = serde_json::from_str::<DeliveryTask>(&m.body);
+            let attempt_id = match task {
+                Ok(DeliveryTask::DeliverV1 { attempt_id, .. })
+                    if !m.attributes.contains_key("error_code") =>
+                {
+                    attempt_id
+                }
+                _ => {
+                    kept.push(m.receipt_handle);
+                    continue;
+                }
+            };
+            match reconcile_one(deps, &attempt_id, true, report).await {
+                Ok(true) => match deps
+                    .queue
+                    .delete(&deps.dead_letter_url, &m.receipt_handle)
+                    .await
+                {
+                    Ok(()) => report.strays_removed += 1,
+                    Err(e) => {
+                        warn!(error = %e, "removing a stray dead letter failed");
+                        report.errors += 1;
+                    }
+                },
+                Ok(false) => kept.push(m.receipt_handle),
+                Err(e) => {
+                    warn!(%attempt_id, error = %e, "reconciling a stray dead letter failed");
+                    report.errors += 1;
+                    kept.push(m.receipt_handle);
+                }
+            }
+        }
+    }
+}
+
+impl Deps {
+    /// Builds the deps from the environment `template.yaml` sets.
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{required, retry_policy, seconds, tables};
+        let sdk = crate::aws::load().await;
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let policy = retry_policy()?;
+        Ok(Self {
+            attempts: Box::new(store),
+            queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
+            channel_queues: ChannelQueues {
+                email: required("EMAIL_QUEUE_URL")?,
+                slack: required("SLACK_QUEUE_URL")?,
+                webhook: required("WEBHOOK_QUEUE_URL")?,
+            },
+            dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            rules: Rules::for_policy(&policy, seconds("RECONCILE_STALE_SECONDS", 1800)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::attempt::{TryNext, TryRecord};
+    use crate::domain::{AttemptError, TargetType};
+
+    fn rules() -> Rules {
+        Rules::for_policy(&RetryPolicy::default(), Duration::from_secs(1800))
+    }
+
+    fn attempt(status: AttemptStatus, age_min: i64) -> DeliveryAttempt {
+        let then = Timestamp::now().plus(time::Duration::minutes(-age_min));
+        let mut a = DeliveryAttempt::queued("e", "r", "t", TargetType::Webhook, then);
+        a.status = status;
+        a.enqueued_at = Some(then);
+        a
+    }
+
+    #[test]
+    fn a_fresh_unsettled_attempt_is_left_alone() {
+        let now = Timestamp::now();
+        assert_eq!(
+            decide(&attempt(AttemptStatus::Queued, 5), now, &rules(), false),
+            Action::Leave
+        );
+    }
+
+    #[test]
+    fn a_queued_attempt_silent_for_too_long_is_requeued() {
+        let now = Timestamp::now();
+        assert_eq!(
+            decide(&attempt(AttemptStatus::Queued, 45), now, &rules(), false),
+            Action::Requeue
+        );
+    }
+
+    #[test]
+    fn a_pending_backoff_is_not_mistaken_for_a_lost_message() {
+        // Given an attempt that scheduled a 1 h backoff 45 minutes ago
+        let mut a = attempt(AttemptStatus::Queued, 45);
+        a.retry_count = 3;
+        a.history.push(TryRecord {
+            n: 4,
+            at: a.updated_at,
+            ms: 10,
+            code: Some("http_503".into()),
+            then: TryNext::Backoff,
+            delay_ms: Some(3_600_000),
+        });
+        assert_eq!(decide(&a, Timestamp::now(), &rules(), false), Action::Leave);
+        // But its message found on the dead-letter queue is requeued at once
+        assert_eq!(
+            decide(&a, Timestamp::now(), &rules(), true),
+            Action::Requeue
+        );
+    }
+
+    #[test]
+    fn a_live_lease_is_never_touched_but_an_expired_one_is() {
+        let now = Timestamp::now();
+        let mut a = attempt(AttemptStatus::Processing, 120);
+        a.lease_expires_at = Some(now.plus(time::Duration::minutes(1)));
+        assert_eq!(decide(&a, now, &rules(), true), Action::Leave);
+        a.lease_expires_at = Some(now.plus(time::Duration::minutes(-60)));
+        assert_eq!(decide(&a, now, &rules(), false), Action::Requeue);
+    }
+
+    #[test]
+    fn a_crash_loop_is_failed_with_a_reason() {
+        let mut a = attempt(AttemptStatus::Processing, 120);
+        a.begins = rules().max_begins;
+        a.lease_expires_at = Some(a.updated_at);
+        a.last_error = Some(AttemptError {
+            category: ErrorCategory::Temporary,
+            code: "deadline".into(),
+            message: "slow".into(),
+            at: a.updated_at,
+        });
+        match decide(&a, Timestamp::now(), &rules(), false) {
+            Action::Fail { code, message } => {
+                assert_eq!(code, "crash_loop");
+                assert!(message.contains("deadline"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unconfirmed_dead_letter_is_finished_once_its_run_had_time() {
+        let now = Timestamp::now();
+        let mut a = attempt(AttemptStatus::Failed, 1);
+        a.failed_at = Some(a.updated_at);
+        a.dead_letter = Some(crate::domain::attempt::DeadLetterState {
+            requested_at: a.updated_at,
+            sent_at: None,
+        });
+        assert_eq!(decide(&a, now, &rules(), false), Action::Leave);
+        let later = now.plus(time::Duration::minutes(10));
+        assert_eq!(decide(&a, later, &rules(), false), Action::FinishDeadLetter);
+        a.dead_letter = None;
+        assert_eq!(decide(&a, later, &rules(), false), Action::Leave);
+    }
+}

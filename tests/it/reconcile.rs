@@ -1,0 +1,130 @@
+//! The reconciler end to end: the scheduled function, invoked through the
+//! local runner, finds attempts left behind in moto and repairs them.
+
+use crate::delivery::{AttemptsOf, seed_one, wait_empty};
+use report_delivery_tests::{run_sample, running_stack, webhook_targets};
+use shared::contract::DeliveryTask;
+use shared::domain::attempt::attempt_id;
+use shared::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
+use shared::store::AttemptStore;
+use std::time::Duration;
+
+fn task(execution_id: &str, target_id: &str) -> String {
+    serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: attempt_id(execution_id, target_id),
+        execution_id: execution_id.into(),
+        target_id: target_id.into(),
+    })
+    .expect("json")
+}
+
+/// An attempt as a crashed fan-out or a dead-lettered message leaves it:
+/// queued, with no message on its queue, last touched `age` ago.
+fn left_behind(execution_id: &str, target_id: &str, age: time::Duration) -> DeliveryAttempt {
+    let then = Timestamp::now().plus(-age);
+    let mut a = DeliveryAttempt::queued(
+        execution_id,
+        "rpt-rec",
+        target_id,
+        TargetType::Webhook,
+        then,
+    );
+    a.enqueued_at = Some(then);
+    a
+}
+
+#[tokio::test]
+async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_strays() {
+    // Given a report delivered once to "hook", and three more targets
+    let s = running_stack("reconcile", &[("RECONCILE_STALE_SECONDS", "600")]).await;
+    seed_one(&s, "rpt-rec").await;
+    let (execution_id, attempts) = run_sample(&s, "rpt-rec", 1).await;
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    s.seed(&webhook_targets(
+        "rpt-rec",
+        &[
+            ("lost", "/hooks/lost", true, false),
+            ("stray", "/hooks/stray", true, false),
+            ("looping", "/hooks/looping", true, false),
+        ],
+    ))
+    .await
+    .expect("seed");
+    let old = time::Duration::minutes(40);
+    // And an attempt whose message was lost (fan-out died after writing it)
+    s.store
+        .create(&left_behind(&execution_id, "lost", old))
+        .await
+        .expect("create");
+    // And one whose message the redrive safety net moved to the DLQ
+    s.store
+        .create(&left_behind(
+            &execution_id,
+            "stray",
+            time::Duration::seconds(5),
+        ))
+        .await
+        .expect("create");
+    s.send("DeliveryDeadLetterQueue", &task(&execution_id, "stray"))
+        .await
+        .expect("send");
+    // And a stray copy of the delivered attempt, and one of our own dead letters
+    s.send("DeliveryDeadLetterQueue", &task(&execution_id, "hook"))
+        .await
+        .expect("send");
+    // And an attempt deliver keeps dying on (its leases used up)
+    let mut looping = left_behind(&execution_id, "looping", old);
+    looping.begins = 12;
+    s.store.create(&looping).await.expect("create");
+
+    // When the scheduled reconciler runs
+    let host = s
+        .runner
+        .as_ref()
+        .and_then(|r| r.host("reconcile"))
+        .expect("reconcile function");
+    let report = host
+        .invoke_json(&serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}))
+        .await
+        .expect("reconcile runs");
+
+    // Then it says what it did
+    assert_eq!(report["requeued"], 2, "{report}");
+    assert_eq!(report["failed"], 1, "{report}");
+    assert_eq!(report["strays_removed"], 2, "{report}");
+    // And the lost and stray attempts are delivered
+    let settled = s
+        .wait_settled(&execution_id, 4, Duration::from_secs(60))
+        .await
+        .expect("settles");
+    let by_target = |t: &str| {
+        settled
+            .iter()
+            .find(|a| a.delivery_target_id == t)
+            .cloned()
+            .expect("attempt")
+    };
+    assert_eq!(by_target("lost").status, AttemptStatus::Delivered);
+    assert_eq!(by_target("stray").status, AttemptStatus::Delivered);
+    // And the crash loop is failed with its reason, with exactly one dead letter
+    let looping = by_target("looping");
+    assert_eq!(looping.status, AttemptStatus::Failed);
+    assert_eq!(
+        looping.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("crash_loop")
+    );
+    assert!(looping.dead_letter.and_then(|d| d.sent_at).is_some());
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    let dead = s
+        .drain("DeliveryDeadLetterQueue", Duration::from_secs(20))
+        .await
+        .expect("drain");
+    assert_eq!(dead.len(), 1, "only the crash loop's dead letter: {dead:?}");
+    assert_eq!(
+        dead[0].attributes.get("error_code").map(String::as_str),
+        Some("crash_loop")
+    );
+    assert_eq!(dead[0].attributes.get("attempt_id"), Some(&looping.id));
+    assert_eq!(s.store_attempts(&execution_id).await.len(), 4);
+    s.down().await;
+}
