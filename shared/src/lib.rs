@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod blob;
 pub mod channel;
+pub mod chaos;
 pub mod config;
 pub mod contract;
 pub mod domain;

@@ -165,6 +165,106 @@ async fn a_copy_that_finds_a_live_lease_waits_for_it_and_is_not_a_try() {
     s.down().await;
 }
 
+/// A fast stack whose deliver dies once at `point` (a marker file keeps
+/// it to once).
+async fn killed_once_at(test: &str, point: &str) -> local::stack::LocalStack {
+    let once = report_delivery_tests::work_dir()
+        .join(format!("kill-once-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&once).expect("marker dir");
+    let once = once.to_string_lossy().into_owned();
+    fast_stack(
+        test,
+        &[
+            ("CHAOS_KILL_POINTS", point),
+            ("CHAOS_KILL_ONCE_DIR", &once),
+            ("DEAD_LETTER_REPAIR_SECONDS", "2"),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deliver_killed_after_a_send_but_before_recording_it_sends_again_and_ends_delivered() {
+    // Given deliver dies right after the receiver accepted the request
+    let s = killed_once_at("g-kill-after-send", "deliver.after_send").await;
+    seed_one(&s, "rpt-kill-after").await;
+    let (execution_id, attempts) = run_sample_within(&s, "rpt-kill-after").await;
+    // Then the message came back after the lease and the attempt is delivered
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!((a.begins, a.tries), (2, 1));
+    // And the receiver saw the event twice with the same webhook-id: the
+    // documented duplicate window, which Standard Webhooks receivers drop
+    let ids: Vec<_> = s
+        .webhook
+        .received()
+        .iter()
+        .filter_map(|r| r.headers.get("webhook-id").cloned())
+        .collect();
+    assert_eq!(ids, [a.id.clone(), a.id.clone()]);
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    let _ = execution_id;
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_deliver_killed_between_giving_up_and_dead_lettering_still_leaves_exactly_one_dead_letter()
+ {
+    // Given a receiver that always fails, and deliver dies right after it
+    // records the exhausted failure, before the dead letter is sent
+    let s = killed_once_at("g-kill-exhausted", "deliver.after_exhausted").await;
+    seed_one(&s, "rpt-kill-dlq").await;
+    for _ in 0..10 {
+        s.webhook.push_fault(status(503, None));
+    }
+    let (_, attempts) = run_sample_within(&s, "rpt-kill-dlq").await;
+    let a = &attempts[0];
+    assert_eq!(
+        a.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("retries_exhausted")
+    );
+    // Then the message's next copy finishes the dead letter: exactly one,
+    // and the record says it is on the queue
+    let dead = s
+        .drain("DeliveryDeadLetterQueue", SETTLE)
+        .await
+        .expect("drain");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attributes.get("attempt_id"), Some(&a.id));
+    let start = std::time::Instant::now();
+    loop {
+        let now = &s.store_attempts(&a.report_execution_id).await[0];
+        if now.dead_letter.as_ref().and_then(|d| d.sent_at).is_some() {
+            break;
+        }
+        assert!(start.elapsed() < SETTLE, "dead letter never confirmed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    assert!(
+        s.drain("DeliveryDeadLetterQueue", Duration::from_secs(2))
+            .await
+            .expect("drain")
+            .is_empty(),
+        "no second dead letter"
+    );
+    assert_eq!(s.webhook.received().len(), 5, "no send after giving up");
+    s.down().await;
+}
+
+async fn run_sample_within(
+    s: &local::stack::LocalStack,
+    report: &str,
+) -> (String, Vec<shared::domain::DeliveryAttempt>) {
+    let (execution_id, body) = sample_execution(report);
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    (execution_id, attempts)
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {

@@ -224,7 +224,10 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
         target_id: task.target_id.clone(),
     };
     let attempt = match deps.attempts.apply(&task.attempt_id, &begin).await {
-        Ok(Applied::Yes(a)) => a,
+        Ok(Applied::Yes(a)) => {
+            crate::chaos::point("deliver.after_begin");
+            a
+        }
         Ok(Applied::Refused(None)) => {
             return Outcome::Reject {
                 code: "unknown_attempt",
@@ -495,6 +498,7 @@ async fn send_with_retries(
             then: TryNext::Delivered,
             delay_ms: None,
         };
+        crate::chaos::point("deliver.after_send");
         let error = match result {
             Ok(receipt) => {
                 tries.new.push(record);
@@ -550,6 +554,7 @@ async fn send_with_retries(
                 if let Err(e) = apply_settling(deps, &attempt.id, &retry).await {
                     return temp(&e);
                 }
+                crate::chaos::point("deliver.before_backoff_visibility");
                 hide(deps, m, delay, clock).await;
                 return Outcome::Retry {
                     reason: format!("{}: retry in {}s", error.code(), delay.as_secs()),
@@ -665,6 +670,7 @@ async fn exhaust(
     match apply_settling(deps, &attempt.id, &fail).await {
         Ok(Applied::Yes(failed)) => {
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
+            crate::chaos::point("deliver.after_exhausted");
             finish_dead_letter(deps, m, clock, &failed).await
         }
         Ok(Applied::Refused(current)) => {
@@ -699,6 +705,7 @@ async fn finish_dead_letter(
         hide(deps, m, deps.timing.dead_letter_repair_after, clock).await;
         return temp(&e);
     }
+    crate::chaos::point("deliver.after_dead_letter");
     let confirm = Transition::ConfirmDeadLetter {
         now: Timestamp::now(),
     };
@@ -874,6 +881,7 @@ impl Deps {
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
             timing: Timing {
                 lease_margin: seconds("LEASE_MARGIN_SECONDS", 30)?,
+                dead_letter_repair_after: seconds("DEAD_LETTER_REPAIR_SECONDS", 60)?,
                 ..Timing::default()
             },
             sqs_endpoint: optional("AWS_ENDPOINT_URL_SQS").or_else(|| optional("AWS_ENDPOINT_URL")),

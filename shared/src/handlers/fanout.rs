@@ -185,6 +185,7 @@ async fn queue_page(
         .try_collect()
         .await
         .map_err(|e| store_outcome(&e))?;
+    crate::chaos::point("fanout.after_attempts");
     let pending: Vec<DeliveryAttempt> = created
         .into_iter()
         .filter_map(|c| match c {
