@@ -286,6 +286,7 @@ pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &s
             fanout_note: None,
             created_at: now,
             updated_at: now,
+            input_sha256: None,
         })
         .await?;
     Ok(())

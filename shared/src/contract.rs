@@ -102,17 +102,24 @@ pub enum ColumnType {
     Boolean,
 }
 
+/// Most columns a table may have (wider reports are split across pages in
+/// the PDF, and past this they stop being a report anyone can read).
+pub const MAX_COLUMNS: usize = 1000;
+
 /// Why a table was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TableError {
     #[error("table has no columns")]
     NoColumns,
+    #[error("table has {0} columns, more than the {MAX_COLUMNS} allowed")]
+    TooManyColumns(usize),
     #[error("row {row} has {got} cells, expected {expected}")]
     Width {
         row: usize,
         got: usize,
         expected: usize,
     },
+    /// A cell of the wrong type.
     #[error("row {row}, column {column:?}: expected {expected:?}, got {got}")]
     Cell {
         row: usize,
@@ -120,14 +127,64 @@ pub enum TableError {
         expected: ColumnType,
         got: String,
     },
+    /// A cell of the right type whose value cannot be totalled or shown
+    /// exactly (an integer outside 64 bits, a non-finite decimal, a time
+    /// outside years 0001–9999).
+    #[error("row {row}, column {column:?}: {reason}")]
+    Value {
+        row: usize,
+        column: String,
+        reason: String,
+    },
+    /// A numeric column whose total cannot be represented.
+    #[error("column {column:?}: {reason}")]
+    Total { column: String, reason: String },
+}
+
+/// A numeric column's total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Total {
+    /// The exact sum of an integer column.
+    Integer(i128),
+    /// The (finite) sum of a decimal column.
+    Decimal(f64),
+}
+
+/// A column name bounded and cleaned for an error message.
+fn shown(name: &str) -> String {
+    crate::render::display::display(name, 100)
+}
+
+/// Why an integer above `i64::MAX` is refused.
+const OUTSIDE_I64: &str =
+    "integer is outside the 64-bit signed range (-9223372036854775808..=9223372036854775807)";
+
+/// A decimal cell's value: `Ok(None)` for the wrong type, `Err` for a
+/// number that is not finite.
+fn decimal_value(cell: &serde_json::Value) -> Result<Option<f64>, &'static str> {
+    let f = match cell {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.parse::<f64>().ok(),
+        _ => None,
+    };
+    match f {
+        Some(f) if !f.is_finite() => Err(
+            "decimal is not a finite number (NaN, infinity and values beyond ±1.8e308 are refused)",
+        ),
+        other => Ok(other),
+    }
 }
 
 impl Table {
-    /// Checks that every row matches the columns in width and type. `null`
-    /// is allowed anywhere.
+    /// Checks that every row matches the columns in width and type, that
+    /// every number can be totalled exactly (integers within i64, finite
+    /// decimals) and that the totals are finite. `null` is allowed anywhere.
     pub fn validate(&self) -> Result<(), TableError> {
         if self.columns.is_empty() {
             return Err(TableError::NoColumns);
+        }
+        if self.columns.len() > MAX_COLUMNS {
+            return Err(TableError::TooManyColumns(self.columns.len()));
         }
         for (r, row) in self.rows.iter().enumerate() {
             if row.len() != self.columns.len() {
@@ -139,82 +196,180 @@ impl Table {
             }
             for (cell, col) in row.iter().zip(&self.columns) {
                 use serde_json::Value as V;
+                let problem = |reason: &str| TableError::Value {
+                    row: r + 1,
+                    column: shown(&col.name),
+                    reason: reason.to_owned(),
+                };
                 let ok = match (col.kind, cell) {
                     (_, V::Null) => true,
                     (ColumnType::String, _) => true,
-                    (ColumnType::Integer, V::Number(n)) => n.is_i64() || n.is_u64(),
-                    (ColumnType::Decimal, V::Number(_)) => true,
-                    (ColumnType::Decimal, V::String(s)) => s.parse::<f64>().is_ok(),
-                    (ColumnType::DateTime, V::String(s)) => Timestamp::parse(s).is_ok(),
+                    (ColumnType::Integer, V::Number(n)) => {
+                        if n.is_u64() && !n.is_i64() {
+                            return Err(problem(OUTSIDE_I64));
+                        }
+                        n.is_i64()
+                    }
+                    (ColumnType::Decimal, V::Number(_) | V::String(_)) => {
+                        match decimal_value(cell) {
+                            Ok(found) => found.is_some(),
+                            Err(reason) => return Err(problem(reason)),
+                        }
+                    }
+                    (ColumnType::DateTime, V::String(s)) => match Timestamp::parse(s) {
+                        Ok(_) => true,
+                        Err(e @ crate::domain::time::TimestampError::OutOfRange) => {
+                            return Err(problem(&e.to_string()));
+                        }
+                        Err(_) => false,
+                    },
                     (ColumnType::Boolean, V::Bool(_)) => true,
                     _ => false,
                 };
                 if !ok {
-                    let mut got = cell.to_string();
-                    got.truncate(60);
                     return Err(TableError::Cell {
                         row: r + 1,
-                        column: col.name.clone(),
+                        column: shown(&col.name),
                         expected: col.kind,
-                        got,
+                        got: crate::render::display::display(&cell.to_string(), 60),
                     });
                 }
             }
         }
-        Ok(())
+        self.totals().map(|_| ())
+    }
+
+    /// The total of every numeric column (`None` for the others). Integers
+    /// are summed exactly in 128 bits; a decimal total that is not finite,
+    /// or a cell that cannot be totalled, is an error.
+    pub fn totals(&self) -> Result<Vec<Option<Total>>, TableError> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, col)| {
+                let cells =
+                    self.rows.iter().enumerate().filter_map(|(r, row)| {
+                        row.get(i).filter(|v| !v.is_null()).map(|v| (r + 1, v))
+                    });
+                let problem = |row: usize, reason: &str| TableError::Value {
+                    row,
+                    column: shown(&col.name),
+                    reason: reason.to_owned(),
+                };
+                match col.kind {
+                    ColumnType::Integer => {
+                        let mut sum: i128 = 0;
+                        for (row, v) in cells {
+                            let n = v
+                                .as_i64()
+                                .ok_or_else(|| problem(row, "not a 64-bit integer"))?;
+                            sum = sum.checked_add(i128::from(n)).ok_or_else(|| {
+                                TableError::Total {
+                                    column: shown(&col.name),
+                                    reason: "the total overflows".into(),
+                                }
+                            })?;
+                        }
+                        Ok(Some(Total::Integer(sum)))
+                    }
+                    ColumnType::Decimal => {
+                        let mut sum = 0.0_f64;
+                        for (row, v) in cells {
+                            let f = decimal_value(v)
+                                .map_err(|reason| problem(row, reason))?
+                                .ok_or_else(|| problem(row, "not a decimal"))?;
+                            sum += f;
+                        }
+                        if sum.is_finite() {
+                            Ok(Some(Total::Decimal(sum)))
+                        } else {
+                            Err(TableError::Total {
+                                column: shown(&col.name),
+                                reason: "the total is beyond ±1.8e308".into(),
+                            })
+                        }
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .collect()
     }
 }
 
 impl Table {
     /// Parses claim-checked CSV against its declared columns: the header must
     /// name the columns in order; empty cells become `null`; cells are
-    /// converted to their column's type.
+    /// converted to their column's type (integers must fit in i64, decimals
+    /// must be finite).
     pub fn from_csv(bytes: &[u8], columns: Vec<Column>) -> Result<Self, String> {
+        use crate::render::display::display;
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(bytes);
         let header: Vec<String> = reader
             .headers()
-            .map_err(|e| format!("CSV header: {e}"))?
+            .map_err(|e| format!("CSV header: {}", display(&e.to_string(), 200)))?
             .iter()
             .map(|h| h.trim_start_matches('\u{feff}').to_owned())
             .collect();
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        if header != names {
+        if header.len() != columns.len() {
             return Err(format!(
-                "CSV header {header:?} does not match the columns {names:?}"
+                "CSV header has {} names, the columns are {}",
+                header.len(),
+                columns.len()
+            ));
+        }
+        if let Some((i, (h, c))) = header
+            .iter()
+            .zip(&columns)
+            .enumerate()
+            .find(|(_, (h, c))| **h != c.name)
+        {
+            return Err(format!(
+                "CSV header name {} is {:?}, expected {:?}",
+                i + 1,
+                display(h, 100),
+                shown(&c.name)
             ));
         }
         let mut rows = Vec::new();
         for (r, record) in reader.records().enumerate() {
-            let record = record.map_err(|e| format!("CSV row {}: {e}", r + 1))?;
+            let record = record
+                .map_err(|e| format!("CSV row {}: {}", r + 1, display(&e.to_string(), 200)))?;
             let mut row = Vec::with_capacity(columns.len());
             for (cell, col) in record.iter().zip(&columns) {
                 use serde_json::Value as V;
-                let bad = || {
+                let bad = |why: &str| {
                     format!(
-                        "CSV row {}, column {:?}: {cell:?} is not {:?}",
+                        "CSV row {}, column {:?}: {:?} {why}",
                         r + 1,
-                        col.name,
-                        col.kind
+                        shown(&col.name),
+                        display(cell, 60),
                     )
                 };
+                let not_a = || bad(&format!("is not {:?}", col.kind));
                 let value = if cell.is_empty() {
                     V::Null
                 } else {
                     match col.kind {
                         ColumnType::String | ColumnType::DateTime => V::String(cell.to_owned()),
-                        ColumnType::Integer => V::from(cell.parse::<i64>().map_err(|_| bad())?),
+                        ColumnType::Integer => match cell.parse::<i64>() {
+                            Ok(n) => V::from(n),
+                            Err(_) if cell.parse::<i128>().is_ok() => {
+                                return Err(bad("is outside the 64-bit signed integer range"));
+                            }
+                            Err(_) => return Err(not_a()),
+                        },
                         ColumnType::Decimal => {
-                            let f = cell.parse::<f64>().map_err(|_| bad())?;
+                            let f = cell.parse::<f64>().map_err(|_| not_a())?;
                             serde_json::Number::from_f64(f)
                                 .map(V::Number)
-                                .ok_or_else(bad)?
+                                .ok_or_else(|| bad("is not a finite number"))?
                         }
                         ColumnType::Boolean => match cell.to_ascii_lowercase().as_str() {
                             "true" => V::Bool(true),
                             "false" => V::Bool(false),
-                            _ => return Err(bad()),
+                            _ => return Err(not_a()),
                         },
                     }
                 };
@@ -313,5 +468,131 @@ mod tests {
         let t: Table =
             serde_json::from_str(r#"{"columns":[{"name":"n"}],"rows":[[1,2]]}"#).expect("shape");
         assert!(matches!(t.validate(), Err(TableError::Width { .. })));
+    }
+
+    fn table(columns: serde_json::Value, rows: serde_json::Value) -> Table {
+        serde_json::from_value(serde_json::json!({"columns": columns, "rows": rows}))
+            .expect("shape")
+    }
+
+    #[test]
+    fn given_an_integer_above_i64_max_when_validated_then_it_is_refused_with_row_column_and_reason()
+    {
+        let t = table(
+            serde_json::json!([{"name": "Orders", "type": "integer"}]),
+            serde_json::json!([[1], [9223372036854775808_u64]]),
+        );
+        match t.validate() {
+            Err(TableError::Value {
+                row,
+                column,
+                reason,
+            }) => {
+                assert_eq!((row, column.as_str()), (2, "Orders"));
+                assert!(reason.contains("64-bit"), "{reason}");
+            }
+            other => panic!("expected a value error, got {other:?}"),
+        }
+        let edge = table(
+            serde_json::json!([{"name": "n", "type": "integer"}]),
+            serde_json::json!([[i64::MAX], [i64::MIN]]),
+        );
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn given_non_finite_decimals_when_validated_then_each_is_refused() {
+        for bad in [
+            "NaN",
+            "nan",
+            "inf",
+            "-infinity",
+            "+Infinity",
+            "1e400",
+            "-1e999",
+        ] {
+            let t = table(
+                serde_json::json!([{"name": "d", "type": "decimal"}]),
+                serde_json::json!([["1.5"], [bad]]),
+            );
+            assert!(
+                matches!(t.validate(), Err(TableError::Value { row: 2, .. })),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn given_decimals_whose_total_overflows_when_validated_then_the_total_is_refused() {
+        let t = table(
+            serde_json::json!([{"name": "d", "type": "decimal"}]),
+            serde_json::json!([[1.7e308], ["1.7e308"]]),
+        );
+        assert!(matches!(t.validate(), Err(TableError::Total { .. })));
+    }
+
+    #[test]
+    fn given_a_time_past_year_9999_in_a_date_time_cell_when_validated_then_it_is_refused() {
+        let t = table(
+            serde_json::json!([{"name": "at", "type": "date_time"}]),
+            serde_json::json!([["9999-12-31T23:59:59-01:00"]]),
+        );
+        assert!(matches!(
+            t.validate(),
+            Err(TableError::Value { row: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn given_a_long_multibyte_cell_of_the_wrong_type_when_validated_then_the_error_is_bounded() {
+        let long = "東".repeat(10_000);
+        let t = table(
+            serde_json::json!([{"name": "n".repeat(1000), "type": "integer"}]),
+            serde_json::json!([[long]]),
+        );
+        let err = t.validate().expect_err("not an integer").to_string();
+        assert!(err.chars().count() < 300, "{} chars", err.chars().count());
+        assert!(err.contains('東'));
+    }
+
+    #[test]
+    fn given_more_than_the_allowed_columns_when_validated_then_the_table_is_refused() {
+        let columns: Vec<_> = (0..=MAX_COLUMNS)
+            .map(|i| serde_json::json!({"name": format!("c{i}")}))
+            .collect();
+        let t = table(serde_json::json!(columns), serde_json::json!([]));
+        assert_eq!(
+            t.validate(),
+            Err(TableError::TooManyColumns(MAX_COLUMNS + 1))
+        );
+    }
+
+    #[test]
+    fn given_csv_numbers_that_cannot_be_totalled_when_parsed_then_they_are_refused_with_a_reason() {
+        let cols: Vec<Column> = serde_json::from_str(
+            r#"[{"name":"n","type":"integer"},{"name":"d","type":"decimal"}]"#,
+        )
+        .expect("cols");
+        let err =
+            Table::from_csv(b"n,d\n9223372036854775808,1\n", cols.clone()).expect_err("above i64");
+        assert!(err.contains("row 1") && err.contains("64-bit"), "{err}");
+        for bad in ["NaN", "inf", "-infinity", "1e400"] {
+            let csv = format!("n,d\n1,{bad}\n");
+            let err = Table::from_csv(csv.as_bytes(), cols.clone()).expect_err(bad);
+            assert!(err.contains("finite"), "{bad}: {err}");
+        }
+        let ok = Table::from_csv(b"n,d\n-9223372036854775808,-3.5\n", cols).expect("in range");
+        assert_eq!(ok.validate(), Ok(()));
+    }
+
+    #[test]
+    fn given_a_csv_header_that_differs_when_parsed_then_the_error_names_the_first_difference_briefly()
+     {
+        let cols: Vec<Column> =
+            serde_json::from_str(r#"[{"name":"a"},{"name":"b"}]"#).expect("cols");
+        let header = format!("a,{}\n", "x".repeat(100_000));
+        let err = Table::from_csv(header.as_bytes(), cols).expect_err("wrong header");
+        assert!(err.contains("name 2"), "{err}");
+        assert!(err.len() < 400, "{} bytes", err.len());
     }
 }

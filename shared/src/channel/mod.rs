@@ -138,15 +138,16 @@ pub struct DeliveryContext<'a> {
 }
 
 impl DeliveryContext<'_> {
-    /// Reads a rendered file's bytes; a missing object is permanent.
+    /// Reads a rendered file's bytes; a missing object or a refusal (no
+    /// such bucket, access denied) is permanent, anything else temporary.
     pub async fn read(&self, file: &LinkedFile) -> Result<Vec<u8>, DeliveryError> {
+        use crate::blob::BlobError;
         self.blobs.get(&file.file.key).await.map_err(|e| match e {
-            crate::blob::BlobError::NotFound(_) => {
-                DeliveryError::permanent("file_missing", e.to_string())
+            BlobError::NotFound(_) => DeliveryError::permanent("file_missing", e.to_string()),
+            BlobError::Permanent { .. } => {
+                DeliveryError::permanent("file_unreadable", e.to_string())
             }
-            crate::blob::BlobError::Backend(_) => {
-                DeliveryError::temporary("blob_store", e.to_string())
-            }
+            BlobError::Temporary(_) => DeliveryError::temporary("blob_store", e.to_string()),
         })
     }
 

@@ -262,8 +262,9 @@ impl Channel for WebhookChannel {
     }
 }
 
-/// Classifies a failed request: a refused address is permanent, a timeout or
-/// network failure temporary. The URL is dropped from the message: webhook,
+/// Classifies a failed request: a refused address or a failed TLS handshake
+/// (bad certificate, no common protocol) is permanent, a timeout or network
+/// failure temporary. The URL is dropped from the message: webhook,
 /// incoming-webhook and upload URLs can carry secrets.
 pub fn send_error(e: reqwest::Error) -> DeliveryError {
     let e = e.without_url();
@@ -271,9 +272,63 @@ pub fn send_error(e: reqwest::Error) -> DeliveryError {
         DeliveryError::temporary("timeout", "receiver did not answer in time")
     } else if e.is_connect() && is_vetting_error(&e) {
         DeliveryError::permanent("forbidden_address", error_chain(&e))
+    } else if is_tls_failure(&e) {
+        DeliveryError::permanent("tls_error", error_chain(&e))
     } else {
         DeliveryError::temporary("network", error_chain(&e))
     }
+}
+
+/// Whether any error in the cause chain is a TLS handshake failure that
+/// retrying will not fix. rustls errors reach us wrapped in `io::Error`
+/// (whose `source` skips them), so each level is judged by its text.
+pub fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if is_tls_failure_text(&err.to_string()) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Whether an error text is one of rustls' permanent handshake failures:
+/// the peer's certificate is invalid (unknown issuer, expired, wrong name,
+/// revoked…), the peer refused ours or the handshake (fatal alerts about
+/// certificates, versions or parameters), the peer shares no protocol
+/// version or cipher suite with us, or it does not speak TLS at all.
+pub fn is_tls_failure_text(text: &str) -> bool {
+    const FAILURES: [&str; 7] = [
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "invalid certificate revocation list",
+        "peer is incompatible",
+        "presented server name type wasn't supported",
+        "peer doesn't support any known protocol",
+        "received corrupt message",
+    ];
+    const FATAL_ALERTS: [&str; 14] = [
+        "BadCertificate",
+        "UnsupportedCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "CertificateUnknown",
+        "CertificateRequired",
+        "UnknownCA",
+        "AccessDenied",
+        "HandshakeFailure",
+        "ProtocolVersion",
+        "InsufficientSecurity",
+        "IllegalParameter",
+        "UnrecognisedName",
+        "NoApplicationProtocol",
+    ];
+    FAILURES.iter().any(|f| text.contains(f))
+        || text
+            .split("received fatal alert: ")
+            .skip(1)
+            .any(|rest| FATAL_ALERTS.iter().any(|alert| rest.starts_with(alert)))
 }
 
 /// Whether the resolver refused the host (found anywhere in the cause chain).
@@ -323,5 +378,101 @@ mod tests {
     fn short_or_malformed_secrets_are_refused() {
         assert!(sign(&["nope"], "id", 1, b"{}").is_err());
         assert!(sign(&["whsec_c2hvcnQ="], "id", 1, b"{}").is_err());
+    }
+
+    /// One level of an error chain, as hyper and reqwest build them.
+    #[derive(Debug)]
+    struct Layer(
+        &'static str,
+        Option<Box<dyn std::error::Error + Send + Sync>>,
+    );
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    /// `error sending request` → `client error (Connect)` → io error `text`.
+    fn chain(text: &str) -> Layer {
+        let io = std::io::Error::other(text.to_owned());
+        Layer(
+            "error sending request",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(io)),
+            ))),
+        )
+    }
+
+    #[test]
+    fn given_certificate_and_handshake_failures_deep_in_the_chain_when_classified_then_they_are_tls_failures()
+     {
+        for text in [
+            "invalid peer certificate: UnknownIssuer",
+            "invalid peer certificate: certificate expired: verification time 1 (UNIX), but certificate is not valid after 0 (1 seconds ago)",
+            "invalid peer certificate: certificate not valid for name \"example.com\"; certificate is only valid for localhost",
+            "invalid peer certificate: BadSignature",
+            "received fatal alert: HandshakeFailure",
+            "received fatal alert: ProtocolVersion",
+            "received fatal alert: BadCertificate",
+            "peer is incompatible: NoCipherSuitesInCommon",
+            "received corrupt message of type InvalidContentType",
+        ] {
+            assert!(is_tls_failure(&chain(text)), "{text}");
+        }
+    }
+
+    #[test]
+    fn given_network_failures_and_hosts_named_like_tls_words_when_classified_then_they_are_not_tls_failures()
+     {
+        for text in [
+            "tcp connect error: Connection refused (os error 111)",
+            "dns error: certificate.example.com did not resolve",
+            "connection reset by peer",
+            "received fatal alert: InternalError",
+            "peer closed connection without sending TLS close_notify",
+            "unexpected end of file",
+        ] {
+            assert!(!is_tls_failure(&chain(text)), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_receiver_that_does_not_speak_tls_when_sent_to_then_the_failure_is_permanent_tls_error()
+     {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Given a local server answering plain HTTP on the port we call over https
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            if let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0_u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        // When a webhook is sent there
+        let client = vetted_client(true, Duration::from_secs(5)).expect("client");
+        let err = client
+            .post(format!("https://127.0.0.1:{port}/hook"))
+            .send()
+            .await
+            .expect_err("no TLS handshake");
+        // Then it is a permanent TLS error, without the URL
+        let e = send_error(err);
+        assert_eq!(e.code(), "tls_error", "{e}");
+        assert!(!e.is_retryable());
+        assert!(!e.message().contains("/hook"), "{e}");
     }
 }

@@ -15,7 +15,9 @@ pub struct StoredFile {
     pub sha256: String,
 }
 
-/// One finished run of a report.
+/// One finished run of a report. `report_name` is stored cleaned and
+/// bounded (see [`crate::render::display`]), since emails, Slack messages
+/// and webhook bodies show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportExecution {
     pub id: String,
@@ -43,4 +45,9 @@ pub struct ReportExecution {
     pub fanout_note: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Lower-case hex SHA-256 of the message the execution was rendered
+    /// from, so that a later message reusing the id with other content is
+    /// refused instead of silently ignored. Absent on older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_sha256: Option<String>,
 }

@@ -100,10 +100,13 @@ fn check_name(name: &str) -> Result<(), UrlError> {
     }
 }
 
-/// True for any address a webhook must never reach: loopback, private,
-/// link-local (incl. cloud metadata), CGNAT, benchmarking, documentation,
-/// multicast, broadcast, unspecified, reserved, ULA, and IPv4 embedded in
-/// IPv6 (mapped, compatible, NAT64, 6to4) when the embedded address is one.
+/// True for any address a webhook must never reach: unspecified, loopback,
+/// private, link-local (incl. cloud metadata), shared (CGNAT), benchmarking,
+/// documentation, multicast, broadcast and reserved IPv4 ranges; for IPv6
+/// anything outside global unicast `2000::/3` (except NAT64), unique-local,
+/// link- and site-local, multicast, documentation and the IETF protocol
+/// block `2001::/23`. An IPv6 address that embeds an IPv4 one
+/// ([`embedded_ipv4`]) is also refused when the embedded address is.
 pub fn is_forbidden_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
@@ -120,50 +123,63 @@ fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || ip.is_multicast()
         || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240 // reserved
+        || a == 0 // "this network" 0/8
+        || (a == 100 && (64..128).contains(&b)) // shared address space 100.64/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0/24
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast 192.88.99/24
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
+        || a >= 240 // reserved 240/4
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the transition mechanisms
+/// that put one inside: IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated
+/// (SIIT) `::ffff:0:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::` and Teredo `2001:0:S:S::~C`
+/// (server S, client C bit-inverted in the last 32 bits).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let seg = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let mut found = Vec::new();
+    match seg {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] // mapped
+        | [0, 0, 0, 0, 0xffff, 0, hi, lo] // translated
+        | [0, 0, 0, 0, 0, 0, hi, lo] // compatible
+        | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => found.push(v4(hi, lo)), // NAT64
+        [0x2002, hi, lo, ..] => found.push(v4(hi, lo)),                  // 6to4
+        [0x2001, 0, s_hi, s_lo, _, _, c_hi, c_lo] => {
+            // Teredo: server, then the client (obfuscated by inversion).
+            found.push(v4(s_hi, s_lo));
+            found.push(v4(!c_hi, !c_lo));
+        }
+        _ => {}
+    }
+    found
 }
 
 fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_forbidden_v4(v4);
-    }
-    let seg = ip.segments();
-    // IPv4-compatible (::a.b.c.d), deprecated but still routable on some stacks.
-    if seg[..6].iter().all(|s| *s == 0) {
+    if embedded_ipv4(ip).into_iter().any(is_forbidden_v4) {
         return true;
     }
-    // NAT64 64:ff9b::/96 and 6to4 2002::/16 embed an IPv4 address.
-    if seg[0] == 0x64 && seg[1] == 0xff9b {
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return is_forbidden_v4(v4);
+    let seg = ip.segments();
+    let nat64 = seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    // Global unicast is 2000::/3; outside it only the NAT64 well-known
+    // prefix (checked through its IPv4 address above) can be public. This
+    // refuses ::/8 (unspecified, loopback, mapped, translated, compatible),
+    // 64:ff9b:1::/48 (local-use NAT64), 100::/64 (discard), fc00::/7 (ULA),
+    // fe80::/10 (link-local), fec0::/10 (site-local), ff00::/8 (multicast)
+    // and 5f00::/16 (SRv6 SIDs). IPv4-mapped and -compatible forms of a
+    // public address are refused too: a webhook has no need for them.
+    if (seg[0] & 0xe000) != 0x2000 {
+        return !nat64;
     }
-    if seg[0] == 0x2002 {
-        let v4 = Ipv4Addr::new(
-            (seg[1] >> 8) as u8,
-            seg[1] as u8,
-            (seg[2] >> 8) as u8,
-            seg[2] as u8,
-        );
-        return is_forbidden_v4(v4);
+    match seg[0] {
+        // IETF protocol assignments 2001::/23 (Teredo, benchmarking, ORCHID)
+        // and documentation 2001:db8::/32.
+        0x2001 => seg[1] < 0x0200 || seg[1] == 0x0db8,
+        // Documentation 3fff::/20.
+        0x3fff => seg[1] < 0x1000,
+        _ => false,
     }
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00 // ULA fc00::/7
-        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
-        || (seg[0] == 0x2001 && seg[1] < 0x0200) // TEREDO, ORCHID, benchmarking
-        || seg[0] == 0x0100 && seg[1..4].iter().all(|s| *s == 0) // discard-only
 }
 
 #[cfg(test)]
@@ -238,5 +254,105 @@ mod tests {
         assert!(is_forbidden_ip("fd12::1".parse().expect("ip")));
         assert!(!is_forbidden_ip("1.1.1.1".parse().expect("ip")));
         assert!(!is_forbidden_ip("2606:4700::1111".parse().expect("ip")));
+    }
+
+    #[test]
+    fn given_ip_literal_urls_in_every_form_when_checked_then_only_public_addresses_pass() {
+        // (URL, allowed)
+        let cases = [
+            // IPv4
+            ("https://93.184.215.14/h", true),
+            ("https://1.1.1.1/h", true),
+            ("https://0.1.2.3/", false),         // this network
+            ("https://100.127.255.254/", false), // shared 100.64/10
+            ("https://100.128.0.1/", true),      // just past it
+            ("https://192.0.0.8/", false),       // IETF protocol assignments
+            ("https://192.88.99.1/", false),     // 6to4 relay anycast
+            ("https://198.19.255.1/", false),    // benchmarking
+            ("https://198.51.100.7/", false),    // documentation
+            ("https://203.0.113.9/", false),     // documentation
+            ("https://240.0.0.1/", false),       // reserved
+            ("https://239.255.255.250/", false), // multicast
+            // IPv6, plain
+            ("https://[2606:4700::1111]/", true),
+            ("https://[2a00:1450:4001:80b::200e]/", true),
+            ("https://[::]/", false),           // unspecified
+            ("https://[::1]/", false),          // loopback
+            ("https://[fe80::1]/", false),      // link-local
+            ("https://[febf::1]/", false),      // link-local, top of /10
+            ("https://[fec0::1]/", false),      // site-local
+            ("https://[fc00::1]/", false),      // unique-local
+            ("https://[fdff:ffff::1]/", false), // unique-local
+            ("https://[ff02::1]/", false),      // multicast
+            ("https://[ff0e::1]/", false),      // global multicast
+            ("https://[2001:db8::1]/", false),  // documentation
+            ("https://[3fff::1]/", false),      // documentation (RFC 9637)
+            ("https://[2001:2::1]/", false),    // benchmarking
+            ("https://[2001:10::1]/", false),   // ORCHID
+            ("https://[100::1]/", false),       // discard-only
+            ("https://[5f00::1]/", false),      // SRv6 SIDs
+            ("https://[4000::1]/", false),      // unallocated
+            // IPv6 carrying IPv4: mapped, translated (SIIT), compatible
+            ("https://[::ffff:127.0.0.1]/", false),
+            ("https://[::ffff:7f00:1]/", false),
+            ("https://[0:0:0:0:0:ffff:169.254.169.254]/", false),
+            ("https://[::ffff:0:7f00:1]/", false), // the hostile-input case
+            ("https://[::ffff:0:a9fe:a9fe]/", false),
+            ("https://[::ffff:0:a00:1]/", false),
+            ("https://[::ffff:93.184.215.14]/", false), // public, but never needed
+            ("https://[::127.0.0.1]/", false),
+            ("https://[::a9fe:a9fe]/", false),
+            // NAT64
+            ("https://[64:ff9b::7f00:1]/", false),
+            ("https://[64:ff9b::a9fe:a9fe]/", false),
+            ("https://[64:ff9b::c0a8:101]/", false),
+            ("https://[64:ff9b::5db8:d70e]/", true), // 93.184.215.14
+            ("https://[64:ff9b:1::a00:1]/", false),  // local-use NAT64
+            ("https://[64:ff9b:1::5db8:d70e]/", false),
+            // 6to4
+            ("https://[2002:7f00:1::1]/", false),
+            ("https://[2002:a9fe:a9fe::]/", false),
+            ("https://[2002:c0a8:101::1]/", false),
+            ("https://[2002:5db8:d70e::1]/", true),
+            // Teredo: server 65.54.227.120, client 127.0.0.1 (inverted 80ff:fffe)
+            ("https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", false),
+            ("https://[2001:0:4136:e378:8000:63bf:a2ff:fffe]/", false),
+        ];
+        assert!(cases.len() >= 30);
+        for (url, allowed) in cases {
+            assert_eq!(
+                WebhookUrl::parse(url, false).is_ok(),
+                allowed,
+                "{url} should be {}",
+                if allowed { "allowed" } else { "refused" }
+            );
+        }
+    }
+
+    #[test]
+    fn given_transition_addresses_when_unpacked_then_the_embedded_ipv4_is_found() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("ipv6");
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("ipv4");
+        assert_eq!(embedded_ipv4(v6("::ffff:0:7f00:1")), [v4("127.0.0.1")]);
+        assert_eq!(
+            embedded_ipv4(v6("::ffff:a9fe:a9fe")),
+            [v4("169.254.169.254")]
+        );
+        assert_eq!(embedded_ipv4(v6("64:ff9b::a00:1")), [v4("10.0.0.1")]);
+        assert_eq!(embedded_ipv4(v6("2002:c0a8:101::")), [v4("192.168.1.1")]);
+        assert_eq!(
+            embedded_ipv4(v6("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+            [v4("65.54.227.120"), v4("192.0.2.45")]
+        );
+        assert!(embedded_ipv4(v6("2606:4700::1111")).is_empty());
+    }
+
+    #[test]
+    fn given_resolved_transition_addresses_when_vetted_then_embedded_private_ones_are_forbidden() {
+        // The same check runs on what DNS returns.
+        for ip in ["::ffff:0:7f00:1", "64:ff9b::a9fe:a9fe", "2002:a00:1::1"] {
+            assert!(is_forbidden_ip(ip.parse().expect("ip")), "{ip}");
+        }
+        assert!(!is_forbidden_ip("64:ff9b::101:101".parse().expect("ip")));
     }
 }

@@ -1,20 +1,23 @@
 //! render: execution-completed message → PDF in S3 → execution record →
 //! fan-out task. Idempotent: a redelivered message re-sends the fan-out
-//! task for the execution already recorded.
+//! task for the execution already recorded. A message that reuses an
+//! execution id with different content is refused (`execution_conflict`);
+//! the first execution stands.
 
 use super::{Outcome, body_of, process_batch, valid_id};
-use crate::blob::{BlobError, BlobStore};
+use crate::blob::{BlobError, BlobStore, ClaimCheckScope};
 use crate::contract::{
     ClaimCheck, ClaimFormat, ExecutionCompletedV1, ExecutionMessage, FanoutTask, ReportData, Table,
 };
 use crate::domain::Timestamp;
 use crate::domain::execution::{ReportExecution, StoredFile};
 use crate::queue::Queue;
+use crate::render::display::{MAX_REASON, MAX_REPORT_NAME, display};
 use crate::render::{ReportMeta, csv::render_csv, render_pdf, time_zone};
 use crate::store::ExecutionStore;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{info, warn};
 
 /// What render needs.
 pub struct Deps {
@@ -23,6 +26,8 @@ pub struct Deps {
     pub queue: Box<dyn Queue>,
     pub fanout_queue_url: String,
     pub dead_letter_url: String,
+    /// Where claim-check objects may be read from.
+    pub claim_checks: ClaimCheckScope,
 }
 
 /// The Lambda handler.
@@ -37,7 +42,22 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     .await
 }
 
+/// Processes one message; reasons are cleaned and bounded, since they can
+/// quote the message and go to logs and dead-letter attributes.
 async fn process(deps: &Deps, m: &SqsMessage) -> Outcome {
+    match process_unbounded(deps, m).await {
+        Outcome::Reject { code, reason } => Outcome::Reject {
+            code,
+            reason: display(&reason, MAX_REASON),
+        },
+        Outcome::Retry { reason } => Outcome::Retry {
+            reason: display(&reason, MAX_REASON),
+        },
+        Outcome::Done => Outcome::Done,
+    }
+}
+
+async fn process_unbounded(deps: &Deps, m: &SqsMessage) -> Outcome {
     let body = match body_of(m) {
         Ok(b) => b,
         Err(outcome) => return outcome,
@@ -86,6 +106,7 @@ async fn render_and_store(
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
         reason: e.to_string(),
     };
+    let input_sha256 = input_hash(&msg);
     if let Some(existing) = deps
         .executions
         .get_execution(&msg.execution_id)
@@ -93,11 +114,11 @@ async fn render_and_store(
         .map_err(|e| retry(&e))?
     {
         info!(execution_id = %existing.id, "already rendered");
-        return Ok(existing);
+        return same_input(existing, &input_sha256);
     }
     let tz = time_zone(&msg.time_zone).ok_or_else(|| Outcome::Reject {
         code: "invalid_time_zone",
-        reason: format!("{:?} is not an IANA time zone", msg.time_zone),
+        reason: format!("{:?} is not an IANA time zone", display(&msg.time_zone, 64)),
     })?;
     let table = load_table(deps, &msg.data).await?;
     table.validate().map_err(|e| Outcome::Reject {
@@ -129,7 +150,7 @@ async fn render_and_store(
         code: "render_failed",
         reason,
     })?;
-    let render_ms = started.elapsed().as_millis() as u64;
+    let render_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
     let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;
     info!(
@@ -145,7 +166,7 @@ async fn render_and_store(
     let execution = ReportExecution {
         id: msg.execution_id,
         report_id: msg.report_id,
-        report_name: msg.report_name,
+        report_name: display(&msg.report_name, MAX_REPORT_NAME),
         generated_at: msg.generated_at,
         time_zone: msg.time_zone,
         row_count,
@@ -157,11 +178,48 @@ async fn render_and_store(
         fanout_note: None,
         created_at: now,
         updated_at: now,
+        input_sha256: Some(input_sha256.clone()),
     };
-    deps.executions
+    // If another render of this id won the race, its record comes back.
+    let stored = deps
+        .executions
         .put_rendered(&execution)
         .await
-        .map_err(|e| retry(&e))
+        .map_err(|e| retry(&e))?;
+    same_input(stored, &input_sha256)
+}
+
+/// Lower-case hex SHA-256 of the message's canonical JSON (fields in
+/// declaration order, parameters sorted, the time normalised to UTC).
+pub fn input_hash(msg: &ExecutionCompletedV1) -> String {
+    let canonical = serde_json::to_vec(msg).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}
+
+/// The recorded execution, unless it was rendered from different content:
+/// then the message is refused and the first execution stands. Records
+/// from before hashes were kept are taken as they are.
+fn same_input(existing: ReportExecution, input_sha256: &str) -> Result<ReportExecution, Outcome> {
+    match existing.input_sha256.as_deref() {
+        Some(stored) if stored != input_sha256 => {
+            warn!(
+                execution_id = %existing.id,
+                stored_sha256 = %stored,
+                message_sha256 = %input_sha256,
+                "execution id reused with different content; refusing the message"
+            );
+            Err(Outcome::Reject {
+                code: "execution_conflict",
+                reason: format!(
+                    "execution {} was already rendered from different content \
+                     (sha256 {stored}); this message has sha256 {input_sha256}; \
+                     the first execution stands",
+                    existing.id
+                ),
+            })
+        }
+        _ => Ok(existing),
+    }
 }
 
 /// Stores one rendered file under `reports/<report>/<execution>/`; the hash
@@ -205,13 +263,20 @@ async fn load_table(deps: &Deps, data: &ReportData) -> Result<Table, Outcome> {
         code: "invalid_claim_check",
         reason,
     };
-    let bytes = deps.blobs.get_uri(&check.uri).await.map_err(|e| match e {
+    // Only the configured bucket and prefix, checked before any read.
+    let key = deps.claim_checks.check(&check.uri).map_err(invalid)?;
+    let uri = format!("s3://{}/{key}", deps.claim_checks.bucket);
+    let bytes = deps.blobs.get_uri(&uri).await.map_err(|e| match e {
         BlobError::NotFound(what) => Outcome::Reject {
             code: "claim_check_missing",
             reason: format!("claim-check object not found: {what}"),
         },
-        other => Outcome::Retry {
-            reason: other.to_string(),
+        BlobError::Permanent { .. } => Outcome::Reject {
+            code: "claim_check_unreadable",
+            reason: format!("claim-check object cannot be read: {e}"),
+        },
+        BlobError::Temporary(_) => Outcome::Retry {
+            reason: e.to_string(),
         },
     })?;
     match check.format {
@@ -241,15 +306,380 @@ impl Deps {
         use crate::config::{required, tables};
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let bucket = required("REPORTS_BUCKET")?;
         Ok(Self {
             executions: Box::new(store),
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
-                required("REPORTS_BUCKET")?,
+                bucket.clone(),
             )),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             fanout_queue_url: required("FANOUT_QUEUE_URL")?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            claim_checks: ClaimCheckScope::reports(bucket),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{DeadLetter, OutMessage, QueueError};
+    use crate::store::StoreError;
+    use async_trait::async_trait;
+    use serde_json::{Value, json};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    const BUCKET: &str = "reports-bucket";
+
+    /// Executions in memory; `put_rendered` keeps the first, like the
+    /// conditional write.
+    #[derive(Default)]
+    struct FakeExecutions(Mutex<HashMap<String, ReportExecution>>);
+
+    #[async_trait]
+    impl ExecutionStore for FakeExecutions {
+        async fn put_rendered(&self, e: &ReportExecution) -> Result<ReportExecution, StoreError> {
+            let mut map = self
+                .0
+                .lock()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(map.entry(e.id.clone()).or_insert_with(|| e.clone()).clone())
+        }
+        async fn get_execution(&self, id: &str) -> Result<Option<ReportExecution>, StoreError> {
+            let map = self
+                .0
+                .lock()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(map.get(id).cloned())
+        }
+        async fn mark_fanned_out(&self, _: &str, _: u64, _: Timestamp) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// Objects in memory; reads of `failing` answer with its error. Every
+    /// read and write is recorded.
+    #[derive(Default)]
+    struct FakeBlobs {
+        objects: Mutex<HashMap<String, Vec<u8>>>,
+        failing: Option<BlobError>,
+        reads: Mutex<Vec<String>>,
+        puts: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl BlobStore for FakeBlobs {
+        async fn put(&self, key: &str, bytes: Vec<u8>, _: &str) -> Result<(), BlobError> {
+            self.puts.lock().expect("lock").push(key.to_owned());
+            self.objects
+                .lock()
+                .expect("lock")
+                .insert(format!("s3://{BUCKET}/{key}"), bytes);
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
+            self.get_uri(&format!("s3://{BUCKET}/{key}")).await
+        }
+        async fn get_uri(&self, uri: &str) -> Result<Vec<u8>, BlobError> {
+            self.reads.lock().expect("lock").push(uri.to_owned());
+            if let Some(e) = &self.failing {
+                return Err(e.clone());
+            }
+            self.objects
+                .lock()
+                .expect("lock")
+                .get(uri)
+                .cloned()
+                .ok_or_else(|| BlobError::NotFound(uri.to_owned()))
+        }
+        async fn presign_get(&self, key: &str, _: Duration) -> Result<String, BlobError> {
+            Ok(key.to_owned())
+        }
+    }
+
+    /// Records sent bodies.
+    #[derive(Default)]
+    struct FakeQueue(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Queue for FakeQueue {
+        async fn send_batch(&self, _: &str, _: &[OutMessage]) -> Result<Vec<String>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn send(&self, _: &str, body: &str) -> Result<(), QueueError> {
+            self.0.lock().expect("lock").push(body.to_owned());
+            Ok(())
+        }
+        async fn dead_letter(&self, _: &str, _: DeadLetter<'_>) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    fn deps(blobs: FakeBlobs) -> Deps {
+        Deps {
+            executions: Box::new(FakeExecutions::default()),
+            blobs: Box::new(blobs),
+            queue: Box::new(FakeQueue::default()),
+            fanout_queue_url: "fanout".into(),
+            dead_letter_url: "dlq".into(),
+            claim_checks: ClaimCheckScope::reports(BUCKET),
+        }
+    }
+
+    fn message(body: &Value) -> SqsMessage {
+        serde_json::from_value(json!({"messageId": "m1", "body": body.to_string()}))
+            .expect("message")
+    }
+
+    fn inline(execution_id: &str, rows: Value) -> Value {
+        json!({
+            "type": "execution_completed.v1",
+            "execution_id": execution_id,
+            "report_id": "rpt-weekly-sales",
+            "report_name": "Weekly sales",
+            "generated_at": "2026-11-26T07:00:00Z",
+            "time_zone": "Europe/Zurich",
+            "data": {
+                "source": "inline",
+                "columns": [{"name": "City"}, {"name": "Orders", "type": "integer"}],
+                "rows": rows
+            }
+        })
+    }
+
+    fn claim_check(uri: &str) -> Value {
+        let mut m = inline("exec-cc", json!([]));
+        m["data"] = json!({"source": "s3", "uri": uri, "format": "json"});
+        m
+    }
+
+    fn code_of(outcome: &Outcome) -> &str {
+        match outcome {
+            Outcome::Reject { code, .. } => code,
+            Outcome::Retry { .. } => "retry",
+            Outcome::Done => "done",
+        }
+    }
+
+    #[tokio::test]
+    async fn given_claim_checks_outside_the_reports_bucket_incoming_when_rendered_then_they_are_refused_unread()
+     {
+        for uri in [
+            "s3://other-bucket/incoming/rows.json",
+            "s3://reports-bucket/reports/rpt/exec/report-abc.pdf",
+            "s3://reports-bucket/incoming/../reports/x.json",
+            "s3://reports-bucket/incoming//rows.json",
+            "s3://reports-bucket/incoming/",
+        ] {
+            // Given a claim check pointing outside incoming/ of the reports bucket
+            let blobs = std::sync::Arc::new(FakeBlobs::default());
+            let d = Deps {
+                blobs: Box::new(ArcBlobs(blobs.clone())),
+                ..deps(FakeBlobs::default())
+            };
+            // When it is processed
+            let outcome = process(&d, &message(&claim_check(uri))).await;
+            // Then it is refused at once, and nothing was read
+            assert_eq!(code_of(&outcome), "invalid_claim_check", "{uri}");
+            assert!(
+                blobs.reads.lock().expect("lock").is_empty(),
+                "{uri} was read"
+            );
+        }
+    }
+
+    /// Shares a [`FakeBlobs`] with the test.
+    struct ArcBlobs(std::sync::Arc<FakeBlobs>);
+
+    #[async_trait]
+    impl BlobStore for ArcBlobs {
+        async fn put(&self, key: &str, bytes: Vec<u8>, ct: &str) -> Result<(), BlobError> {
+            self.0.put(key, bytes, ct).await
+        }
+        async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
+            self.0.get(key).await
+        }
+        async fn get_uri(&self, uri: &str) -> Result<Vec<u8>, BlobError> {
+            self.0.get_uri(uri).await
+        }
+        async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, BlobError> {
+            self.0.presign_get(key, ttl).await
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_claim_check_inside_incoming_when_rendered_then_it_is_read_and_rendered() {
+        let blobs = FakeBlobs::default();
+        blobs.objects.lock().expect("lock").insert(
+            format!("s3://{BUCKET}/incoming/rows.json"),
+            json!({"columns": [{"name": "City"}], "rows": [["Zürich"]]})
+                .to_string()
+                .into_bytes(),
+        );
+        let d = deps(blobs);
+        let uri = format!("s3://{BUCKET}/incoming/rows.json");
+        assert_eq!(
+            process(&d, &message(&claim_check(&uri))).await,
+            Outcome::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn given_storage_errors_on_a_claim_check_when_rendered_then_only_temporary_ones_are_retried()
+     {
+        let cases = [
+            (
+                BlobError::Permanent {
+                    code: "NoSuchBucket".into(),
+                    reason: "The specified bucket does not exist".into(),
+                },
+                "claim_check_unreadable",
+            ),
+            (
+                BlobError::Permanent {
+                    code: "AccessDenied".into(),
+                    reason: "Access Denied".into(),
+                },
+                "claim_check_unreadable",
+            ),
+            (BlobError::NotFound("k".into()), "claim_check_missing"),
+            (BlobError::Temporary("SlowDown".into()), "retry"),
+        ];
+        for (error, expected) in cases {
+            let d = deps(FakeBlobs {
+                failing: Some(error.clone()),
+                ..FakeBlobs::default()
+            });
+            let uri = format!("s3://{BUCKET}/incoming/rows.json");
+            let outcome = process(&d, &message(&claim_check(&uri))).await;
+            assert_eq!(code_of(&outcome), expected, "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_an_execution_id_reused_with_different_rows_when_rendered_then_it_is_refused_and_the_first_stands()
+     {
+        // Given an execution rendered once
+        let d = deps(FakeBlobs::default());
+        let first = inline("exec-1", json!([["Zürich", 1]]));
+        assert_eq!(process(&d, &message(&first)).await, Outcome::Done);
+        let recorded = d
+            .executions
+            .get_execution("exec-1")
+            .await
+            .expect("store")
+            .expect("recorded");
+        assert_eq!(recorded.input_sha256.as_ref().map(String::len), Some(64));
+        // When the same id arrives with other rows
+        let second = inline("exec-1", json!([["Zürich", 999]]));
+        let outcome = process(&d, &message(&second)).await;
+        // Then it is refused with a reason, and the first execution stands
+        match &outcome {
+            Outcome::Reject { code, reason } => {
+                assert_eq!(*code, "execution_conflict");
+                assert!(reason.contains("first execution stands"), "{reason}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let after = d.executions.get_execution("exec-1").await.expect("store");
+        assert_eq!(after, Some(recorded));
+    }
+
+    #[tokio::test]
+    async fn given_an_identical_redelivery_when_rendered_then_it_is_done_without_rendering_again() {
+        let blobs = std::sync::Arc::new(FakeBlobs::default());
+        let d = Deps {
+            blobs: Box::new(ArcBlobs(blobs.clone())),
+            ..deps(FakeBlobs::default())
+        };
+        let m = inline("exec-2", json!([["Zürich", 1]]));
+        assert_eq!(process(&d, &message(&m)).await, Outcome::Done);
+        let puts = blobs.puts.lock().expect("lock").len();
+        // The same content, with the time written in another offset
+        let mut again = m.clone();
+        again["generated_at"] = json!("2026-11-26T08:00:00+01:00");
+        assert_eq!(process(&d, &message(&again)).await, Outcome::Done);
+        assert_eq!(
+            blobs.puts.lock().expect("lock").len(),
+            puts,
+            "not rendered again"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_a_record_from_before_hashes_when_redelivered_then_it_is_done() {
+        let d = deps(FakeBlobs::default());
+        let m = inline("exec-3", json!([["Zürich", 1]]));
+        assert_eq!(process(&d, &message(&m)).await, Outcome::Done);
+        let mut old = d
+            .executions
+            .get_execution("exec-3")
+            .await
+            .expect("store")
+            .expect("recorded");
+        old.input_sha256 = None;
+        let d = Deps {
+            executions: Box::new(FakeExecutions(Mutex::new(HashMap::from([(
+                "exec-3".to_owned(),
+                old,
+            )])))),
+            ..d
+        };
+        let other = inline("exec-3", json!([["Zürich", 2]]));
+        assert_eq!(process(&d, &message(&other)).await, Outcome::Done);
+    }
+
+    #[tokio::test]
+    async fn given_a_huge_report_name_with_control_characters_when_rendered_then_the_record_keeps_it_clean_and_bounded()
+     {
+        let d = deps(FakeBlobs::default());
+        let mut m = inline("exec-4", json!([["Zürich", 1]]));
+        m["report_name"] = json!(format!("Sales\u{202e}\u{1b}[2J\n{}", "x".repeat(250_000)));
+        assert_eq!(process(&d, &message(&m)).await, Outcome::Done);
+        let e = d
+            .executions
+            .get_execution("exec-4")
+            .await
+            .expect("store")
+            .expect("recorded");
+        assert_eq!(e.report_name.chars().count(), MAX_REPORT_NAME);
+        assert!(
+            e.report_name.starts_with("Sales[2J xxx"),
+            "{:.20}",
+            e.report_name
+        );
+        assert!(e.report_name.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn given_hostile_values_when_rendered_then_they_are_refused_with_bounded_reasons_not_panics()
+     {
+        let d = deps(FakeBlobs::default());
+        let mut late = inline("exec-5", json!([]));
+        late["generated_at"] = json!("9999-12-31T23:59:59-01:00");
+        let mut zone = inline("exec-6", json!([]));
+        zone["time_zone"] = json!("Z".repeat(100_000));
+        let big = inline("exec-7", json!([["a", 9223372036854775808_u64]]));
+        let mut nan = inline("exec-8", json!([["a", 1]]));
+        nan["data"]["columns"][1]["type"] = json!("decimal");
+        nan["data"]["rows"] = json!([["a", "NaN"]]);
+        for (m, expected) in [
+            (late, "malformed_message"),
+            (zone, "invalid_time_zone"),
+            (big, "invalid_rows"),
+            (nan, "invalid_rows"),
+        ] {
+            let outcome = process(&d, &message(&m)).await;
+            assert_eq!(code_of(&outcome), expected);
+            if let Outcome::Reject { reason, .. } = outcome {
+                assert!(reason.chars().count() <= MAX_REASON, "{expected}");
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! same rows ([`csv`]). Cell formatting shared by both lives here.
 
 pub mod csv;
+pub mod display;
 pub mod fonts;
 pub mod pdf;
 
@@ -29,15 +30,16 @@ pub fn time_zone(name: &str) -> Option<jiff::tz::TimeZone> {
     jiff::tz::TimeZone::get(name).ok()
 }
 
-/// A timestamp in a zone, e.g. `2026-11-26 08:00 CET`.
+/// A timestamp in a zone, e.g. `2026-11-26 08:00 CET`; the UTC text form
+/// if the zone's local time cannot be shown.
 pub fn local_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
     jiff::Timestamp::from_millisecond(t.unix_millis())
-        .map(|ts| {
-            ts.to_zoned_datetime(tz.clone())
-                .strftime("%Y-%m-%d %H:%M %Z")
-                .to_string()
+        .ok()
+        .and_then(|ts| {
+            let zoned = ts.to_zoned_datetime(tz.clone());
+            jiff::fmt::strtime::format("%Y-%m-%d %H:%M %Z", &zoned).ok()
         })
-        .unwrap_or_else(|_| t.to_string())
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// Formats a cell for people: grouped numbers, two decimals, local times,
@@ -83,36 +85,30 @@ pub fn group_thousands(num: &str) -> String {
     }
 }
 
-/// Column sums for the totals line: `Some` for numeric columns.
+/// Column sums for the totals line: `Some` for numeric columns. A table
+/// that [`Table::validate`](crate::contract::Table::validate) accepted always
+/// has totals; otherwise numeric columns show `n/a`.
 pub fn totals(table: &crate::contract::Table) -> Vec<Option<String>> {
-    table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match c.kind {
-            ColumnType::Integer => {
-                let sum: i128 = table
-                    .rows
-                    .iter()
-                    .filter_map(|r| r[i].as_i64().map(i128::from))
-                    .sum();
-                Some(group_thousands(&sum.to_string()))
-            }
-            ColumnType::Decimal => {
-                let sum: f64 = table
-                    .rows
-                    .iter()
-                    .filter_map(|r| match &r[i] {
-                        serde_json::Value::Number(n) => n.as_f64(),
-                        serde_json::Value::String(s) => s.parse().ok(),
-                        _ => None,
-                    })
-                    .sum();
-                Some(group_thousands(&format!("{sum:.2}")))
-            }
-            _ => None,
-        })
-        .collect()
+    use crate::contract::Total;
+    match table.totals() {
+        Ok(sums) => sums
+            .into_iter()
+            .map(|t| {
+                t.map(|t| match t {
+                    Total::Integer(n) => group_thousands(&n.to_string()),
+                    Total::Decimal(f) => group_thousands(&format!("{f:.2}")),
+                })
+            })
+            .collect(),
+        Err(_) => table
+            .columns
+            .iter()
+            .map(|c| {
+                matches!(c.kind, ColumnType::Integer | ColumnType::Decimal)
+                    .then(|| "n/a".to_owned())
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +150,51 @@ mod tests {
         assert_eq!(
             totals(&table),
             [None, Some("1,002".to_owned()), Some("3.75".to_owned())]
+        );
+    }
+
+    #[test]
+    fn given_integers_near_the_i64_limits_when_totalled_then_the_sum_is_exact() {
+        let table: crate::contract::Table = serde_json::from_value(json!({
+            "columns": [{"name": "n", "type": "integer"}],
+            "rows": [[i64::MAX], [i64::MAX], [1]]
+        }))
+        .expect("table");
+        assert_eq!(
+            totals(&table),
+            [Some("18,446,744,073,709,551,615".to_owned())]
+        );
+    }
+
+    #[test]
+    fn given_a_table_whose_totals_cannot_be_computed_when_totalled_then_numeric_columns_show_n_a() {
+        let table: crate::contract::Table = serde_json::from_value(json!({
+            "columns": [{"name": "c"}, {"name": "d", "type": "decimal"}],
+            "rows": [["a", "NaN"]]
+        }))
+        .expect("table");
+        assert_eq!(totals(&table), [None, Some("n/a".to_owned())]);
+    }
+
+    #[test]
+    fn given_times_at_the_edges_of_the_range_when_shown_locally_then_nothing_panics() {
+        let kiritimati = time_zone("Pacific/Kiritimati").expect("bundled tzdb");
+        let honolulu = time_zone("Pacific/Honolulu").expect("bundled tzdb");
+        // The last representable instant has no local time at +14:00 within
+        // year 9999, so it is shown in UTC.
+        assert_eq!(
+            local_time(Timestamp::MAX, &kiritimati),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert!(local_time(Timestamp::MIN, &honolulu).starts_with("0000-12-31"));
+        // A cell past year 9999 in UTC is not a time; it is shown as given.
+        assert_eq!(
+            format_cell(
+                &json!("9999-12-31T23:59:59-01:00"),
+                ColumnType::DateTime,
+                &kiritimati
+            ),
+            "9999-12-31T23:59:59-01:00"
         );
     }
 }

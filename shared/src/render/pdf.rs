@@ -3,7 +3,20 @@
 //! numbers right-aligned, long text ellipsized to its column, a totals line
 //! for numeric columns, and "Page X of Y" in the footer. Text uses embedded
 //! Unicode fonts with a CJK fallback (see [`super::fonts`]).
+//!
+//! Wide reports (see [`column_layout`]): every column gets at least the
+//! width its header and sampled cells need. When the columns do not fit
+//! side by side, the table type shrinks from 8.5 pt to 7.5 pt and then
+//! 6.5 pt; if they still do not fit, the columns are split into bands that
+//! each fill a page, the first column repeated on every band as the key.
+//! Each group of rows is then printed band after band.
+//!
+//! All text from the message is cleaned and bounded first
+//! ([`super::display`]).
 
+use super::display::{
+    MAX_CELL, MAX_COLUMN_NAME, MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_REPORT_NAME, display,
+};
 use super::fonts::{Face, Fonts, fonts};
 use super::{ReportMeta, format_cell, local_time, totals};
 use crate::contract::{ColumnType, Table};
@@ -20,6 +33,12 @@ const ROW_H: f32 = 14.0;
 const HEADER_H: f32 = 64.0;
 const FOOTER_H: f32 = 24.0;
 const PAD: f32 = 3.0;
+/// Width available to the table.
+const AVAIL: f32 = PAGE_W - 2.0 * MARGIN;
+/// Table type sizes tried in turn before the columns are split into bands.
+const TABLE_SIZES: [f32; 3] = [FONT_SIZE, 7.5, 6.5];
+/// A column's narrowest width at [`FONT_SIZE`]; scaled with the type.
+const MIN_COLUMN: f32 = 40.0;
 
 /// Table rows (data or totals) that fit on one page.
 pub fn rows_per_page() -> usize {
@@ -43,6 +62,8 @@ struct Writer<'f> {
     shapes: Vec<Op>,
     text: Vec<Op>,
     current: Option<(Face, u32)>,
+    /// The table's type size (see [`column_layout`]).
+    size: f32,
 }
 
 impl Writer<'_> {
@@ -88,16 +109,16 @@ impl Writer<'_> {
         self.fonts.width(s, bold, size)
     }
 
-    /// `s` cut to fit `max` points, with an ellipsis when cut.
-    fn fit(&self, s: &str, bold: bool, max: f32) -> String {
-        if self.width(s, bold, FONT_SIZE) <= max {
+    /// `s` cut to fit `max` points at `size`, with an ellipsis when cut.
+    fn fit(&self, s: &str, bold: bool, size: f32, max: f32) -> String {
+        if self.width(s, bold, size) <= max {
             return s.to_owned();
         }
-        let budget = max - self.width("…", bold, FONT_SIZE);
+        let budget = max - self.width("…", bold, size);
         let mut used = 0.0;
         let mut out = String::new();
         for c in s.chars() {
-            used += self.fonts.advance(c, bold, FONT_SIZE);
+            used += self.fonts.advance(c, bold, size);
             if used > budget {
                 break;
             }
@@ -123,7 +144,7 @@ impl Writer<'_> {
         ]);
     }
 
-    fn rule(&mut self, y: f32) {
+    fn rule(&mut self, y: f32, width: f32) {
         let p = |x| LinePoint {
             p: Point { x: Pt(x), y: Pt(y) },
             bezier: false,
@@ -132,25 +153,30 @@ impl Writer<'_> {
             Op::SetOutlineThickness { pt: Pt(0.5) },
             Op::DrawLine {
                 line: Line {
-                    points: vec![p(MARGIN), p(PAGE_W - MARGIN)],
+                    points: vec![p(MARGIN), p(MARGIN + width)],
                     is_closed: false,
                 },
             },
         ]);
     }
 
-    /// Draws one table line: each cell fitted to its column, numbers right-aligned.
-    fn row(&mut self, y: f32, cells: &[String], table: &Table, widths: &[f32], bold: bool) {
+    /// Draws one table line of a band: each cell fitted to its column,
+    /// numbers right-aligned.
+    fn row(&mut self, y: f32, cells: &[String], table: &Table, band: &Band, bold: bool) {
         let mut x = MARGIN;
-        for ((cell, col), w) in cells.iter().zip(&table.columns).zip(widths) {
-            let fitted = self.fit(cell, bold, w - 2.0 * PAD);
+        let size = self.size;
+        for (&i, w) in band.columns.iter().zip(&band.widths) {
+            let (Some(cell), Some(col)) = (cells.get(i), table.columns.get(i)) else {
+                continue;
+            };
+            let fitted = self.fit(cell, bold, size, w - 2.0 * PAD);
             let right = matches!(col.kind, ColumnType::Integer | ColumnType::Decimal);
             let tx = if right {
-                x + w - PAD - self.width(&fitted, bold, FONT_SIZE)
+                x + w - PAD - self.width(&fitted, bold, size)
             } else {
                 x + PAD
             };
-            self.text(tx, y - ROW_H + 4.0, FONT_SIZE, bold, &fitted);
+            self.text(tx, y - ROW_H + 4.0, size, bold, &fitted);
             x += w;
         }
     }
@@ -164,9 +190,10 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
     let format_row = |row: &[serde_json::Value]| -> Vec<String> {
         row.iter()
             .zip(&table.columns)
-            .map(|(v, c)| format_cell(v, c.kind, tz))
+            .map(|(v, c)| display(&format_cell(v, c.kind, tz), MAX_CELL))
             .collect()
     };
+    let title = display(meta.report_name, MAX_REPORT_NAME);
     let row_count = table.rows.len();
     let sums = totals(table);
     let has_totals = sums.iter().any(Option::is_some) && row_count > 0;
@@ -191,25 +218,45 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
         .chain(meta.parameters.keys().map(String::as_str))
         .chain([meta.report_name])
         .any(|s| s.chars().any(|c| f.face_for(c, false) == Face::Fallback));
-    let pages = page_count(row_count, has_totals);
     let when = format!(
         "Generated {} ({})   ·   Execution {}",
         local_time(meta.generated_at, tz),
-        meta.time_zone_name,
-        meta.execution_id
+        display(meta.time_zone_name, 64),
+        display(meta.execution_id, 128)
     );
-    let params = meta
-        .parameters
+    // The line is cut to the page width anyway; stop joining well before.
+    let mut params = String::new();
+    for (k, v) in meta.parameters {
+        if params.chars().count() > 1000 {
+            break;
+        }
+        if !params.is_empty() {
+            params.push_str("   ");
+        }
+        params.push_str(&display(k, MAX_PARAMETER_KEY));
+        params.push_str(": ");
+        params.push_str(&display(v, MAX_PARAMETER_VALUE));
+    }
+    let names: Vec<String> = table
+        .columns
         .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect::<Vec<_>>()
-        .join("   ");
-    let mut widths = Vec::new();
+        .map(|c| display(&c.name, MAX_COLUMN_NAME))
+        .collect();
+    let sample: Vec<Vec<String>> = table
+        .rows
+        .iter()
+        .take(SAMPLE_ROWS)
+        .map(|r| format_row(r))
+        .collect();
+    let layout = column_layout(f, table, &names, &sample);
+    drop(sample);
+    let row_pages = page_count(row_count, has_totals);
+    let pages = row_pages * layout.bands.len();
     // Big reports are rendered CHUNK_PAGES at a time into separate documents
     // and merged, so memory stays flat however many rows there are.
     let mut chunks = Vec::new();
     for first in (0..pages).step_by(CHUNK_PAGES) {
-        let mut doc = PdfDocument::new(meta.report_name);
+        let mut doc = PdfDocument::new(&title);
         let regular = doc.add_font(&f.regular);
         let bold = doc.add_font(&f.bold);
         let fallback = needs_fallback.then(|| doc.add_font(f.fallback()));
@@ -221,27 +268,26 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
             shapes: Vec::new(),
             text: Vec::new(),
             current: None,
+            size: layout.size,
         };
-        if widths.is_empty() {
-            let sample: Vec<Vec<String>> = table
-                .rows
-                .iter()
-                .take(1000)
-                .map(|r| format_row(r))
-                .collect();
-            widths = column_widths(&w, table, &sample);
-        }
         let mut out_pages = Vec::with_capacity(CHUNK_PAGES);
         for page in first..(first + CHUNK_PAGES).min(pages) {
+            let bands = layout.bands.len();
             let spec = PageSpec {
                 page,
                 pages,
+                row_page: page / bands,
+                row_pages,
+                band: &layout.bands[page % bands],
+                bands,
                 row_count,
+                title: &title,
                 when: &when,
                 params: &params,
+                names: &names,
                 totals: has_totals.then_some(totals_line.as_slice()),
             };
-            draw_page(&mut w, meta, table, &widths, &format_row, spec);
+            draw_page(&mut w, table, &format_row, spec);
             let ops = w.take_page();
             out_pages.push(PdfPage::new(
                 Mm::from(Pt(PAGE_W)),
@@ -265,47 +311,59 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
 /// Pages per intermediate document for big reports.
 const CHUNK_PAGES: usize = 25;
 
+/// Rows sampled to size the columns.
+const SAMPLE_ROWS: usize = 1000;
+
 /// What one page shows besides its rows.
 struct PageSpec<'a> {
     page: usize,
     pages: usize,
+    /// Which group of rows this page shows, of `row_pages`.
+    row_page: usize,
+    row_pages: usize,
+    /// Which columns this page shows, of `bands`.
+    band: &'a Band,
+    bands: usize,
     row_count: usize,
+    title: &'a str,
     when: &'a str,
     params: &'a str,
+    names: &'a [String],
     totals: Option<&'a [String]>,
 }
 
 fn draw_page(
     w: &mut Writer<'_>,
-    meta: &ReportMeta<'_>,
     table: &Table,
-    widths: &[f32],
     format_row: &dyn Fn(&[serde_json::Value]) -> Vec<String>,
     spec: PageSpec<'_>,
 ) {
     let per_page = rows_per_page();
+    let band = spec.band;
+    let table_w = band.widths.iter().sum::<f32>().min(AVAIL);
     // Header
     let top = PAGE_H - MARGIN;
-    let title = w.fit(meta.report_name, true, PAGE_W - 2.0 * MARGIN);
+    let title = w.fit(spec.title, true, 15.0, AVAIL);
     w.text(MARGIN, top - 16.0, 15.0, true, &title);
-    w.text(MARGIN, top - 32.0, FONT_SIZE, false, spec.when);
+    let when = w.fit(spec.when, false, FONT_SIZE, AVAIL);
+    w.text(MARGIN, top - 32.0, FONT_SIZE, false, &when);
     if !spec.params.is_empty() {
         let line = w.fit(
             &format!("Parameters   {}", spec.params),
             false,
-            PAGE_W - 2.0 * MARGIN,
+            FONT_SIZE,
+            AVAIL,
         );
         w.text(MARGIN, top - 46.0, FONT_SIZE, false, &line);
     }
     // Column headers, repeated on every page
     let mut y = top - HEADER_H;
-    w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.85);
-    let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-    w.row(y, &names, table, widths, true);
-    w.rule(y - ROW_H);
+    w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.85);
+    w.row(y, spec.names, table, band, true);
+    w.rule(y - ROW_H, table_w);
     y -= ROW_H;
     // Rows
-    let start = spec.page * per_page;
+    let start = spec.row_page * per_page;
     let end = (start + per_page).min(spec.row_count);
     if spec.row_count == 0 {
         w.text(
@@ -324,24 +382,35 @@ fn draw_page(
         .enumerate()
     {
         if i % 2 == 1 {
-            w.fill(MARGIN, y - ROW_H, PAGE_W - 2.0 * MARGIN, ROW_H, 0.95);
+            w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.95);
         }
-        w.row(y, &format_row(row), table, widths, false);
+        w.row(y, &format_row(row), table, band, false);
         y -= ROW_H;
     }
     if let Some(totals) = spec.totals
-        && spec.page == spec.pages - 1
+        && spec.row_page + 1 == spec.row_pages
     {
-        w.rule(y);
-        w.row(y, totals, table, widths, true);
+        w.rule(y, table_w);
+        w.row(y, totals, table, band, true);
     }
     // Footer
-    w.rule(MARGIN + FOOTER_H - 8.0);
-    let name = w.fit(meta.report_name, false, PAGE_W / 2.0);
+    w.rule(MARGIN + FOOTER_H - 8.0, AVAIL);
+    let name = w.fit(spec.title, false, 8.0, PAGE_W / 2.0 - MARGIN);
     w.text(MARGIN, MARGIN, 8.0, false, &name);
     let label = format!("Page {} of {}", spec.page + 1, spec.pages);
     let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
     w.text(x, MARGIN, 8.0, false, &label);
+    if spec.bands > 1 {
+        let shown: Vec<usize> = band.columns.iter().map(|i| i + 1).collect();
+        let first = shown.get(1).or(shown.first()).copied().unwrap_or(1);
+        let last = shown.last().copied().unwrap_or(1);
+        let columns = format!(
+            "Columns {first}–{last} of {} (column 1 repeated)",
+            table.columns.len()
+        );
+        let cx = x - 24.0 - w.width(&columns, false, 8.0);
+        w.text(cx, MARGIN, 8.0, false, &columns);
+    }
 }
 
 /// Concatenates the pages of several PDFs into one document. Each part keeps
@@ -391,25 +460,103 @@ fn merge(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, lopdf::Error> {
     Ok(bytes)
 }
 
-/// Splits the page width across columns in proportion to their content
-/// (sampled), with a floor so narrow columns stay readable.
-fn column_widths(w: &Writer<'_>, table: &Table, cells: &[Vec<String>]) -> Vec<f32> {
-    let avail = PAGE_W - 2.0 * MARGIN;
-    let natural: Vec<f32> = table
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let widest = cells
-                .iter()
-                .take(1000)
-                .map(|r| w.width(&r[i], false, FONT_SIZE))
-                .fold(w.width(&c.name, true, FONT_SIZE), f32::max);
-            (widest + 2.0 * PAD).clamp(40.0, avail / 2.0)
-        })
-        .collect();
-    let total: f32 = natural.iter().sum();
-    natural.iter().map(|x| x * avail / total).collect()
+/// Columns shown side by side on one page, with their widths in points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    /// Column indices, in order; after the first band, column 0 comes first
+    /// as the key.
+    pub columns: Vec<usize>,
+    pub widths: Vec<f32>,
+}
+
+/// How a table's columns are laid out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnLayout {
+    /// The table's type size in points.
+    pub size: f32,
+    /// One band per page across; one band when everything fits.
+    pub bands: Vec<Band>,
+}
+
+/// Lays out the columns: each column's natural width is what its header
+/// (`names`, bold) and its widest sampled cell need, at least
+/// [`MIN_COLUMN`] (scaled with the type) and at most half the page. At the
+/// first size in [`TABLE_SIZES`] where they all fit, they share the page in
+/// proportion; otherwise, at the smallest size, they are split into bands
+/// that fit, each repeating column 0.
+pub fn column_layout(
+    fonts: &Fonts,
+    table: &Table,
+    names: &[String],
+    cells: &[Vec<String>],
+) -> ColumnLayout {
+    let natural = |size: f32| -> Vec<f32> {
+        (0..table.columns.len())
+            .map(|i| {
+                let header = names.get(i).map_or(0.0, |n| fonts.width(n, true, size));
+                let widest = cells
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| fonts.width(c, false, size))
+                    .fold(header, f32::max);
+                (widest + 2.0 * PAD).clamp(MIN_COLUMN * size / FONT_SIZE, AVAIL / 2.0)
+            })
+            .collect()
+    };
+    let smallest = TABLE_SIZES[TABLE_SIZES.len() - 1];
+    for size in TABLE_SIZES {
+        let widths = natural(size);
+        let total: f32 = widths.iter().sum();
+        if total <= AVAIL {
+            let scale = if total > 0.0 { AVAIL / total } else { 1.0 };
+            return ColumnLayout {
+                size,
+                bands: vec![Band {
+                    columns: (0..widths.len()).collect(),
+                    widths: widths.iter().map(|w| w * scale).collect(),
+                }],
+            };
+        }
+    }
+    ColumnLayout {
+        size: smallest,
+        bands: split_into_bands(&natural(smallest), AVAIL),
+    }
+}
+
+/// Packs columns into bands no wider than `avail`, in order, each band after
+/// the first starting with column 0. Every width must be at most `avail / 2`,
+/// so that the key and any one column fit together.
+fn split_into_bands(widths: &[f32], avail: f32) -> Vec<Band> {
+    let Some(&key) = widths.first() else {
+        return vec![Band {
+            columns: Vec::new(),
+            widths: Vec::new(),
+        }];
+    };
+    let mut bands = Vec::new();
+    let mut current = Band {
+        columns: vec![0],
+        widths: vec![key],
+    };
+    let mut used = key;
+    for (i, &w) in widths.iter().enumerate().skip(1) {
+        if used + w > avail && current.columns.len() > 1 {
+            bands.push(std::mem::replace(
+                &mut current,
+                Band {
+                    columns: vec![0],
+                    widths: vec![key],
+                },
+            ));
+            used = key;
+        }
+        current.columns.push(i);
+        current.widths.push(w);
+        used += w;
+    }
+    bands.push(current);
+    bands
 }
 
 #[cfg(test)]
@@ -438,21 +585,81 @@ mod tests {
         }
     }
 
-    fn render(t: &Table) -> PdfDocument {
-        let params = BTreeMap::from([("region".to_owned(), "EMEA".to_owned())]);
+    fn render_bytes(t: &Table, report_name: &str, params: &BTreeMap<String, String>) -> Vec<u8> {
         let tz = super::super::time_zone("Europe/Zurich").expect("tz");
         let meta = ReportMeta {
-            report_name: "Weekly sales",
+            report_name,
             execution_id: "e1",
             generated_at: Timestamp::parse("2026-11-26T07:00:00Z").expect("ts"),
             time_zone: &tz,
             time_zone_name: "Europe/Zurich",
-            parameters: &params,
+            parameters: params,
         };
         let pdf = render_pdf(&meta, t).expect("renders");
         assert!(pdf.starts_with(b"%PDF"));
+        pdf
+    }
+
+    fn render(t: &Table) -> PdfDocument {
+        let params = BTreeMap::from([("region".to_owned(), "EMEA".to_owned())]);
+        let pdf = render_bytes(t, "Weekly sales", &params);
         PdfDocument::parse(&pdf, &printpdf::PdfParseOptions::default(), &mut Vec::new())
             .expect("the PDF parses")
+    }
+
+    /// A table of `columns` integer columns named `Column 1`… with `rows` rows.
+    fn wide(columns: usize, rows: usize) -> Table {
+        Table {
+            columns: (0..columns)
+                .map(|i| Column {
+                    name: format!("Column {}", i + 1),
+                    kind: if i == 0 {
+                        ColumnType::String
+                    } else {
+                        ColumnType::Integer
+                    },
+                })
+                .collect(),
+            rows: (0..rows)
+                .map(|r| {
+                    (0..columns)
+                        .map(|c| {
+                            if c == 0 {
+                                json!(format!("Row {r}"))
+                            } else {
+                                json!(r * 1000 + c)
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    fn layout_of(t: &Table) -> (ColumnLayout, Vec<String>) {
+        let tz = jiff::tz::TimeZone::UTC;
+        let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        let cells: Vec<Vec<String>> = t
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .zip(&t.columns)
+                    .map(|(v, c)| format_cell(v, c.kind, &tz))
+                    .collect()
+            })
+            .collect();
+        (column_layout(fonts(), t, &names, &cells), names)
+    }
+
+    /// The text of every page, in order (the fonts map glyphs back to text).
+    fn page_texts(pdf: &[u8]) -> Vec<String> {
+        let doc = lopdf::Document::load_mem(pdf).expect("lopdf loads it");
+        let pages: Vec<u32> = doc.get_pages().into_keys().collect();
+        pages
+            .iter()
+            .map(|p| doc.extract_text(&[*p]).expect("text extracts"))
+            .collect()
     }
 
     fn page_count_of(doc: &PdfDocument) -> usize {
@@ -472,5 +679,123 @@ mod tests {
         assert_eq!(page_count(per * 2 + 1, true), 3);
         assert_eq!(page_count_of(&render(&table(per * 2 + 1))), 3);
         assert_eq!(page_count_of(&render(&table(0))), 1);
+    }
+
+    #[test]
+    fn given_a_200_column_report_when_laid_out_then_every_header_fits_its_column_whole() {
+        // Given 200 columns
+        let t = wide(200, 3);
+        // When the columns are laid out
+        let (layout, names) = layout_of(&t);
+        // Then the type is the smallest size and the columns are split into bands
+        assert_eq!(layout.size, 6.5);
+        assert!(layout.bands.len() > 1, "{} bands", layout.bands.len());
+        // And every band fits the page and starts with the key column
+        for band in &layout.bands {
+            assert_eq!(band.columns[0], 0);
+            assert!(band.widths.iter().sum::<f32>() <= AVAIL + 0.01);
+            // And every header in it fits whole, at the table's type size
+            for (&i, &w) in band.columns.iter().zip(&band.widths) {
+                let needed = fonts().width(&names[i], true, layout.size) + 2.0 * PAD;
+                assert!(needed <= w, "{} needs {needed} pt, has {w}", names[i]);
+            }
+        }
+        // And every other column is in exactly one band
+        let shown: Vec<usize> = layout
+            .bands
+            .iter()
+            .flat_map(|b| b.columns.iter().skip(1).copied())
+            .collect();
+        assert_eq!(shown, (1..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn given_a_report_slightly_too_wide_for_the_normal_type_when_laid_out_then_smaller_type_keeps_it_on_one_page()
+     {
+        for (columns, size) in [(16, 7.5), (18, 6.5)] {
+            let (layout, _) = layout_of(&wide(columns, 3));
+            assert_eq!(layout.size, size, "{columns} columns");
+            assert_eq!(layout.bands.len(), 1, "{columns} columns");
+            assert_eq!(layout.bands[0].columns, (0..columns).collect::<Vec<_>>());
+        }
+        let (narrow, _) = layout_of(&table(3));
+        assert_eq!(
+            narrow.size, FONT_SIZE,
+            "a narrow report keeps the normal type"
+        );
+        let total: f32 = narrow.bands[0].widths.iter().sum();
+        assert!((total - AVAIL).abs() < 0.01, "one band fills the page");
+    }
+
+    #[test]
+    fn given_a_200_column_report_when_rendered_then_every_header_is_legible_on_its_band_page() {
+        // Given 200 columns over two groups of rows
+        let rows = rows_per_page() + 1;
+        let t = wide(200, rows);
+        let (layout, _) = layout_of(&t);
+        let bands = layout.bands.len();
+        // When it is rendered
+        let pdf = render_bytes(&t, "Wide", &BTreeMap::new());
+        let pages = page_texts(&pdf);
+        // Then there is a page per band for each group of rows
+        assert_eq!(pages.len(), bands * page_count(rows, true));
+        // And each band's page shows its headers whole and in order, never
+        // cut to an ellipsis
+        for (band, text) in layout.bands.iter().zip(&pages) {
+            let headers: String = band
+                .columns
+                .iter()
+                .map(|i| format!("Column {}", i + 1))
+                .collect();
+            assert!(text.contains(&headers), "{headers} in {text}");
+            assert!(!text.contains('…'), "nothing is cut: {text}");
+        }
+        let shown: usize = layout.bands.iter().map(|b| b.columns.len() - 1).sum();
+        assert_eq!(shown, 199, "every column after the key is on some band");
+        // And the key column and the band are on every page
+        for (p, text) in pages.iter().enumerate() {
+            assert!(
+                text.contains("Column 1Column"),
+                "key header on page {}",
+                p + 1
+            );
+            assert!(
+                text.contains("of 200 (column 1 repeated)"),
+                "band label on page {}",
+                p + 1
+            );
+        }
+        assert!(pages[bands].contains(&format!("Row {}", rows - 1)));
+    }
+
+    #[test]
+    fn given_a_huge_report_name_and_parameters_when_rendered_then_the_title_is_bounded_and_clean() {
+        // Given a 250 KB name with control and bidi characters, and a long parameter
+        let name = format!("Sales\u{202e}\u{1b}[2J{}", "x".repeat(250_000));
+        let params = BTreeMap::from([("k\n".repeat(500), "v".repeat(100_000))]);
+        // When it is rendered
+        let pdf = render_bytes(&table(2), &name, &params);
+        // Then the document title is at most 200 characters, without the controls
+        let doc = lopdf::Document::load_mem(&pdf).expect("loads");
+        let info = doc
+            .trailer
+            .get(b"Info")
+            .and_then(|o| doc.dereference(o))
+            .and_then(|(_, o)| o.as_dict())
+            .expect("an info dictionary");
+        let title = info
+            .get(b"Title")
+            .and_then(lopdf::Object::as_str)
+            .expect("a title");
+        let title = lopdf::decode_text_string(&lopdf::Object::string_literal(title.to_vec()))
+            .unwrap_or_else(|_| String::from_utf8_lossy(title).into_owned());
+        assert!(
+            title.chars().count() <= 200,
+            "{} chars",
+            title.chars().count()
+        );
+        assert!(title.starts_with("Sales[2J"), "{title:.20}");
+        // And the file stays small: the name is not carried whole
+        assert!(pdf.len() < 200_000, "{} bytes", pdf.len());
     }
 }
