@@ -25,7 +25,7 @@ async fn malformed_and_invalid_execution_messages_go_to_the_dead_letter_queue_wi
     let mut bad_rows: serde_json::Value = serde_json::from_str(&good).expect("json");
     bad_rows["data"]["rows"][1][1] = "many".into();
     let mut missing_claim: serde_json::Value = serde_json::from_str(&good).expect("json");
-    missing_claim["data"] = serde_json::json!({"source": "s3", "uri": format!("s3://{}/nope.json", s.stack.buckets["ReportsBucket"])});
+    missing_claim["data"] = serde_json::json!({"source": "s3", "uri": format!("s3://{}/incoming/nope.json", s.stack.buckets["ReportsBucket"])});
     let mut bad_zone: serde_json::Value = serde_json::from_str(&good).expect("json");
     bad_zone["time_zone"] = "Mars/Olympus_Mons".into();
     let columns = serde_json::json!([{"name": "City"}, {"name": "Orders", "type": "integer"}]);

@@ -7,6 +7,7 @@ mod delivery;
 mod email;
 mod fanout;
 mod guarantees;
+mod hostile;
 mod links;
 mod reconcile;
 mod render;

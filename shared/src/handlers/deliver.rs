@@ -700,6 +700,7 @@ async fn finish_dead_letter(
         reason,
         source_message_id: m.message_id.as_deref().unwrap_or(""),
         attempt_id: Some(&attempt.id),
+        receive_count: Some(super::receive_count(m)),
     };
     if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
         hide(deps, m, deps.timing.dead_letter_repair_after, clock).await;

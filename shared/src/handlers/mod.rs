@@ -88,6 +88,7 @@ where
                             reason: &reason,
                             source_message_id: &id,
                             attempt_id: None,
+                            receive_count: Some(receive_count(m)),
                         };
                         match queue.dead_letter(dead_letter_url, letter).await {
                             Ok(()) => true,

@@ -299,6 +299,7 @@ async fn finish_dead_letter(
         reason,
         source_message_id: "",
         attempt_id: Some(&a.id),
+        receive_count: None,
     };
     if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
         warn!(attempt_id = %a.id, error = %e, "dead-lettering failed");

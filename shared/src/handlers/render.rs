@@ -355,7 +355,13 @@ mod tests {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
             Ok(map.get(id).cloned())
         }
-        async fn mark_fanned_out(&self, _: &str, _: u64, _: Timestamp) -> Result<(), StoreError> {
+        async fn mark_fanned_out(
+            &self,
+            _: &str,
+            _: u64,
+            _: Option<&str>,
+            _: Timestamp,
+        ) -> Result<(), StoreError> {
             Ok(())
         }
     }
@@ -417,6 +423,17 @@ mod tests {
             Ok(())
         }
         async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn receive(
+            &self,
+            _: &str,
+            _: i32,
+            _: Duration,
+        ) -> Result<Vec<crate::queue::ReceivedMessage>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str, _: &str) -> Result<(), QueueError> {
             Ok(())
         }
     }

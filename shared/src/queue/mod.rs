@@ -30,6 +30,9 @@ pub struct DeadLetter<'a> {
     pub source_message_id: &'a str,
     /// The attempt it belongs to, when known (deliver's exhausted retries).
     pub attempt_id: Option<&'a str>,
+    /// The SQS receive count of the message when it was refused (1 means
+    /// it was refused on its first receive).
+    pub receive_count: Option<u32>,
 }
 
 /// A message read from a queue (the reconciler reads the dead-letter queue).

@@ -87,6 +87,9 @@ impl Queue for SqsQueue {
         if let Some(id) = l.attempt_id {
             req = req.message_attributes("attempt_id", attr(id)?);
         }
+        if let Some(n) = l.receive_count {
+            req = req.message_attributes("source_receive_count", attr(&n.to_string())?);
+        }
         req.send().await.map_err(err)?;
         Ok(())
     }
