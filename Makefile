@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean
+.PHONY: demo test check lint venv build bench clean soak
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -46,3 +46,8 @@ bench:
 	cargo build --release -p report-delivery-local
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-render 10000 && ./target/release/local bench-fanout 10000
+
+## soak: the chaos run at scale (CHAOS_DELIVERIES, default 1000; see RELIABILITY.md)
+soak: venv build
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; CHAOS_DELIVERIES=$${CHAOS_DELIVERIES:-1000} cargo test -p report-delivery-tests --test it -- --ignored --exact chaos::soak --nocapture 2>&1 | tee .local/soak.log | grep -E "^chaos:|test result|panicked"

@@ -4,6 +4,7 @@
 //! (sinks) that speak the channels' protocols and can inject faults.
 
 pub mod bench;
+pub mod chaos;
 pub mod provision;
 pub mod runner;
 pub mod seed;

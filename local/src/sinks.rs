@@ -49,6 +49,26 @@ struct Inner {
     faults: VecDeque<Fault>,
     /// Requests whose head and body were read, answered or not yet.
     arrived: usize,
+    /// Random faults for requests with no queued fault.
+    chaos: Option<Arc<crate::chaos::Chaos>>,
+}
+
+impl From<crate::chaos::ChaosFault> for Fault {
+    fn from(f: crate::chaos::ChaosFault) -> Self {
+        use crate::chaos::ChaosFault as C;
+        match f {
+            C::Unavailable => Fault::Status {
+                code: 503,
+                retry_after: None,
+            },
+            C::Throttled => Fault::Status {
+                code: 429,
+                retry_after: Some(1),
+            },
+            C::Dropped => Fault::Close,
+            C::Timeout => Fault::Delay(crate::chaos::CHAOS_TIMEOUT),
+        }
+    }
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -89,6 +109,13 @@ impl WebhookSink {
         }
     }
 
+    /// Injects random faults into requests with no queued fault.
+    pub fn set_chaos(&self, chaos: Arc<crate::chaos::Chaos>) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.chaos = Some(chaos);
+        }
+    }
+
     /// Requests read so far, including those still held by a `Delay`
     /// fault (`received` lists a request only once it is answered).
     pub fn arrived(&self) -> usize {
@@ -110,24 +137,32 @@ impl Drop for WebhookSink {
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    inner: Arc<Mutex<Inner>>,
-    dir: Option<PathBuf>,
-) -> Result<()> {
+/// One HTTP/1.1 request as read off the socket.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names are lower-case.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (head and `content-length` body); `None` when the
+/// peer closed first or the head is over 1 MiB.
+pub async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let header_end = loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
         }
         if buf.len() > 1 << 20 {
-            return Ok(());
+            return Ok(None);
         }
     };
     let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
@@ -151,9 +186,33 @@ async fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    inner: Arc<Mutex<Inner>>,
+    dir: Option<PathBuf>,
+) -> Result<()> {
+    let Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }) = read_request(&mut stream).await?
+    else {
+        return Ok(());
+    };
     let fault = inner.lock().ok().and_then(|mut i| {
         i.arrived += 1;
-        i.faults.pop_front()
+        i.faults
+            .pop_front()
+            .or_else(|| i.chaos.as_ref().and_then(|c| c.roll()).map(Fault::from))
     });
     let (status, retry_after) = match &fault {
         Some(Fault::Status { code, retry_after }) => (Some(*code), *retry_after),

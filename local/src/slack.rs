@@ -76,6 +76,8 @@ pub struct SlackMessage {
     pub payload: Value,
     /// Files shared with the message.
     pub files: Vec<SlackFile>,
+    /// The incoming webhook's path (`T…/B…/name`), for incoming-webhook posts.
+    pub hook: Option<String>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,8 @@ struct Inner {
     calls: Vec<(String, std::time::Instant)>,
     faults: HashMap<String, VecDeque<SlackFault>>,
     next_id: u64,
+    /// Random faults for calls with no queued fault.
+    chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 #[derive(Clone)]
@@ -154,6 +158,13 @@ impl SlackSink {
         }
     }
 
+    /// Injects random faults into calls with no queued fault.
+    pub fn set_chaos(&self, chaos: Arc<crate::chaos::Chaos>) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.chaos = Some(chaos);
+        }
+    }
+
     /// Revokes a token: calls with it get `invalid_auth`.
     pub fn revoke(&self, token: &str) {
         if let Ok(mut i) = self.inner.lock() {
@@ -217,7 +228,23 @@ async fn faulted(
         Ok(mut i) => {
             i.calls
                 .push((endpoint.to_owned(), std::time::Instant::now()));
-            i.faults.get_mut(endpoint).and_then(VecDeque::pop_front)
+            let queued = i.faults.get_mut(endpoint).and_then(VecDeque::pop_front);
+            queued.or_else(|| {
+                use crate::chaos::ChaosFault as C;
+                let status = |code: u16, retry_after| SlackFault::Status {
+                    code,
+                    retry_after,
+                    body: String::new(),
+                };
+                i.chaos.as_ref()?.roll().map(|f| match f {
+                    C::Unavailable => status(503, None),
+                    C::Throttled => status(429, Some(1)),
+                    // An HTTP server cannot drop a connection here: a
+                    // gateway error stands in for it.
+                    C::Dropped => status(502, None),
+                    C::Timeout => SlackFault::Delay(crate::chaos::CHAOS_TIMEOUT),
+                })
+            })
         }
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
@@ -391,6 +418,7 @@ fn do_complete(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
         channel_id,
         payload,
         files: files.clone(),
+        hook: None,
     };
     i.messages.push(message.clone());
     let n = i.messages.len();
@@ -434,14 +462,18 @@ fn do_files_info(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
     }
 }
 
-async fn incoming_webhook(State(app): State<App>, body: Bytes) -> Response {
+async fn incoming_webhook(
+    State(app): State<App>,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> Response {
     faulted(&app, INCOMING_WEBHOOK, false, || {
-        do_incoming_webhook(&app, &body)
+        do_incoming_webhook(&app, &path, &body)
     })
     .await
 }
 
-fn do_incoming_webhook(app: &App, body: &[u8]) -> Response {
+fn do_incoming_webhook(app: &App, path: &str, body: &[u8]) -> Response {
     let Ok(payload) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };
@@ -453,6 +485,7 @@ fn do_incoming_webhook(app: &App, body: &[u8]) -> Response {
         channel_id: None,
         payload,
         files: Vec::new(),
+        hook: Some(path.to_owned()),
     };
     let n = {
         let Ok(mut i) = app.inner.lock() else {

@@ -3,6 +3,7 @@
 //! the local Lambda runner with the real function binaries.
 
 mod bad_input;
+mod chaos;
 mod delivery;
 mod email;
 mod fanout;

@@ -79,6 +79,9 @@ pub struct Report {
     pub dead_letters_finished: u64,
     /// Safety-net copies removed from the dead-letter queue.
     pub strays_removed: u64,
+    /// Second copies of one attempt's dead letter removed (a run died
+    /// between sending it and confirming it).
+    pub duplicates_removed: u64,
     /// Errors met (each left for the next run).
     pub errors: u64,
 }
@@ -210,6 +213,7 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
         failed = report.failed,
         dead_letters_finished = report.dead_letters_finished,
         strays_removed = report.strays_removed,
+        duplicates_removed = report.duplicates_removed,
         errors = report.errors,
         "reconciled"
     );
@@ -343,6 +347,7 @@ async fn read_dead_letters(
     kept: &mut Vec<String>,
 ) {
     let mut seen = BTreeSet::new();
+    let mut lettered = BTreeSet::new();
     while time_left() {
         let batch = match deps
             .queue
@@ -364,6 +369,24 @@ async fn read_dead_letters(
             return;
         }
         for m in fresh {
+            // One dead letter per attempt: later copies of ours are dropped.
+            if m.attributes.contains_key("error_code")
+                && let Some(id) = m.attributes.get("attempt_id")
+                && !lettered.insert(id.clone())
+            {
+                match deps
+                    .queue
+                    .delete(&deps.dead_letter_url, &m.receipt_handle)
+                    .await
+                {
+                    Ok(()) => report.duplicates_removed += 1,
+                    Err(e) => {
+                        warn!(error = %e, "removing a duplicate dead letter failed");
+                        report.errors += 1;
+                    }
+                }
+                continue;
+            }
             let task = serde_json::from_str::<DeliveryTask>(&m.body);
             let attempt_id = match task {
                 Ok(DeliveryTask::DeliverV1 { attempt_id, .. })
