@@ -73,6 +73,7 @@ impl LocalStack {
             attempts: stack.table("AttemptsTable")?.to_owned(),
             executions: stack.table("ExecutionsTable")?.to_owned(),
             connections: stack.table("ConnectionsTable")?.to_owned(),
+            rate_limits: stack.table("RateLimitsTable")?.to_owned(),
         };
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
@@ -401,6 +402,7 @@ impl LocalStack {
             attempts: t("AttemptsTable"),
             executions: t("ExecutionsTable"),
             connections: t("ConnectionsTable"),
+            rate_limits: t("RateLimitsTable"),
         }
     }
 }

@@ -60,6 +60,7 @@ pub fn tables() -> Result<Tables, ConfigError> {
         attempts: required("ATTEMPTS_TABLE")?,
         executions: required("EXECUTIONS_TABLE")?,
         connections: required("CONNECTIONS_TABLE")?,
+        rate_limits: required("RATE_LIMITS_TABLE")?,
     })
 }
 

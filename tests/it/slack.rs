@@ -265,3 +265,53 @@ async fn a_removed_incoming_webhook_fails_and_flags_the_target() {
     assert!(reason.contains("no_service"), "{reason}");
     s.down().await;
 }
+
+#[tokio::test]
+async fn posts_to_one_channel_share_its_rate_limit_across_instances_without_using_tries() {
+    // Given seven bot targets posting to the same channel
+    let s = running_stack("slack-rate", &[]).await;
+    let targets: Vec<serde_json::Value> = (0..7)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("same-channel-{i}"), "report_id": "rpt-rate",
+                "target_type": "slack", "service_connection_id": "conn-bot",
+                "active": true,
+                "config": {"mode": "bot_token", "channel_id": "C0BUSY0001"},
+            })
+        })
+        .collect();
+    let seed = serde_json::json!({
+        "connections": [{"id": "conn-bot", "kind": "slack_bot", "secrets": ["{{slack_bot_token}}"]}],
+        "targets": targets,
+    });
+    s.seed(&seed.to_string()).await.expect("seed");
+    // When one execution goes to all of them at once
+    let (_, attempts) = run_sample(&s, "rpt-rate", 7).await;
+    // Then all are delivered, each on its first try (waiting is not a try)
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.status == AttemptStatus::Delivered)
+    );
+    assert!(attempts.iter().all(|a| a.tries == 1 && a.retry_count == 0));
+    // And no window of the channel's sends beat the limit: at most a burst
+    // of three plus one a second (each send starts with its upload URL
+    // request; half a send of slack for scheduling)
+    let gaps = s.slack.gaps(GET_UPLOAD_URL);
+    assert_eq!(gaps.len(), 6);
+    let mut at = vec![0.0_f64];
+    for g in &gaps {
+        at.push(at[at.len() - 1] + g.as_secs_f64());
+    }
+    for i in 0..at.len() {
+        for j in i..at.len() {
+            let posts = (j - i + 1) as f64;
+            assert!(
+                posts <= 3.0 + (at[j] - at[i]) + 0.5,
+                "{posts} posts within {:.2} s: {at:?}",
+                at[j] - at[i]
+            );
+        }
+    }
+    s.down().await;
+}

@@ -253,6 +253,16 @@ pub struct Receipt {
 pub trait Channel: Send + Sync {
     /// Sends once. The handler owns retries.
     async fn deliver(&self, ctx: &DeliveryContext<'_>) -> Result<Receipt, DeliveryError>;
+
+    /// The destination's shared rate limit, if the provider has one: a
+    /// key naming the destination (never a secret) and the limit.
+    fn rate_limit(
+        &self,
+        _target: &DeliveryTarget,
+        _connection: Option<&ServiceConnection>,
+    ) -> Option<(String, crate::domain::rate::RateLimit)> {
+        None
+    }
 }
 
 /// The channels a deliver function has, built once at start-up. A channel

@@ -418,6 +418,28 @@ impl Channel for SlackChannel {
             )),
         }
     }
+
+    /// One bucket per channel (bot mode) or per incoming webhook, named by
+    /// a hash of the URL (the URL is a secret).
+    fn rate_limit(
+        &self,
+        target: &crate::domain::DeliveryTarget,
+        connection: Option<&crate::domain::ServiceConnection>,
+    ) -> Option<(String, crate::domain::rate::RateLimit)> {
+        use sha2::Digest;
+        let TargetConfig::Slack(config) = &target.config else {
+            return None;
+        };
+        let key = match (config, connection.map(|c| &c.credentials)) {
+            (SlackConfig::BotToken { channel_id }, _) => format!("slack:{}", channel_id.as_str()),
+            (SlackConfig::IncomingWebhook, Some(Credentials::SlackIncomingWebhook { url })) => {
+                let digest = sha2::Sha256::digest(url.expose_secret().as_bytes());
+                format!("slack-hook:{}", hex::encode(&digest[..12]))
+            }
+            _ => return None,
+        };
+        Some((key, crate::domain::rate::RateLimit::SLACK_CHANNEL))
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,10 @@ pub struct DeliveryAttempt {
     pub lease_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
+    /// A send slot reserved in the destination's rate limit; the next try
+    /// sends at this time without reserving again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_slot: Option<Timestamp>,
 }
 
 impl DeliveryAttempt {
@@ -226,6 +230,7 @@ impl DeliveryAttempt {
             dead_letter: None,
             lease_token: None,
             lease_expires_at: None,
+            rate_slot: None,
         }
     }
 
@@ -296,11 +301,13 @@ pub enum Transition {
         tries: TriesUpdate,
     },
     /// Back to queued without counting a backoff: the next try was put off
-    /// (near the invocation's deadline). Needs the lease.
+    /// (near the invocation's deadline, or to a reserved `rate_slot` of the
+    /// destination's rate limit). Needs the lease.
     Defer {
         token: String,
         now: Timestamp,
         tries: TriesUpdate,
+        rate_slot: Option<Timestamp>,
     },
     /// Give up. With a token it needs the lease; without one it starts from
     /// queued or from processing whose lease has expired at `error.at` (the
@@ -420,6 +427,7 @@ impl Transition {
                 a.metadata.extend(metadata.clone());
                 count(a, tries);
                 release(a);
+                a.rate_slot = None;
             }
             Transition::ScheduleRetry { error, tries, .. } => {
                 a.retry_count += 1;
@@ -427,11 +435,18 @@ impl Transition {
                 a.last_error = Some(error.clone());
                 count(a, tries);
                 release(a);
+                a.rate_slot = None;
             }
-            Transition::Defer { now, tries, .. } => {
+            Transition::Defer {
+                now,
+                tries,
+                rate_slot,
+                ..
+            } => {
                 a.updated_at = *now;
                 count(a, tries);
                 release(a);
+                a.rate_slot = *rate_slot;
             }
             Transition::Fail {
                 error,
@@ -519,6 +534,7 @@ mod tests {
                 token: "tok".into(),
                 now,
                 tries: TriesUpdate::default(),
+                rate_slot: None,
             },
             Transition::Fail {
                 token: None,
@@ -625,6 +641,7 @@ mod tests {
                 tries: 1,
                 history: a.history.clone(),
             },
+            rate_slot: Some(now),
         };
         assert!(defer.permits(&a));
         defer.apply(&mut a);

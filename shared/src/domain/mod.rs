@@ -5,6 +5,7 @@ pub mod attempt;
 pub mod connection;
 pub mod execution;
 pub mod link;
+pub mod rate;
 pub mod retry;
 pub mod target;
 pub mod time;

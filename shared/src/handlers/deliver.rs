@@ -28,7 +28,7 @@ use crate::domain::{
 use crate::handlers::links::LinkIssuer;
 use crate::queue::{DeadLetter, Queue, queue_url_from_arn};
 use crate::store::{
-    Applied, AttemptStore, ConnectionStore, ExecutionStore, StoreError, TargetStore,
+    Applied, AttemptStore, ConnectionStore, ExecutionStore, RateLimiter, StoreError, TargetStore,
 };
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -44,6 +44,8 @@ pub struct Deps {
     pub targets: Box<dyn TargetStore>,
     pub executions: Box<dyn ExecutionStore>,
     pub connections: Box<dyn ConnectionStore>,
+    /// Shared per-destination rate limits (Slack channels).
+    pub rate_limits: Box<dyn RateLimiter>,
     pub blobs: Box<dyn BlobStore>,
     pub queue: Box<dyn Queue>,
     pub channels: Channels,
@@ -240,7 +242,21 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
         Err(e) => return store_outcome(&e),
     };
     match prepare(deps, &attempt).await {
-        Ok(send) => send_with_retries(deps, m, &clock, &attempt, &token, send).await,
+        Ok(send) => {
+            if let Some(slot) = rate_slot(deps, &send, &attempt).await {
+                // Over the destination's shared limit: not a try; the
+                // message comes back at its reserved slot.
+                let tries = Tries {
+                    attempt: &attempt,
+                    new: Vec::new(),
+                };
+                let wait = Duration::from_millis(
+                    u64::try_from(slot.millis_since(Timestamp::now())).unwrap_or(0),
+                );
+                return defer(deps, m, &clock, &attempt, &token, &tries, wait, Some(slot)).await;
+            }
+            send_with_retries(deps, m, &clock, &attempt, &token, send).await
+        }
         // The lease stays until it expires; by then the message is back.
         Err(SendFailure::Store(e)) if e.is_retryable() => temp(&e),
         Err(SendFailure::Store(e)) => {
@@ -423,6 +439,35 @@ async fn prepare<'a>(
     })
 }
 
+/// The future slot to put the send off to when its destination is over
+/// its shared rate limit; `None` to send now. An attempt that already holds
+/// a slot uses it without reserving again. A failing limiter lets the send
+/// go: the provider's own 429 still applies.
+async fn rate_slot(
+    deps: &Deps,
+    send: &Prepared<'_>,
+    attempt: &DeliveryAttempt,
+) -> Option<Timestamp> {
+    let now = Timestamp::now();
+    if let Some(slot) = attempt.rate_slot {
+        return (slot.millis_since(now) > 250).then_some(slot);
+    }
+    let (key, limit) = send
+        .channel
+        .rate_limit(&send.target, send.connection.as_ref())?;
+    match deps.rate_limits.reserve(&key, limit, now).await {
+        Ok(None) => None,
+        Ok(Some(wait)) => {
+            info!(rate_key = %key, wait_ms = millis(wait), "destination over its rate limit; slot reserved");
+            Some(now.plus(time::Duration::try_from(wait).unwrap_or(time::Duration::SECOND)))
+        }
+        Err(e) => {
+            warn!(rate_key = %key, error = %e, "rate limiter unavailable; sending anyway");
+            None
+        }
+    }
+}
+
 /// The tries of this invocation, appended to the attempt's.
 struct Tries<'a> {
     attempt: &'a DeliveryAttempt,
@@ -539,7 +584,7 @@ async fn send_with_retries(
                 record.then = TryNext::Deferred;
                 record.delay_ms = Some(millis(delay));
                 tries.new.push(record);
-                return defer(deps, m, clock, attempt, token, &tries, delay).await;
+                return defer(deps, m, clock, attempt, token, &tries, delay, None).await;
             }
             RetryDecision::Backoff(delay) => {
                 let delay = clamp_visibility(delay, clock.received.elapsed());
@@ -611,7 +656,9 @@ async fn delivered(
     }
 }
 
-/// Puts the next try off without counting a backoff.
+/// Puts the next try off without counting a backoff (keeping a reserved
+/// rate slot when there is one).
+#[allow(clippy::too_many_arguments)]
 async fn defer(
     deps: &Deps,
     m: &SqsMessage,
@@ -620,18 +667,24 @@ async fn defer(
     token: &str,
     tries: &Tries<'_>,
     delay: Duration,
+    rate_slot: Option<Timestamp>,
 ) -> Outcome {
     let t = Transition::Defer {
         token: token.to_owned(),
         now: Timestamp::now(),
         tries: tries.update(),
+        rate_slot,
     };
     if let Err(e) = apply_settling(deps, &attempt.id, &t).await {
         return temp(&e);
     }
     hide(deps, m, delay, clock).await;
     Outcome::Retry {
-        reason: "deferred near the deadline".into(),
+        reason: if rate_slot.is_some() {
+            "put off to its rate-limit slot".into()
+        } else {
+            "deferred near the deadline".into()
+        },
     }
 }
 
@@ -864,7 +917,8 @@ impl Deps {
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),
-            connections: Box::new(store),
+            connections: Box::new(store.clone()),
+            rate_limits: Box::new(store),
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
                 required("REPORTS_BUCKET")?,

@@ -104,7 +104,8 @@ impl Queue for SqsQueue {
             .change_message_visibility()
             .queue_url(queue_url)
             .receipt_handle(receipt_handle)
-            .visibility_timeout(delay.as_secs().min(43_200) as i32)
+            // Whole seconds, rounded up: a wait of 0.4 s must not come back at once.
+            .visibility_timeout(delay.as_millis().div_ceil(1000).min(43_200) as i32)
             .send()
             .await
             .map_err(err)?;

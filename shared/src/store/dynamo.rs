@@ -2,8 +2,8 @@
 //! serde_dynamo; every status change is one conditional `UpdateItem`.
 
 use super::{
-    Applied, AttemptStore, ConnectionStore, Created, ExecutionStore, Page, StoreError, TargetRef,
-    TargetStore,
+    Applied, AttemptStore, ConnectionStore, Created, ExecutionStore, Page, RateLimiter, StoreError,
+    TargetRef, TargetStore,
 };
 use crate::domain::connection::Credentials;
 use crate::domain::execution::ReportExecution;
@@ -38,6 +38,8 @@ pub struct Tables {
     pub attempts: String,
     pub executions: String,
     pub connections: String,
+    /// Token buckets of per-destination rate limits.
+    pub rate_limits: String,
 }
 
 /// The DynamoDB-backed store.
@@ -631,6 +633,62 @@ impl ConnectionStore for DynamoStore {
     }
 }
 
+#[async_trait]
+impl RateLimiter for DynamoStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        limit: crate::domain::rate::RateLimit,
+        now: Timestamp,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        use crate::domain::rate::{Bucket, reserve};
+        // Optimistic concurrency on the bucket's version: a lost race reads
+        // the bucket again after a short random pause, so that concurrent
+        // instances spread out instead of colliding again.
+        for round in 0..20u64 {
+            if round > 0 {
+                let pause = 5 + u64::from(uuid::Uuid::new_v4().as_fields().1) % (10 * round);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            let item = self.get_item(&self.tables.rate_limits, key).await?;
+            let number = |name: &str| item.as_ref()?.get(name)?.as_n().ok()?.parse::<f64>().ok();
+            let version = number("version").unwrap_or(0.0) as u64;
+            let old = match (number("tokens"), number("at_ms")) {
+                (Some(tokens), Some(at)) => Some(Bucket {
+                    tokens,
+                    at_ms: at as i64,
+                }),
+                _ => None,
+            };
+            let (new, wait) = reserve(limit, old, now.unix_millis());
+            let expires = now.unix_millis() / 1000 + 3600;
+            let mut req = self
+                .client
+                .put_item()
+                .table_name(&self.tables.rate_limits)
+                .item("id", s(key))
+                .item("tokens", AttributeValue::N(format!("{:.4}", new.tokens)))
+                .item("at_ms", AttributeValue::N(new.at_ms.to_string()))
+                .item("version", AttributeValue::N((version + 1).to_string()))
+                .item("expires_at", AttributeValue::N(expires.to_string()));
+            req = match old {
+                None => req.condition_expression("attribute_not_exists(id)"),
+                Some(_) => req
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", AttributeValue::N(version.to_string())),
+            };
+            match req.send().await {
+                Ok(_) => return Ok((!wait.is_zero()).then_some(wait)),
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "rate bucket {key} changed under twenty reservations in a row"
+        )))
+    }
+}
+
 /// One conditional attempt update: what to set and remove, and when.
 struct AttemptWrite {
     set: Vec<String>,
@@ -677,8 +735,14 @@ impl AttemptWrite {
         self.value(":tok", s(token));
     }
 
+    /// Ends the lease; a reserved rate slot is used up with it, unless a
+    /// deferral keeps one.
     fn release(&mut self) {
         self.remove.extend(["lease_token", "lease_expires_at"]);
+    }
+
+    fn use_rate_slot(&mut self) {
+        self.remove.push("rate_slot");
     }
 }
 
@@ -733,6 +797,7 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
             w.metadata(metadata);
             w.tries(tries)?;
             w.release();
+            w.use_rate_slot();
             w.remove.push("pending_shard");
         }
         Transition::ScheduleRetry {
@@ -751,13 +816,26 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
             ]);
             w.tries(tries)?;
             w.release();
+            w.use_rate_slot();
         }
-        Transition::Defer { token, now, tries } => {
+        Transition::Defer {
+            token,
+            now,
+            tries,
+            rate_slot,
+        } => {
             w.lease_held(token);
             w.value(":now", s(now.to_string()));
             w.set.push("updated_at = :now".into());
             w.tries(tries)?;
             w.release();
+            match rate_slot {
+                Some(slot) => {
+                    w.value(":slot", s(slot.to_string()));
+                    w.set.push("rate_slot = :slot".into());
+                }
+                None => w.remove.push("rate_slot"),
+            }
         }
         Transition::Fail {
             token,

@@ -159,3 +159,18 @@ pub trait ConnectionStore: Send + Sync {
     /// Reads a connection.
     async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError>;
 }
+
+/// Shared per-destination rate limits (token buckets), so that concurrent
+/// deliver instances together respect a provider's limit.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Reserves a send slot in the bucket `key`: `None` to go ahead now,
+    /// or how long until the reserved slot (the caller sends then, without
+    /// asking again).
+    async fn reserve(
+        &self,
+        key: &str,
+        limit: crate::domain::rate::RateLimit,
+        now: Timestamp,
+    ) -> Result<Option<std::time::Duration>, StoreError>;
+}
