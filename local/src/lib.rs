@@ -32,7 +32,11 @@ pub fn endpoint() -> Result<String> {
 /// SDK config for the local stack: the environment's, with test credentials
 /// and region filled in when absent, always pointed at moto.
 pub async fn sdk_config() -> Result<aws_config::SdkConfig> {
-    let endpoint = endpoint()?;
+    sdk_config_at(&endpoint()?).await
+}
+
+/// SDK config for a local stack on a given moto endpoint.
+pub async fn sdk_config_at(endpoint: &str) -> Result<aws_config::SdkConfig> {
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {

@@ -36,8 +36,27 @@ pub fn binaries_dir() -> Result<PathBuf> {
         )
 }
 
+/// Verifies the local sender identity, as an operator does in SES.
+async fn verify_sender(sdk: &aws_config::SdkConfig) -> Result<()> {
+    let created = aws_sdk_sesv2::Client::new(sdk)
+        .create_email_identity()
+        .email_identity(LOCAL_EMAIL_DOMAIN)
+        .send()
+        .await;
+    if let Err(e) = created
+        && !e
+            .as_service_error()
+            .is_some_and(|s| s.is_already_exists_exception())
+    {
+        return Err(e).context("creating the SES identity in moto");
+    }
+    Ok(())
+}
+
 /// A running local stack.
 pub struct LocalStack {
+    /// The moto endpoint it lives on.
+    pub endpoint: String,
     pub sdk: aws_config::SdkConfig,
     pub template: Template,
     pub stack: Stack,
@@ -64,7 +83,17 @@ impl LocalStack {
         work_dir: &Path,
         edit: impl FnOnce(&mut Template) -> Result<()>,
     ) -> Result<Self> {
-        let sdk = crate::sdk_config().await?;
+        Self::up_at(prefix, work_dir, &crate::endpoint()?, edit).await
+    }
+
+    /// Like [`Self::up_with`], on a moto server of its own at `endpoint`.
+    pub async fn up_at(
+        prefix: &str,
+        work_dir: &Path,
+        endpoint: &str,
+        edit: impl FnOnce(&mut Template) -> Result<()>,
+    ) -> Result<Self> {
+        let sdk = crate::sdk_config_at(endpoint).await?;
         let mut template = Template::load(&project_root().join("template.yaml"))?;
         edit(&mut template)?;
         let stack = provision(&sdk, &template, prefix).await?;
@@ -78,20 +107,9 @@ impl LocalStack {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
         let slack = SlackSink::start(Some(work_dir.join("captures/slack"))).await?;
-        // The sender identity, as an operator verifies it in SES.
-        let created = aws_sdk_sesv2::Client::new(&sdk)
-            .create_email_identity()
-            .email_identity(LOCAL_EMAIL_DOMAIN)
-            .send()
-            .await;
-        if let Err(e) = created
-            && !e
-                .as_service_error()
-                .is_some_and(|s| s.is_already_exists_exception())
-        {
-            return Err(e).context("creating the SES identity in moto");
-        }
+        verify_sender(&sdk).await?;
         Ok(Self {
+            endpoint: endpoint.to_owned(),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             s3: shared::aws::s3(&sdk),
             sdk,
@@ -105,6 +123,14 @@ impl LocalStack {
         })
     }
 
+    /// Provisions the stack again under the same names, e.g. after the
+    /// emulator was restarted and lost its state; running functions keep
+    /// their settings and carry on.
+    pub async fn reprovision(&mut self) -> Result<()> {
+        self.stack = provision(&self.sdk, &self.template, &self.stack.prefix).await?;
+        verify_sender(&self.sdk).await
+    }
+
     /// Starts the runner. Local stacks allow webhooks to 127.0.0.1 (the
     /// sink) through the explicit setting; `overrides` add or replace more.
     pub async fn start_runner(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
@@ -112,6 +138,7 @@ impl LocalStack {
             ("ALLOW_PRIVATE_WEBHOOK_TARGETS", "true"),
             ("EMAIL_FROM_ADDRESS", LOCAL_EMAIL_FROM),
             ("SLACK_API_BASE_URL", &self.slack.api_base()),
+            ("AWS_ENDPOINT_URL", &self.endpoint),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -270,10 +297,7 @@ impl LocalStack {
     /// back through moto's state API and matched on the
     /// `X-Report-Execution-Id` header.
     pub async fn emails(&self, execution_id: &str) -> Result<Vec<SentEmail>> {
-        let url = format!(
-            "{}/moto-api/data.json",
-            crate::endpoint()?.trim_end_matches('/')
-        );
+        let url = format!("{}/moto-api/data.json", self.endpoint.trim_end_matches('/'));
         // moto serialises every model for this endpoint and can fail with a
         // 500 while another request mutates one; ask again.
         let mut tries = 0;
