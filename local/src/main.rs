@@ -115,6 +115,12 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         }
         emails.extend(stack.capture_emails(&msg.execution_id).await?);
     }
+    // The reconciler runs every 5 minutes on AWS; here it runs once, on demand.
+    if let Some(host) = stack.runner.as_ref().and_then(|r| r.host("reconcile")) {
+        let report = host.invoke_json(&serde_json::json!({})).await?;
+        println!();
+        println!("Reconciler (run on demand): {report}");
+    }
     println!();
     println!("Captured payloads:");
     println!(
@@ -226,8 +232,8 @@ async fn report(
     }
     println!();
     println!(
-        "{:<24} {:<8} {:<10} {:>7} {:>12}  detail",
-        "target", "channel", "status", "retries", "queued→done"
+        "{:<24} {:<8} {:<10} {:>5} {:>12}  detail",
+        "target", "channel", "status", "tries", "queued→done"
     );
     let mut failed = 0;
     for a in &attempts {
@@ -248,11 +254,11 @@ async fn report(
             failed += 1;
         }
         println!(
-            "{:<24} {:<8} {:<10} {:>7} {:>12}  {}",
+            "{:<24} {:<8} {:<10} {:>5} {:>12}  {}",
             a.delivery_target_id,
             a.target_type.as_str(),
             a.status.as_str(),
-            a.retry_count,
+            a.tries,
             took,
             detail
         );
