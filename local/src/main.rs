@@ -116,7 +116,7 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         emails.extend(stack.capture_emails(&msg.execution_id).await?);
     }
     // The reconciler runs every 5 minutes on AWS; here it runs once, on demand.
-    if let Some(host) = stack.runner.as_ref().and_then(|r| r.host("reconcile")) {
+    if let Ok(host) = stack.function("reconcile") {
         let report = host.invoke_json(&serde_json::json!({})).await?;
         println!();
         println!("Reconciler (run on demand): {report}");

@@ -380,6 +380,16 @@ impl LocalStack {
         out.secret_string.context("secret has no string")
     }
 
+    /// The running host of a function binary (e.g. `deliver`), to kill,
+    /// throttle or invoke it.
+    pub fn function(&self, binary: &str) -> Result<std::sync::Arc<crate::runner::FunctionHost>> {
+        self.runner
+            .as_ref()
+            .and_then(|r| r.host(binary))
+            .cloned()
+            .with_context(|| format!("no running function {binary}; start the runner first"))
+    }
+
     /// Stops the runner.
     pub async fn down(mut self) {
         if let Some(r) = self.runner.take() {

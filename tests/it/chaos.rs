@@ -156,9 +156,7 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
 
     // Then nothing was left behind: the reconciler finds nothing to redo
     let report = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("reconcile"))
+        .function("reconcile")
         .expect("reconcile")
         .invoke_json(&serde_json::json!({}))
         .await
@@ -357,12 +355,7 @@ async fn kill_now_and_then(
     seed: u64,
 ) {
     let dice = Chaos::new(1.0, seed ^ 0x1d);
-    let host = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("deliver"))
-        .cloned()
-        .expect("deliver");
+    let host = s.function("deliver").expect("deliver");
     while !stop.load(Ordering::SeqCst) {
         let wait = Duration::from_millis(3000 + (dice.unit() * 5000.0) as u64);
         tokio::time::sleep(wait).await;

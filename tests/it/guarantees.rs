@@ -78,11 +78,7 @@ async fn throttled_receives_do_not_use_up_the_retry_schedule() {
     // (more than the three backoffs, and more than the old maxReceiveCount 4)
     let s = running_stack("g-throttle", &[]).await;
     seed_one(&s, "rpt-throttle").await;
-    s.runner
-        .as_ref()
-        .and_then(|r| r.host("deliver"))
-        .expect("deliver")
-        .throttle(6);
+    s.function("deliver").expect("deliver").throttle(6);
     // And a receiver that fails four times
     for _ in 0..4 {
         s.webhook.push_fault(status(503, None));
@@ -105,11 +101,7 @@ async fn a_deliver_killed_mid_send_is_tried_again_after_its_lease_and_ends_deliv
     s.send("ExecutionsQueue", &body).await.expect("send");
     // When deliver is killed while the request is in flight
     wait_until("the first request arrives", || s.webhook.arrived() >= 1).await;
-    let host = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("deliver"))
-        .expect("deliver");
+    let host = s.function("deliver").expect("deliver");
     host.kill().await;
     // Then the message comes back after the lease and the attempt ends delivered
     let attempts = s

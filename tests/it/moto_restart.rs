@@ -91,13 +91,7 @@ async fn after_a_moto_restart_the_functions_survive_and_new_work_is_delivered() 
         .await
         .expect("delivered before the restart");
     assert_eq!(done[0].status, AttemptStatus::Delivered);
-    let deliver_pid = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("deliver"))
-        .expect("deliver")
-        .pid()
-        .await;
+    let deliver_pid = s.function("deliver").expect("deliver").pid().await;
 
     // When a second execution is sent and moto restarts right away
     let (lost, body) = sample_execution("rpt-moto");
@@ -109,12 +103,7 @@ async fn after_a_moto_restart_the_functions_survive_and_new_work_is_delivered() 
 
     // Then the functions kept running through the outage (no crash loop)
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let host = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("deliver"))
-        .cloned()
-        .expect("deliver");
+    let host = s.function("deliver").expect("deliver");
     assert_eq!(host.pid().await, deliver_pid, "deliver did not die");
     // And what moto held in memory is gone with it: the emulator's loss
     assert!(

@@ -78,11 +78,7 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     s.store.create(&looping).await.expect("create");
 
     // When the scheduled reconciler runs
-    let host = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.host("reconcile"))
-        .expect("reconcile function");
+    let host = s.function("reconcile").expect("reconcile function");
     let report = host
         .invoke_json(&serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}))
         .await
