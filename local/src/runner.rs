@@ -1,9 +1,13 @@
 //! A local stand-in for the Lambda service and its SQS event source mapping.
 //!
-//! For each function in the template it serves the Lambda Runtime API on
-//! 127.0.0.1, starts the real function binary against it (and restarts it
-//! when it dies), long-polls the function's queues with the template's batch
-//! size, invokes with real `SqsEvent` JSON, deletes the messages the
+//! For each function in the template it runs a small pool of execution
+//! environments: each serves the Lambda Runtime API on its own 127.0.0.1
+//! port and runs the real function binary against it (restarted when it
+//! dies). Invocations wait for a free environment, and their deadline starts
+//! when one picks them up, as on Lambda. The pool is the sum of the
+//! function's event sources' `MaximumConcurrency` (1 without one), capped at
+//! [`MAX_POOL`]. It long-polls the function's queues with the template's
+//! batch size, invokes with real `SqsEvent` JSON, deletes the messages the
 //! `SqsBatchResponse` does not list as failures, and leaves the rest to
 //! their visibility timeout. Functions with a `FunctionUrlConfig` get an
 //! HTTP front on 127.0.0.1 that turns each request into a function-URL
@@ -41,12 +45,16 @@ pub struct RunnerConfig {
     pub poll_wait_secs: i32,
 }
 
+/// Most execution environments one function gets locally.
+pub const MAX_POOL: usize = 4;
+
 type Reply = std::result::Result<Bytes, String>;
 
 struct Invocation {
     id: String,
     payload: String,
-    deadline_ms: u64,
+    /// Told the environment that picked the invocation up.
+    picked: oneshot::Sender<usize>,
 }
 
 /// One function: its Runtime API endpoint and its process.
@@ -57,7 +65,10 @@ pub struct FunctionHost {
     rx: Mutex<mpsc::Receiver<Invocation>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     spawned_at: Mutex<Option<Instant>>,
-    pid: Mutex<Option<u32>>,
+    /// The process of each execution environment, by slot.
+    pids: Mutex<Vec<Option<u32>>>,
+    /// Invocations in progress: request id → the slot running it.
+    running: Mutex<HashMap<String, usize>>,
     /// Completed invocations, for tests and the demo.
     pub invocations: std::sync::atomic::AtomicU64,
     /// Batches still to throttle: received, not invoked, and left on the
@@ -74,31 +85,29 @@ impl FunctionHost {
     async fn invoke(&self, payload: String) -> Reply {
         let id = uuid::Uuid::new_v4().to_string();
         let (reply_tx, reply_rx) = oneshot::channel();
+        let (picked_tx, picked_rx) = oneshot::channel();
         self.pending.lock().await.insert(id.clone(), reply_tx);
-        let timeout = Duration::from_secs(self.spec.timeout_secs);
-        let deadline_ms = (std::time::SystemTime::now() + timeout)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        if self
-            .tx
-            .send(Invocation {
-                id: id.clone(),
-                payload,
-                deadline_ms,
-            })
-            .await
-            .is_err()
-        {
+        let invocation = Invocation {
+            id: id.clone(),
+            payload,
+            picked: picked_tx,
+        };
+        if self.tx.send(invocation).await.is_err() {
             return Err("runner is shutting down".into());
         }
+        // The timeout runs from when an environment picks the invocation up.
+        let Ok(slot) = picked_rx.await else {
+            self.pending.lock().await.remove(&id);
+            return Err("runner is shutting down".into());
+        };
+        let timeout = Duration::from_secs(self.spec.timeout_secs);
         match tokio::time::timeout(timeout, reply_rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err("function process exited during the invocation".into()),
             Err(_) => {
                 self.pending.lock().await.remove(&id);
-                warn!(function = %self.spec.binary, "invocation timed out; restarting the process");
-                self.kill().await;
+                warn!(function = %self.spec.binary, slot, "invocation timed out; restarting its environment");
+                self.kill_slot(slot).await;
                 Err(format!(
                     "Task timed out after {} seconds",
                     self.spec.timeout_secs
@@ -127,15 +136,30 @@ impl FunctionHost {
         Ok(serde_json::from_slice(&reply).unwrap_or(serde_json::Value::Null))
     }
 
-    /// The current process id, if one is running.
+    /// The process id of the first environment, if one is running.
     pub async fn pid(&self) -> Option<u32> {
-        *self.pid.lock().await
+        self.pids.lock().await.first().copied().flatten()
     }
 
-    /// Kills the current process (the supervisor starts a new one), as
-    /// Lambda does with a timed-out or crashed execution environment.
+    /// How many execution environments the function has.
+    pub async fn pool(&self) -> usize {
+        self.pids.lock().await.len()
+    }
+
+    /// Kills every environment's process (the supervisors start new ones),
+    /// as Lambda does with crashed execution environments.
     pub async fn kill(&self) {
-        if let Some(pid) = *self.pid.lock().await {
+        let slots = self.pids.lock().await.len();
+        for slot in 0..slots {
+            self.kill_slot(slot).await;
+        }
+    }
+
+    /// Kills one environment's process, e.g. the one whose invocation
+    /// timed out, or a random one in a chaos run.
+    pub async fn kill_slot(&self, slot: usize) {
+        let pid = self.pids.lock().await.get(slot).copied().flatten();
+        if let Some(pid) = pid {
             let _ = tokio::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .stderr(Stdio::null())
@@ -201,30 +225,39 @@ impl Runner {
                 rx: Mutex::new(rx),
                 pending: Mutex::new(HashMap::new()),
                 spawned_at: Mutex::new(None),
-                pid: Mutex::new(None),
+                pids: Mutex::new(vec![None; spec.pool]),
+                running: Mutex::new(HashMap::new()),
                 invocations: 0.into(),
                 throttle: 0.into(),
             });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let app = axum::Router::new()
-                .route("/2018-06-01/runtime/invocation/next", get(next))
-                .route(
-                    "/2018-06-01/runtime/invocation/{id}/response",
-                    post(response),
-                )
-                .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-                .route("/2018-06-01/runtime/init/error", post(init_error))
-                .with_state(host.clone());
-            tasks.push(serve(listener, app, shutdown_rx.clone()));
-            tasks.push(tokio::spawn(supervise(
-                host.clone(),
-                addr,
-                env,
-                config.clone(),
-                region.clone(),
-                shutdown_rx.clone(),
-            )));
+            for slot in 0..spec.pool {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                let app = axum::Router::new()
+                    .route("/2018-06-01/runtime/invocation/next", get(next))
+                    .route(
+                        "/2018-06-01/runtime/invocation/{id}/response",
+                        post(response),
+                    )
+                    .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+                    .route("/2018-06-01/runtime/init/error", post(init_error))
+                    .with_state(Env {
+                        host: host.clone(),
+                        slot,
+                    });
+                tasks.push(serve(listener, app, shutdown_rx.clone()));
+                tasks.push(tokio::spawn(supervise(
+                    Env {
+                        host: host.clone(),
+                        slot,
+                    },
+                    addr,
+                    env.clone(),
+                    config.clone(),
+                    region.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
             for source in &spec.sources {
                 let queue = stack
                     .queues
@@ -292,8 +325,15 @@ fn serve(
     })
 }
 
-async fn supervise(
+/// One execution environment of a function.
+#[derive(Clone)]
+struct Env {
     host: Arc<FunctionHost>,
+    slot: usize,
+}
+
+async fn supervise(
+    Env { host, slot }: Env,
     addr: SocketAddr,
     env: BTreeMap<String, String>,
     config: RunnerConfig,
@@ -355,14 +395,29 @@ async fn supervise(
                 continue;
             }
         };
-        *host.pid.lock().await = child.id();
+        if let Some(p) = host.pids.lock().await.get_mut(slot) {
+            *p = child.id();
+        }
         *host.spawned_at.lock().await = Some(Instant::now());
         tokio::select! {
             status = child.wait() => {
-                warn!(function = %host.spec.binary, ?status, "function process exited; restarting");
-                *host.pid.lock().await = None;
-                for (_, reply) in host.pending.lock().await.drain() {
-                    let _ = reply.send(Err("function process exited".into()));
+                warn!(function = %host.spec.binary, slot, ?status, "function process exited; restarting");
+                if let Some(p) = host.pids.lock().await.get_mut(slot) {
+                    *p = None;
+                }
+                let lost: Vec<String> = host
+                    .running
+                    .lock()
+                    .await
+                    .iter()
+                    .filter(|(_, s)| **s == slot)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in lost {
+                    host.running.lock().await.remove(&id);
+                    if let Some(reply) = host.pending.lock().await.remove(&id) {
+                        let _ = reply.send(Err("function process exited".into()));
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -374,7 +429,7 @@ async fn supervise(
     }
 }
 
-async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
+async fn next(State(Env { host, slot }): State<Env>) -> Response {
     if let Some(spawned) = host.spawned_at.lock().await.take() {
         info!(function = %host.spec.binary, init_ms = spawned.elapsed().as_millis() as u64, "cold start");
     }
@@ -382,6 +437,12 @@ async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
     let Some(inv) = inv else {
         return StatusCode::GONE.into_response();
     };
+    host.running.lock().await.insert(inv.id.clone(), slot);
+    let _ = inv.picked.send(slot);
+    let deadline_ms = (std::time::SystemTime::now() + Duration::from_secs(host.spec.timeout_secs))
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
     let mut headers = HeaderMap::new();
     let mut put = |k: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -389,7 +450,7 @@ async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
         }
     };
     put("lambda-runtime-aws-request-id", &inv.id);
-    put("lambda-runtime-deadline-ms", &inv.deadline_ms.to_string());
+    put("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     put("lambda-runtime-invoked-function-arn", &host.arn);
     put("lambda-runtime-trace-id", &format!("Root=1-{}", inv.id));
     put("content-type", "application/json");
@@ -397,10 +458,11 @@ async fn next(State(host): State<Arc<FunctionHost>>) -> Response {
 }
 
 async fn response(
-    State(host): State<Arc<FunctionHost>>,
+    State(Env { host, .. }): State<Env>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> StatusCode {
+    host.running.lock().await.remove(&id);
     if let Some(reply) = host.pending.lock().await.remove(&id) {
         let _ = reply.send(Ok(body));
     }
@@ -408,17 +470,18 @@ async fn response(
 }
 
 async fn error(
-    State(host): State<Arc<FunctionHost>>,
+    State(Env { host, .. }): State<Env>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> StatusCode {
+    host.running.lock().await.remove(&id);
     if let Some(reply) = host.pending.lock().await.remove(&id) {
         let _ = reply.send(Err(String::from_utf8_lossy(&body).into_owned()));
     }
     StatusCode::ACCEPTED
 }
 
-async fn init_error(State(host): State<Arc<FunctionHost>>, body: Bytes) -> StatusCode {
+async fn init_error(State(Env { host, .. }): State<Env>, body: Bytes) -> StatusCode {
     warn!(function = %host.spec.binary, error = %String::from_utf8_lossy(&body), "init error");
     StatusCode::ACCEPTED
 }

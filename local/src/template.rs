@@ -44,6 +44,10 @@ pub struct FunctionSpec {
     pub sources: Vec<SqsSource>,
     /// Whether it has a function URL (`FunctionUrlConfig`).
     pub function_url: bool,
+    /// Execution environments the local runner gives it: the sum of its
+    /// sources' `ScalingConfig.MaximumConcurrency` (1 without one), capped
+    /// at [`crate::runner::MAX_POOL`].
+    pub pool: usize,
 }
 
 fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -163,6 +167,7 @@ impl Template {
                 get(p, "Environment").and_then(|e| get(e, "Variables")),
             ));
             let mut sources = Vec::new();
+            let mut concurrency = 0usize;
             for (name, ev) in str_map(get(p, "Events")) {
                 if get(&ev, "Type").and_then(Value::as_str) != Some("SQS") {
                     continue;
@@ -182,6 +187,10 @@ impl Template {
                 if !types.contains(&"ReportBatchItemFailures") {
                     bail!("{id}.{name} must set FunctionResponseTypes: [ReportBatchItemFailures]");
                 }
+                concurrency += get(props, "ScalingConfig")
+                    .and_then(|c| get(c, "MaximumConcurrency"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1) as usize;
                 sources.push(SqsSource { queue, batch_size });
             }
             out.push(FunctionSpec {
@@ -196,6 +205,7 @@ impl Template {
                 env,
                 sources,
                 function_url: get(p, "FunctionUrlConfig").is_some(),
+                pool: concurrency.clamp(1, crate::runner::MAX_POOL),
             });
         }
         Ok(out)

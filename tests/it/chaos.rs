@@ -1,7 +1,7 @@
 //! Chaos: one execution fanned out to every channel while 30 % of sends get
 //! temporary faults (5xx, 429 with Retry-After, timeouts, dropped
-//! connections), the deliver process is killed at random times and at
-//! random points of its code, and duplicate delivery messages are injected.
+//! connections), deliver's execution environments are killed at random
+//! times and at random points of their code, and duplicate delivery messages are injected.
 //! At the end every attempt must be terminal, the dead-letter queue must
 //! hold exactly the attempts the code dead-lettered, nothing may be lost,
 //! and duplicates may come only from the documented windows.
@@ -140,7 +140,10 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
         dups.clone(),
         seed,
     ));
-    s.wait_settled(&execution_id, deliveries, Duration::from_secs(900))
+    // A generous bound: a killed environment's messages wait out their
+    // 40 s visibility timeout, and the local runner has four environments.
+    let settle = Duration::from_secs((deliveries as u64 * 2).max(900));
+    s.wait_settled(&execution_id, deliveries, settle)
         .await
         .expect("every attempt ends delivered or failed");
     stop.store(true, Ordering::SeqCst);
@@ -347,7 +350,8 @@ async fn seed_targets(
     targets
 }
 
-/// Kills the deliver process every 3–8 s until told to stop.
+/// Kills one of deliver's execution environments (mid-send or not) every
+/// 3–8 s until told to stop.
 async fn kill_now_and_then(
     s: Arc<LocalStack>,
     stop: Arc<AtomicBool>,
@@ -362,7 +366,8 @@ async fn kill_now_and_then(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        host.kill().await;
+        let slot = (dice.unit() * host.pool().await as f64) as usize;
+        host.kill_slot(slot).await;
         kills.fetch_add(1, Ordering::SeqCst);
     }
 }

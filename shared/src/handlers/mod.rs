@@ -165,50 +165,8 @@ pub fn valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{OutMessage, QueueError};
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-    use std::time::Duration;
 
-    /// Records dead letters; can be told to fail.
-    #[derive(Default)]
-    struct FakeQueue {
-        letters: Mutex<Vec<(String, String)>>,
-        broken: bool,
-    }
-
-    #[async_trait]
-    impl Queue for FakeQueue {
-        async fn send_batch(&self, _: &str, _: &[OutMessage]) -> Result<Vec<String>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn send(&self, _: &str, _: &str) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn dead_letter(&self, _: &str, l: DeadLetter<'_>) -> Result<(), QueueError> {
-            if self.broken {
-                return Err(QueueError("down".into()));
-            }
-            if let Ok(mut v) = self.letters.lock() {
-                v.push((l.code.to_owned(), l.body.to_owned()));
-            }
-            Ok(())
-        }
-        async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn receive(
-            &self,
-            _: &str,
-            _: i32,
-            _: Duration,
-        ) -> Result<Vec<crate::queue::ReceivedMessage>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn delete(&self, _: &str, _: &str) -> Result<(), QueueError> {
-            Ok(())
-        }
-    }
+    use crate::queue::fake::RecordingQueue as FakeQueue;
 
     fn event(bodies: &[&str]) -> SqsEvent {
         let records: Vec<serde_json::Value> = bodies

@@ -324,7 +324,6 @@ impl Deps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{DeadLetter, OutMessage, QueueError};
     use crate::store::StoreError;
     use async_trait::async_trait;
     use serde_json::{Value, json};
@@ -406,37 +405,7 @@ mod tests {
         }
     }
 
-    /// Records sent bodies.
-    #[derive(Default)]
-    struct FakeQueue(Mutex<Vec<String>>);
-
-    #[async_trait]
-    impl Queue for FakeQueue {
-        async fn send_batch(&self, _: &str, _: &[OutMessage]) -> Result<Vec<String>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn send(&self, _: &str, body: &str) -> Result<(), QueueError> {
-            self.0.lock().expect("lock").push(body.to_owned());
-            Ok(())
-        }
-        async fn dead_letter(&self, _: &str, _: DeadLetter<'_>) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn change_visibility(&self, _: &str, _: &str, _: Duration) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn receive(
-            &self,
-            _: &str,
-            _: i32,
-            _: Duration,
-        ) -> Result<Vec<crate::queue::ReceivedMessage>, QueueError> {
-            Ok(Vec::new())
-        }
-        async fn delete(&self, _: &str, _: &str) -> Result<(), QueueError> {
-            Ok(())
-        }
-    }
+    use crate::queue::fake::RecordingQueue as FakeQueue;
 
     fn deps(blobs: FakeBlobs) -> Deps {
         Deps {

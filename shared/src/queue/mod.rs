@@ -1,5 +1,7 @@
 //! Queue port, with the SQS adapter in [`sqs`].
 
+#[cfg(test)]
+pub mod fake;
 pub mod sqs;
 
 use async_trait::async_trait;
