@@ -368,8 +368,22 @@ mod tests {
             .expect("template parses");
         let fns = t.functions().expect("functions");
         let deliver = fns.iter().find(|f| f.binary == "deliver").expect("deliver");
-        assert_eq!(deliver.sources.len(), 3);
-        assert!(deliver.sources.iter().all(|s| s.batch_size == 10));
+        let batches: Vec<(&str, i32)> = deliver
+            .sources
+            .iter()
+            .map(|s| (s.queue.as_str(), s.batch_size))
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                ("EmailDeliveryQueue", 10),
+                ("SlackDeliveryQueue", 5),
+                ("WebhookDeliveryQueue", 10)
+            ]
+        );
+        assert_eq!(deliver.pool, crate::runner::MAX_POOL, "5 + 4 + 20, capped");
+        let render = fns.iter().find(|f| f.binary == "render").expect("render");
+        assert_eq!(render.pool, 1, "no MaximumConcurrency: one environment");
         assert!(deliver.env.contains_key("TARGETS_TABLE"));
         let links = fns.iter().find(|f| f.binary == "links").expect("links");
         assert!(links.function_url && links.sources.is_empty());
