@@ -48,10 +48,24 @@ fn is_formula_start(c: char) -> bool {
     )
 }
 
-/// `s` with a leading `'` when it starts like a formula.
+/// Invisible characters a reader may drop from the start of a field (a
+/// byte-order mark at the start of the file, zero-width spaces and joiners).
+fn is_invisible_lead(c: char) -> bool {
+    matches!(
+        c,
+        '\u{feff}' | '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}'
+    )
+}
+
+/// `s` with a leading `'` when it starts like a formula, looking past
+/// invisible leading characters (which also get the `'`, so that a dropped
+/// byte-order mark can never turn the text behind it into a formula or
+/// empty the header line).
 pub fn neutralise(s: &str) -> String {
-    match s.chars().next() {
+    let visible = s.trim_start_matches(is_invisible_lead);
+    match visible.chars().next() {
         Some(c) if is_formula_start(c) => format!("'{s}"),
+        _ if visible.len() != s.len() => format!("'{s}"),
         _ => s.to_owned(),
     }
 }
@@ -63,6 +77,20 @@ mod tests {
     fn csv_of(table: serde_json::Value) -> String {
         let table: Table = serde_json::from_value(table).expect("table");
         String::from_utf8(render_csv(&table)).expect("utf-8")
+    }
+
+    #[test]
+    fn a_byte_order_mark_cannot_smuggle_a_formula_or_empty_the_header() {
+        // Found by the claim_json fuzz target (fuzz/regressions/claim_json).
+        assert_eq!(neutralise("\u{feff}=cmd"), "'\u{feff}=cmd");
+        assert_eq!(neutralise("\u{feff}"), "'\u{feff}");
+        assert_eq!(neutralise("\u{200b}-2"), "'\u{200b}-2");
+        assert_eq!(neutralise("plain"), "plain");
+        let text = csv_of(serde_json::json!({
+            "columns": [{"name": "\u{feff}=HYPERLINK(\"x\")"}, {"name": "n"}],
+            "rows": []
+        }));
+        assert!(text.starts_with("\"'\u{feff}=HYPERLINK"), "{text:?}");
     }
 
     #[test]
