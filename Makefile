@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak
+.PHONY: demo test check lint venv build bench clean soak fuzz
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -51,3 +51,16 @@ bench:
 soak: venv build
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; CHAOS_DELIVERIES=$${CHAOS_DELIVERIES:-1000} cargo test -p report-delivery-tests --test it -- --ignored --exact chaos::soak --nocapture 2>&1 | tee .local/soak.log | grep -E "^chaos:|test result|panicked"
+
+## fuzz: run each cargo-fuzz target for FUZZ_SECONDS (default 600) in turn (nightly; not part of `test`; see fuzz/README.md)
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= message claim_csv claim_json webhook_url link_token
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@cd fuzz; failed=; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p work/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  cargo +nightly fuzz run -O -a $$t work/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crash in:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
