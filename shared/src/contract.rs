@@ -398,6 +398,17 @@ pub enum FanoutTask {
     },
 }
 
+impl DeliveryTask {
+    /// The task that delivers `attempt`.
+    pub fn for_attempt(attempt: &crate::domain::DeliveryAttempt) -> Self {
+        DeliveryTask::DeliverV1 {
+            attempt_id: attempt.id.clone(),
+            execution_id: attempt.report_execution_id.clone(),
+            target_id: attempt.delivery_target_id.clone(),
+        }
+    }
+}
+
 /// What fan-out sends to a channel queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]

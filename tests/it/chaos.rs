@@ -9,6 +9,7 @@
 //! `make test` runs 240 deliveries; `make soak` runs the ignored
 //! [`soak`] test with `CHAOS_DELIVERIES` (default 1000).
 
+use crate::delivery::wait_empty;
 use local::chaos::{Chaos, FaultProxy};
 use local::stack::LocalStack;
 use report_delivery_tests::{fast_stack, sample_execution};
@@ -469,15 +470,4 @@ async fn reached_counts(
         bump(target.as_ref());
     }
     out
-}
-
-async fn wait_empty(s: &LocalStack, queue: &str) {
-    let start = Instant::now();
-    while s.depth(queue).await.expect("depth") > 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "{queue} did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }

@@ -25,6 +25,16 @@ pub struct ChannelQueues {
 }
 
 impl ChannelQueues {
+    /// The three queue URLs from the environment `template.yaml` sets.
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::required;
+        Ok(Self {
+            email: required("EMAIL_QUEUE_URL")?,
+            slack: required("SLACK_QUEUE_URL")?,
+            webhook: required("WEBHOOK_QUEUE_URL")?,
+        })
+    }
+
     /// The queue for a channel.
     pub fn for_type(&self, t: TargetType) -> &str {
         match t {
@@ -86,15 +96,6 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
         return Outcome::Reject {
             code: "invalid_id",
             reason: "execution_id must be 1-128 of [A-Za-z0-9-_.:]".into(),
-        };
-    }
-    if cursor
-        .as_ref()
-        .is_some_and(|c| c.is_empty() || c.len() > 4096)
-    {
-        return Outcome::Reject {
-            code: "invalid_cursor",
-            reason: "the cursor is empty or longer than 4096 characters".into(),
         };
     }
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
@@ -220,12 +221,7 @@ async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Res
         .enumerate()
         .map(|(i, a)| OutMessage {
             entry_id: i.to_string(),
-            body: serde_json::to_string(&DeliveryTask::DeliverV1 {
-                attempt_id: a.id.clone(),
-                execution_id: a.report_execution_id.clone(),
-                target_id: a.delivery_target_id.clone(),
-            })
-            .unwrap_or_default(),
+            body: serde_json::to_string(&DeliveryTask::for_attempt(a)).unwrap_or_default(),
         })
         .collect();
     let mut to_send = messages;
@@ -277,11 +273,7 @@ impl Deps {
             attempts: Box::new(store.clone()),
             executions: Box::new(store),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
-            channel_queues: ChannelQueues {
-                email: required("EMAIL_QUEUE_URL")?,
-                slack: required("SLACK_QUEUE_URL")?,
-                webhook: required("WEBHOOK_QUEUE_URL")?,
-            },
+            channel_queues: ChannelQueues::from_env()?,
             fanout_queue_url: required("FANOUT_QUEUE_URL")?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             page_size: 500,

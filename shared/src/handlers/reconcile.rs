@@ -278,12 +278,7 @@ async fn reconcile_one(
 }
 
 fn task_body(a: &DeliveryAttempt) -> String {
-    serde_json::to_string(&DeliveryTask::DeliverV1 {
-        attempt_id: a.id.clone(),
-        execution_id: a.report_execution_id.clone(),
-        target_id: a.delivery_target_id.clone(),
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&DeliveryTask::for_attempt(a)).unwrap_or_default()
 }
 
 async fn finish_dead_letter(
@@ -432,11 +427,7 @@ impl Deps {
         Ok(Self {
             attempts: Box::new(store),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
-            channel_queues: ChannelQueues {
-                email: required("EMAIL_QUEUE_URL")?,
-                slack: required("SLACK_QUEUE_URL")?,
-                webhook: required("WEBHOOK_QUEUE_URL")?,
-            },
+            channel_queues: ChannelQueues::from_env()?,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             rules: Rules::for_policy(&policy, seconds("RECONCILE_STALE_SECONDS", 1800)?),
         })
