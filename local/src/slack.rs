@@ -222,7 +222,7 @@ async fn faulted(
     app: &App,
     endpoint: &str,
     web_api: bool,
-    work: impl FnOnce() -> Response,
+    work: impl FnOnce() -> Response + Send + 'static,
 ) -> Response {
     let fault = match app.inner.lock() {
         Ok(mut i) => {
@@ -255,8 +255,14 @@ async fn faulted(
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         Some(SlackFault::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            work()
+            // Like a real backend, the work goes on when the client gives up
+            // and hangs up: a timed-out call may still be applied, late.
+            let late = tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                work()
+            });
+            late.await
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
         Some(SlackFault::Error(e)) if web_api => api_error(&e),
         Some(SlackFault::Error(e)) => (StatusCode::BAD_REQUEST, e).into_response(),
@@ -319,8 +325,9 @@ fn params(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 }
 
 async fn get_upload_url(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted(&app, GET_UPLOAD_URL, true, || {
-        do_get_upload_url(&app, &headers, &body)
+    let a = app.clone();
+    faulted(&app, GET_UPLOAD_URL, true, move || {
+        do_get_upload_url(&a, &headers, &body)
     })
     .await
 }
@@ -360,7 +367,8 @@ fn do_get_upload_url(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 async fn upload(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Response {
-    faulted(&app, UPLOAD, false, || do_upload(&app, &id, &body)).await
+    let a = app.clone();
+    faulted(&app, UPLOAD, false, move || do_upload(&a, &id, &body)).await
 }
 
 fn do_upload(app: &App, id: &str, body: &[u8]) -> Response {
@@ -377,8 +385,9 @@ fn do_upload(app: &App, id: &str, body: &[u8]) -> Response {
 }
 
 async fn complete_upload(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted(&app, COMPLETE_UPLOAD, true, || {
-        do_complete(&app, &headers, &body)
+    let a = app.clone();
+    faulted(&app, COMPLETE_UPLOAD, true, move || {
+        do_complete(&a, &headers, &body)
     })
     .await
 }
@@ -432,8 +441,9 @@ fn do_complete(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
 }
 
 async fn files_info(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    faulted(&app, FILES_INFO, true, || {
-        do_files_info(&app, &headers, &body)
+    let a = app.clone();
+    faulted(&app, FILES_INFO, true, move || {
+        do_files_info(&a, &headers, &body)
     })
     .await
 }
@@ -467,8 +477,9 @@ async fn incoming_webhook(
     Path(path): Path<String>,
     body: Bytes,
 ) -> Response {
-    faulted(&app, INCOMING_WEBHOOK, false, || {
-        do_incoming_webhook(&app, &path, &body)
+    let a = app.clone();
+    faulted(&app, INCOMING_WEBHOOK, false, move || {
+        do_incoming_webhook(&a, &path, &body)
     })
     .await
 }

@@ -7,7 +7,8 @@ use local::slack::{
 };
 use local::stack::LocalStack;
 use report_delivery_tests::{
-    assert_outcome, disable_reason, download, rendered, run_sample, running_stack, seed_target,
+    assert_outcome, disable_reason, download, rendered, run_sample, running_stack,
+    sample_execution, seed_target,
 };
 use shared::domain::{AttemptStatus, ErrorCategory};
 
@@ -123,6 +124,73 @@ async fn a_completion_whose_reply_was_lost_is_not_posted_twice() {
         "the retry asks Slack instead of completing again"
     );
     assert_eq!(s.slack.messages().len(), 1, "posted once");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_completion_in_doubt_is_never_sent_twice_when_files_info_fails() {
+    let s = running_stack("slack-doubt", &[]).await;
+    seed_bot(&s, "rpt-doubt", LOCAL_BOT_TOKEN).await;
+    // The file is shared but the answer is lost, and the first look at
+    // files.info fails too: doubt must wait for a clear answer.
+    s.slack.push_fault(COMPLETE_UPLOAD, SlackFault::LoseReply);
+    s.slack.push_fault(
+        FILES_INFO,
+        SlackFault::Status {
+            code: 503,
+            retry_after: None,
+            body: String::new(),
+        },
+    );
+    let (_, attempts) = run_sample(&s, "rpt-doubt", 1).await;
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(
+        s.slack.calls(),
+        [
+            GET_UPLOAD_URL,
+            UPLOAD,
+            COMPLETE_UPLOAD,
+            FILES_INFO,
+            FILES_INFO
+        ],
+        "files.info is asked again; the upload is never completed twice"
+    );
+    assert_eq!(s.slack.messages().len(), 1, "posted once");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_completion_applied_after_its_timeout_is_awaited_not_repeated() {
+    let s = running_stack("slack-late", &[]).await;
+    seed_bot(&s, "rpt-late", LOCAL_BOT_TOKEN).await;
+    // Slack applies the completion only after the client gave up on it
+    // (15 s): the retry finds nothing shared yet and must wait, not post.
+    s.slack.push_fault(
+        COMPLETE_UPLOAD,
+        SlackFault::Delay(std::time::Duration::from_secs(17)),
+    );
+    let (execution_id, body) = sample_execution("rpt-late");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, std::time::Duration::from_secs(180))
+        .await
+        .expect("settles");
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+    assert_eq!(s.slack.messages().len(), 1, "posted once");
+    let calls = s.slack.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == COMPLETE_UPLOAD).count(),
+        1,
+        "completed once: {calls:?}"
+    );
+    assert!(
+        a.history
+            .iter()
+            .any(|t| t.code.as_deref() == Some("completion_unconfirmed")),
+        "a try waited for the late completion: {:?}",
+        a.history
+    );
     s.down().await;
 }
 

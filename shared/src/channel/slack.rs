@@ -9,10 +9,10 @@
 
 use super::webhook::{retry_after, send_error, vetted_client};
 use super::{Channel, DeliveryContext, DeliveryError, Receipt};
-use crate::domain::TargetConfig;
 use crate::domain::connection::Credentials;
 use crate::domain::target::{SlackChannelId, SlackConfig};
 use crate::domain::url::WebhookUrl;
+use crate::domain::{TargetConfig, Timestamp};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -24,6 +24,22 @@ pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
 
 /// Progress key: a completion was sent (its answer may have been lost).
 const COMPLETE_SENT: &str = "slack_complete_sent";
+/// The [`COMPLETE_SENT`] value once Slack answered the completion (with an
+/// error); before that it holds the time it was sent.
+const ANSWERED: &str = "answered";
+/// How long a completion that got no answer may take to show in
+/// `files.info` before it is sent again.
+const COMPLETE_SETTLE: Duration = Duration::from_secs(60);
+
+/// How much longer to wait before completing again, if a completion sent at
+/// `sent_at` (`None`: an old record without a time) may still be applied.
+fn settle_wait(sent_at: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    let ms = now.millis_since(sent_at?).max(0);
+    let elapsed = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    COMPLETE_SETTLE
+        .checked_sub(elapsed)
+        .filter(|w| !w.is_zero())
+}
 
 /// How long Slack gets to answer one call.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -277,16 +293,35 @@ impl SlackChannel {
             "channel_id": channel.as_str(),
             "initial_comment": comment,
         });
-        // A completion whose answer was lost may have posted already: ask
-        // Slack before completing again.
-        let sent_before = ctx.progress.get(COMPLETE_SENT).is_some();
-        let shared = match (resumed && sent_before, files.first()) {
-            (true, Some((id, _))) => self.is_shared(token, id, channel).await,
+        // A completion whose answer was lost may have posted already, or may
+        // still be applied late: ask Slack, and while the answer is "not yet"
+        // within the settle window, wait instead of completing again.
+        let sent_at = ctx
+            .progress
+            .get(COMPLETE_SENT)
+            .map(|v| v.parse::<i64>().ok().and_then(Timestamp::from_unix_millis));
+        let shared = match (resumed, sent_at, files.first()) {
+            (true, Some(sent_at), Some((id, _))) => {
+                if self.is_shared(token, id, channel).await? {
+                    true
+                } else if let Some(wait) = settle_wait(sent_at, ctx.now) {
+                    return Err(DeliveryError::throttled(
+                        "completion_unconfirmed",
+                        "an earlier completion is not visible yet; checking again before completing",
+                        Some(wait),
+                    ));
+                } else {
+                    false
+                }
+            }
             _ => false,
         };
         if !shared {
             ctx.progress
-                .save(BTreeMap::from([(COMPLETE_SENT.to_owned(), "1".to_owned())]))
+                .save(BTreeMap::from([(
+                    COMPLETE_SENT.to_owned(),
+                    ctx.now.unix_millis().to_string(),
+                )]))
                 .await?;
             let completed = self
                 .call(
@@ -295,6 +330,18 @@ impl SlackChannel {
                     RequestBody::Json(payload),
                 )
                 .await;
+            if let Err(e) = &completed
+                && !matches!(e.code(), "timeout" | "network")
+            {
+                // Slack answered: it is done with the request, so `files.info`
+                // tells the truth at once and the retry need not wait.
+                ctx.progress
+                    .save(BTreeMap::from([(
+                        COMPLETE_SENT.to_owned(),
+                        ANSWERED.to_owned(),
+                    )]))
+                    .await?;
+            }
             match completed {
                 Ok(_) => {}
                 // Uploads that were never completed expire on Slack's side:
@@ -334,17 +381,27 @@ impl SlackChannel {
         Ok(receipt)
     }
 
-    /// Whether `file_id` is already shared in `channel` (`files.info`). Any
-    /// doubt answers false, so the caller completes the upload.
-    async fn is_shared(&self, token: &str, file_id: &str, channel: &SlackChannelId) -> bool {
-        let info = self
+    /// Whether `file_id` is already shared in `channel` (`files.info`). A
+    /// file Slack does not show was never completed; any other failure is
+    /// doubt, and doubt is a temporary error, never a second completion.
+    async fn is_shared(
+        &self,
+        token: &str,
+        file_id: &str,
+        channel: &SlackChannelId,
+    ) -> Result<bool, DeliveryError> {
+        let info = match self
             .call(
                 "files.info",
                 token,
                 RequestBody::Form(vec![("file", file_id.to_owned())]),
             )
-            .await;
-        let Ok(info) = info else { return false };
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if e.code() == "file_not_found" => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let file = &info["file"];
         let in_list = file["channels"]
             .as_array()
@@ -352,7 +409,7 @@ impl SlackChannel {
         let in_shares = ["public", "private"]
             .iter()
             .any(|kind| file["shares"][kind].get(channel.as_str()).is_some());
-        in_list || in_shares
+        Ok(in_list || in_shares)
     }
 
     async fn post_hook(
@@ -495,6 +552,23 @@ mod tests {
                 .expect_err("fails")
                 .is_retryable()
         );
+    }
+
+    #[test]
+    fn a_lost_completion_is_not_repeated_inside_the_settle_window() {
+        let sent = Timestamp::parse("2026-11-27T10:00:00Z").expect("a valid time");
+        let at = |s: u64| sent.plus(time::Duration::seconds(s as i64));
+        assert_eq!(settle_wait(Some(sent), at(0)), Some(COMPLETE_SETTLE));
+        assert_eq!(
+            settle_wait(Some(sent), at(20)),
+            Some(COMPLETE_SETTLE - Duration::from_secs(20))
+        );
+        assert_eq!(settle_wait(Some(sent), at(60)), None);
+        assert_eq!(settle_wait(Some(sent), at(600)), None);
+        // A clock behind the sender waits the whole window; an old record
+        // without a time does not wait.
+        assert_eq!(settle_wait(Some(at(5)), sent), Some(COMPLETE_SETTLE));
+        assert_eq!(settle_wait(None, sent), None);
     }
 
     #[test]
