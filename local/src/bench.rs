@@ -297,6 +297,7 @@ pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &s
 pub fn fanout_deps(s: &LocalStack, store: DynamoStore, sqs: aws_sdk_sqs::Client) -> Result<Deps> {
     let url = |q: &str| s.stack.queue_url(q).map(str::to_owned);
     Ok(Deps {
+        metrics: shared::metrics::Metrics::none(),
         targets: Box::new(store.clone()),
         attempts: Box::new(store.clone()),
         executions: Box::new(store),

@@ -10,6 +10,7 @@ mod fanout;
 mod guarantees;
 mod hostile;
 mod links;
+mod monitoring;
 mod moto_restart;
 mod reconcile;
 mod render;

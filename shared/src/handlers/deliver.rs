@@ -26,6 +26,7 @@ use crate::domain::{
     RetryPolicy, ServiceConnection, Timestamp, Transition, TriesUpdate, TryNext, TryRecord,
 };
 use crate::handlers::links::LinkIssuer;
+use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{DeadLetter, Queue, queue_url_from_arn};
 use crate::store::{
     Applied, AttemptStore, ConnectionStore, ExecutionStore, RateLimiter, StoreError, TargetStore,
@@ -40,6 +41,8 @@ use tracing::{Span, error, info, warn};
 
 /// What deliver needs.
 pub struct Deps {
+    /// EMF metrics.
+    pub metrics: Metrics,
     pub attempts: Box<dyn AttemptStore>,
     pub targets: Box<dyn TargetStore>,
     pub executions: Box<dyn ExecutionStore>,
@@ -146,8 +149,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
     };
     process_batch(
         &event,
-        deps.queue.as_ref(),
-        &deps.dead_letter_url,
+        super::DeadLetters {
+            queue: deps.queue.as_ref(),
+            url: &deps.dead_letter_url,
+            stage: Stage::Delivery,
+            metrics: &deps.metrics,
+        },
         deps.concurrency,
         |m: &SqsMessage| process(deps, m, clock),
     )
@@ -307,6 +314,10 @@ async fn not_begun(
             }
         }
         AttemptStatus::Delivered | AttemptStatus::Failed => {
+            deps.metrics.count(
+                Metric::DuplicatesIgnored,
+                &[(Dim::Stage, Stage::Delivery.as_str())],
+            );
             info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
             Outcome::Done
         }
@@ -544,10 +555,26 @@ async fn send_with_retries(
             delay_ms: None,
         };
         crate::chaos::point("deliver.after_send");
+        if record.n == 1 {
+            deps.metrics.count(Metric::AttemptsStarted, &on(attempt));
+        }
+        deps.metrics
+            .record(Metric::SendDuration, &on(attempt), record.ms as f64);
+        if let Err(e) = &result {
+            let channel = crate::metrics::channel(attempt.target_type);
+            deps.metrics.count(
+                Metric::SendErrors,
+                &[
+                    (Dim::Channel, channel),
+                    (Dim::ErrorCode, crate::metrics::error_code(e.code())),
+                ],
+            );
+        }
         let error = match result {
             Ok(receipt) => {
                 tries.new.push(record);
-                return delivered(deps, attempt, token, receipt, &tries, started).await;
+                let generated_at = send.execution.generated_at;
+                return delivered(deps, attempt, token, receipt, &tries, generated_at).await;
             }
             Err(_) if progress.lost.load(Ordering::Relaxed) => {
                 // Another copy of the message owns the attempt now; it finishes it.
@@ -573,6 +600,7 @@ async fn send_with_retries(
         match decision {
             RetryDecision::Immediate(wait) if clock.fits_a_send(&deps.timing, wait) => {
                 record.then = TryNext::ImmediateRetry;
+                deps.metrics.count(Metric::ImmediateRetries, &on(attempt));
                 record.delay_ms = Some(millis(wait));
                 tries.new.push(record);
                 tokio::time::sleep(wait).await;
@@ -589,6 +617,7 @@ async fn send_with_retries(
             RetryDecision::Backoff(delay) => {
                 let delay = clamp_visibility(delay, clock.received.elapsed());
                 record.then = TryNext::Backoff;
+                deps.metrics.count(Metric::RetriesScheduled, &on(attempt));
                 record.delay_ms = Some(millis(delay));
                 tries.new.push(record);
                 let retry = Transition::ScheduleRetry {
@@ -614,6 +643,20 @@ async fn send_with_retries(
     }
 }
 
+/// The channel dimension of an attempt.
+fn on(attempt: &DeliveryAttempt) -> [(Dim, &'static str); 1] {
+    [(Dim::Channel, crate::metrics::channel(attempt.target_type))]
+}
+
+/// Counts how an attempt ended.
+fn count_outcome(deps: &Deps, attempt: &DeliveryAttempt, outcome: crate::metrics::Outcome) {
+    let channel = crate::metrics::channel(attempt.target_type);
+    deps.metrics.count(
+        Metric::Deliveries,
+        &[(Dim::Channel, channel), (Dim::Outcome, outcome.as_str())],
+    );
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -624,7 +667,7 @@ async fn delivered(
     token: &str,
     receipt: Receipt,
     tries: &Tries<'_>,
-    started: Instant,
+    generated_at: Timestamp,
 ) -> Outcome {
     let deliver = Transition::Deliver {
         token: token.to_owned(),
@@ -634,10 +677,16 @@ async fn delivered(
     };
     match apply_settling(deps, &attempt.id, &deliver).await {
         Ok(Applied::Yes(done)) => {
+            count_outcome(deps, &done, crate::metrics::Outcome::Delivered);
+            let latency = done
+                .delivered_at
+                .map_or(0, |at| at.millis_since(generated_at).max(0));
+            deps.metrics
+                .record(Metric::EndToEndLatency, &on(&done), latency as f64);
             info!(
                 attempt_id = %done.id,
                 channel = %done.target_type,
-                send_ms = started.elapsed().as_millis() as u64,
+                end_to_end_ms = latency,
                 delivery_ms = done.delivery_millis().unwrap_or_default(),
                 tries = done.tries,
                 retries = done.retry_count,
@@ -722,6 +771,7 @@ async fn exhaust(
     };
     match apply_settling(deps, &attempt.id, &fail).await {
         Ok(Applied::Yes(failed)) => {
+            count_outcome(deps, &failed, crate::metrics::Outcome::FailedExhausted);
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
             crate::chaos::point("deliver.after_exhausted");
             finish_dead_letter(deps, m, clock, &failed).await
@@ -759,6 +809,10 @@ async fn finish_dead_letter(
         hide(deps, m, deps.timing.dead_letter_repair_after, clock).await;
         return temp(&e);
     }
+    deps.metrics.count(
+        Metric::DeadLettered,
+        &[(Dim::Stage, Stage::Delivery.as_str())],
+    );
     crate::chaos::point("deliver.after_dead_letter");
     let confirm = Transition::ConfirmDeadLetter {
         now: Timestamp::now(),
@@ -856,6 +910,7 @@ async fn fail(
             .await
         {
             Ok(()) => {
+                deps.metrics.count(Metric::TargetsFlagged, &on(attempt));
                 warn!(target_id = %attempt.delivery_target_id, %reason, "target flagged for disabling")
             }
             Err(err) => return temp(&err),
@@ -872,7 +927,12 @@ async fn fail(
         dead_letter: false,
     };
     match apply_settling(deps, &attempt.id, &t).await {
-        Ok(_) => Outcome::Done,
+        Ok(applied) => {
+            if let Applied::Yes(failed) = applied {
+                count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
+            }
+            Outcome::Done
+        }
         Err(err) => temp(&err),
     }
 }
@@ -914,6 +974,7 @@ impl Deps {
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         Ok(Self {
+            metrics: Metrics::from_env(),
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),

@@ -6,6 +6,7 @@
 use super::{Outcome, body_of, process_batch, store_outcome, valid_id};
 use crate::contract::{DeliveryTask, FanoutTask};
 use crate::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
+use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{OutMessage, Queue};
 use crate::store::{AttemptStore, Created, ExecutionStore, StoreError, TargetRef, TargetStore};
 
@@ -47,6 +48,8 @@ impl ChannelQueues {
 
 /// What fan-out needs.
 pub struct Deps {
+    /// EMF metrics.
+    pub metrics: Metrics,
     pub targets: Box<dyn TargetStore>,
     pub attempts: Box<dyn AttemptStore>,
     pub executions: Box<dyn ExecutionStore>,
@@ -66,8 +69,12 @@ pub struct Deps {
 pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -> SqsBatchResponse {
     process_batch(
         &event,
-        deps.queue.as_ref(),
-        &deps.dead_letter_url,
+        super::DeadLetters {
+            queue: deps.queue.as_ref(),
+            url: &deps.dead_letter_url,
+            stage: Stage::Fanout,
+            metrics: &deps.metrics,
+        },
         1,
         |m: &SqsMessage| process(deps, m, deadline),
     )
@@ -75,6 +82,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
 }
 
 async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Outcome {
+    let started = std::time::Instant::now();
     let body = match body_of(m) {
         Ok(b) => b,
         Err(outcome) => return outcome,
@@ -164,6 +172,13 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
     {
         return store_outcome(&e);
     }
+    deps.metrics.record(
+        Metric::FanoutDuration,
+        &[],
+        started.elapsed().as_millis() as f64,
+    );
+    deps.metrics
+        .record(Metric::TargetsPerExecution, &[], queued as f64);
     info!(%execution_id, targets = queued, note, "fan-out complete");
     Outcome::Done
 }
@@ -196,7 +211,13 @@ async fn queue_page(
             {
                 Some(a)
             }
-            Created::Existing(_) => None,
+            Created::Existing(_) => {
+                deps.metrics.count(
+                    Metric::DuplicatesIgnored,
+                    &[(Dim::Stage, Stage::Fanout.as_str())],
+                );
+                None
+            }
         })
         .collect();
     let mut batches: Vec<(&str, Vec<&DeliveryAttempt>)> = Vec::new();
@@ -269,6 +290,7 @@ impl Deps {
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         Ok(Self {
+            metrics: Metrics::from_env(),
             targets: Box::new(store.clone()),
             attempts: Box::new(store.clone()),
             executions: Box::new(store),

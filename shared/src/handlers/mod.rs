@@ -8,6 +8,7 @@ pub mod links;
 pub mod reconcile;
 pub mod render;
 
+use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{DeadLetter, Queue};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -50,12 +51,20 @@ pub fn receive_count(m: &SqsMessage) -> u32 {
         .unwrap_or(1)
 }
 
+/// Where a stage's rejected messages go, and how they are counted.
+#[derive(Clone, Copy)]
+pub struct DeadLetters<'a> {
+    pub queue: &'a dyn Queue,
+    pub url: &'a str,
+    pub stage: Stage,
+    pub metrics: &'a Metrics,
+}
+
 /// Runs `process` over every record with up to `concurrency` in flight,
 /// dead-letters rejects, and reports the rest as partial batch failures.
 pub async fn process_batch<'a, F, Fut>(
     event: &'a SqsEvent,
-    queue: &'a dyn Queue,
-    dead_letter_url: &'a str,
+    dead_letters: DeadLetters<'a>,
     concurrency: usize,
     process: F,
 ) -> SqsBatchResponse
@@ -63,17 +72,18 @@ where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Outcome> + 'a,
 {
-    let results: Vec<(Option<String>, bool)> = futures::stream::iter(&event.records)
-        .map(|m| {
-            let id = m.message_id.clone().unwrap_or_default();
-            let span = info_span!(
-                "message",
-                message_id = %id,
-                receive_count = receive_count(m),
-                attempt_id = tracing::field::Empty
-            );
-            let fut = process(m);
-            async move {
+    let results: Vec<(Option<String>, bool)> =
+        futures::stream::iter(&event.records)
+            .map(|m| {
+                let id = m.message_id.clone().unwrap_or_default();
+                let span = info_span!(
+                    "message",
+                    message_id = %id,
+                    receive_count = receive_count(m),
+                    attempt_id = tracing::field::Empty
+                );
+                let fut = process(m);
+                async move {
                 let ok = match fut.await {
                     Outcome::Done => true,
                     Outcome::Retry { reason } => {
@@ -90,8 +100,14 @@ where
                             attempt_id: None,
                             receive_count: Some(receive_count(m)),
                         };
-                        match queue.dead_letter(dead_letter_url, letter).await {
-                            Ok(()) => true,
+                        match dead_letters.queue.dead_letter(dead_letters.url, letter).await {
+                            Ok(()) => {
+                                dead_letters.metrics.count(
+                                    Metric::DeadLettered,
+                                    &[(Dim::Stage, dead_letters.stage.as_str())],
+                                );
+                                true
+                            }
                             Err(e) => {
                                 error!(error = %e, "dead-lettering failed; leaving the message");
                                 false
@@ -102,10 +118,10 @@ where
                 (m.message_id.clone(), ok)
             }
             .instrument(span)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
     let mut response = SqsBatchResponse::default();
     for (id, ok) in results {
         if !ok {
@@ -177,6 +193,16 @@ mod tests {
         serde_json::from_value(serde_json::json!({ "Records": records })).expect("event")
     }
 
+    fn test_letters(queue: &FakeQueue) -> DeadLetters<'_> {
+        static NONE: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+        DeadLetters {
+            queue,
+            url: "dlq",
+            stage: Stage::Delivery,
+            metrics: NONE.get_or_init(Metrics::none),
+        }
+    }
+
     fn outcome_for(m: &SqsMessage) -> Outcome {
         match m.body.as_deref() {
             Some("ok") => Outcome::Done,
@@ -197,8 +223,13 @@ mod tests {
     async fn rejects_are_dead_lettered_and_only_retries_are_reported_as_failures() {
         let queue = FakeQueue::default();
         let ev = event(&["ok", "later", "{junk"]);
-        let response =
-            process_batch(&ev, &queue, "dlq", 4, |m| async move { outcome_for(m) }).await;
+        let response = process_batch(
+            &ev,
+            test_letters(&queue),
+            4,
+            |m| async move { outcome_for(m) },
+        )
+        .await;
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()
@@ -219,8 +250,13 @@ mod tests {
             ..FakeQueue::default()
         };
         let ev = event(&["{junk"]);
-        let response =
-            process_batch(&ev, &queue, "dlq", 1, |m| async move { outcome_for(m) }).await;
+        let response = process_batch(
+            &ev,
+            test_letters(&queue),
+            1,
+            |m| async move { outcome_for(m) },
+        )
+        .await;
         assert_eq!(response.batch_item_failures.len(), 1, "never lost");
     }
 
@@ -229,8 +265,13 @@ mod tests {
         let queue = FakeQueue::default();
         let big = "x".repeat(crate::contract::MAX_INLINE_BODY_BYTES + 1);
         let ev = event(&[&big]);
-        let response =
-            process_batch(&ev, &queue, "dlq", 1, |m| async move { outcome_for(m) }).await;
+        let response = process_batch(
+            &ev,
+            test_letters(&queue),
+            1,
+            |m| async move { outcome_for(m) },
+        )
+        .await;
         assert!(response.batch_item_failures.is_empty());
         let letters = queue.letters.lock().expect("lock").clone();
         assert_eq!(letters.len(), 1);

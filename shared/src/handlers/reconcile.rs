@@ -27,6 +27,8 @@ use tracing::{info, warn};
 
 /// What the reconciler needs.
 pub struct Deps {
+    /// EMF metrics.
+    pub metrics: crate::metrics::Metrics,
     pub attempts: Box<dyn AttemptStore>,
     pub queue: Box<dyn Queue>,
     pub channel_queues: ChannelQueues,
@@ -207,6 +209,10 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
         }
     }
     sweep_dead_letters(deps, &mut report, &time_left).await;
+    // Every run reports, zero included, so the alarm sees data.
+    let stuck = report.requeued + report.failed + report.dead_letters_finished;
+    deps.metrics
+        .record(crate::metrics::Metric::StuckAttempts, &[], stuck as f64);
     info!(
         examined = report.examined,
         requeued = report.requeued,
@@ -265,6 +271,14 @@ async fn reconcile_one(
             };
             match deps.attempts.apply(&a.id, &fail).await? {
                 Applied::Yes(failed) => {
+                    use crate::metrics::{Dim, Metric, Outcome, channel};
+                    deps.metrics.count(
+                        Metric::Deliveries,
+                        &[
+                            (Dim::Channel, channel(failed.target_type)),
+                            (Dim::Outcome, Outcome::FailedExhausted.as_str()),
+                        ],
+                    );
                     warn!(attempt_id = %a.id, code, "failed by the reconciler");
                     report.failed += 1;
                     finish_dead_letter(deps, &failed, report).await
@@ -305,6 +319,13 @@ async fn finish_dead_letter(
         report.errors += 1;
         return Ok(false);
     }
+    deps.metrics.count(
+        crate::metrics::Metric::DeadLettered,
+        &[(
+            crate::metrics::Dim::Stage,
+            crate::metrics::Stage::Delivery.as_str(),
+        )],
+    );
     deps.attempts
         .apply(
             &a.id,
@@ -425,6 +446,7 @@ impl Deps {
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         let policy = retry_policy()?;
         Ok(Self {
+            metrics: crate::metrics::Metrics::from_env(),
             attempts: Box::new(store),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channel_queues: ChannelQueues::from_env()?,

@@ -11,6 +11,7 @@ use crate::contract::{
 };
 use crate::domain::Timestamp;
 use crate::domain::execution::{ReportExecution, StoredFile};
+use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::Queue;
 use crate::render::display::{MAX_REASON, MAX_REPORT_NAME, display};
 use crate::render::{ReportMeta, csv::render_csv, render_pdf, time_zone};
@@ -21,6 +22,8 @@ use tracing::{info, warn};
 
 /// What render needs.
 pub struct Deps {
+    /// EMF metrics.
+    pub metrics: Metrics,
     pub executions: Box<dyn ExecutionStore>,
     pub blobs: Box<dyn BlobStore>,
     pub queue: Box<dyn Queue>,
@@ -34,8 +37,12 @@ pub struct Deps {
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
     process_batch(
         &event,
-        deps.queue.as_ref(),
-        &deps.dead_letter_url,
+        super::DeadLetters {
+            queue: deps.queue.as_ref(),
+            url: &deps.dead_letter_url,
+            stage: Stage::Executions,
+            metrics: &deps.metrics,
+        },
         1,
         |m: &SqsMessage| process(deps, m),
     )
@@ -113,6 +120,10 @@ async fn render_and_store(
         .await
         .map_err(|e| retry(&e))?
     {
+        deps.metrics.count(
+            Metric::DuplicatesIgnored,
+            &[(Dim::Stage, Stage::Executions.as_str())],
+        );
         info!(execution_id = %existing.id, "already rendered");
         return same_input(existing, &input_sha256);
     }
@@ -162,6 +173,9 @@ async fn render_and_store(
         key = %pdf.key,
         "rendered"
     );
+    deps.metrics
+        .record(Metric::RenderDuration, &[], render_ms as f64);
+    deps.metrics.record(Metric::PdfBytes, &[], pdf.size as f64);
     let now = Timestamp::now();
     let execution = ReportExecution {
         id: msg.execution_id,
@@ -308,6 +322,7 @@ impl Deps {
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         let bucket = required("REPORTS_BUCKET")?;
         Ok(Self {
+            metrics: Metrics::from_env(),
             executions: Box::new(store),
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
@@ -409,6 +424,7 @@ mod tests {
 
     fn deps(blobs: FakeBlobs) -> Deps {
         Deps {
+            metrics: Metrics::none(),
             executions: Box::new(FakeExecutions::default()),
             blobs: Box::new(blobs),
             queue: Box::new(FakeQueue::default()),

@@ -1,0 +1,326 @@
+//! Monitoring end to end: the functions' real stdout carries valid EMF
+//! records with the catalogue's names, units and bounded dimensions, the
+//! counts match what happened, and the dashboard and alarms in
+//! `template.yaml` name only metrics and dimensions the code emits.
+
+use local::sinks::Fault;
+use local::stack::LocalStack;
+use local::template::{Template, resolve};
+use report_delivery_tests::{running_stack, sample_execution, webhook_targets};
+use serde_json::Value;
+use shared::domain::AttemptStatus;
+use shared::metrics::{Metric, validate};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// One emitted record: metric and its dimension values.
+type Record = (Metric, Vec<(String, String)>, f64);
+
+/// Every EMF record in the functions' logs; panics on an invalid one.
+fn emitted(s: &LocalStack) -> Vec<Record> {
+    let mut out = Vec::new();
+    let dir = s.work_dir.join("logs");
+    for entry in std::fs::read_dir(&dir).expect("logs") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("\"_aws\"")) {
+            let (metric, dims) = validate(line)
+                .unwrap_or_else(|e| panic!("{}: invalid EMF record {line}: {e}", path.display()));
+            let v: Value = serde_json::from_str(line).expect("json");
+            let value = v[metric.name()].as_f64().expect("number");
+            out.push((metric, dims, value));
+        }
+    }
+    out
+}
+
+fn sum(records: &[Record], metric: Metric, dims: &[(&str, &str)]) -> f64 {
+    records
+        .iter()
+        .filter(|(m, d, _)| {
+            *m == metric
+                && dims
+                    .iter()
+                    .all(|(k, v)| d.iter().any(|(dk, dv)| dk == k && dv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+fn count(records: &[Record], metric: Metric) -> usize {
+    records.iter().filter(|(m, _, _)| *m == metric).count()
+}
+
+async fn wait_for(s: &LocalStack, what: &str, ok: impl Fn(&[Record]) -> bool) {
+    let until = std::time::Instant::now() + SETTLE;
+    while std::time::Instant::now() < until {
+        if ok(&emitted(s)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn the_functions_emit_valid_emf_that_counts_what_happened_and_feeds_the_dashboard() {
+    let s = running_stack("metrics", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-ok",
+        &[("ok", "/hooks/ok", true, true)],
+    ))
+    .await
+    .expect("seed");
+    s.seed(&webhook_targets(
+        "rpt-gone",
+        &[("gone", "/hooks/gone", true, true)],
+    ))
+    .await
+    .expect("seed");
+
+    // A delivery that fails twice (an immediate retry, then a backoff)
+    for _ in 0..2 {
+        s.webhook.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let (ok_id, ok_body) = sample_execution("rpt-ok");
+    s.send("ExecutionsQueue", &ok_body).await.expect("send");
+    let ok = s.wait_settled(&ok_id, 1, SETTLE).await.expect("settles");
+    assert_eq!(ok[0].status, AttemptStatus::Delivered);
+
+    // A receiver that is gone: a permanent failure that flags the target
+    s.webhook.push_fault(Fault::Status {
+        code: 410,
+        retry_after: None,
+    });
+    let (gone_id, gone_body) = sample_execution("rpt-gone");
+    s.send("ExecutionsQueue", &gone_body).await.expect("send");
+    let gone = s.wait_settled(&gone_id, 1, SETTLE).await.expect("settles");
+    assert_eq!(gone[0].status, AttemptStatus::Failed);
+
+    // A duplicate execution message, a malformed one, and a reconciler run
+    s.send("ExecutionsQueue", &ok_body).await.expect("send");
+    s.send("ExecutionsQueue", "{not json").await.expect("send");
+    wait_for(&s, "the duplicate and the dead letter", |r| {
+        sum(r, Metric::DuplicatesIgnored, &[("Stage", "executions")]) >= 1.0
+            && sum(r, Metric::DuplicatesIgnored, &[("Stage", "fanout")]) >= 1.0
+            && sum(r, Metric::DeadLettered, &[("Stage", "executions")]) >= 1.0
+    })
+    .await;
+    s.function("reconcile")
+        .expect("reconcile function")
+        .invoke_json(&serde_json::json!({"source": "aws.events"}))
+        .await
+        .expect("reconcile runs");
+
+    // Then every record is valid EMF (checked while reading) and the counts
+    // are exact
+    let r = emitted(&s);
+    let webhook = ("Channel", "webhook");
+    assert_eq!(sum(&r, Metric::AttemptsStarted, &[webhook]), 2.0);
+    assert_eq!(
+        sum(&r, Metric::Deliveries, &[webhook, ("Outcome", "delivered")]),
+        1.0
+    );
+    assert_eq!(
+        sum(&r, Metric::Deliveries, &[("Outcome", "failed_permanent")]),
+        1.0
+    );
+    assert_eq!(
+        sum(&r, Metric::Deliveries, &[("Outcome", "failed_exhausted")]),
+        0.0
+    );
+    assert_eq!(sum(&r, Metric::ImmediateRetries, &[webhook]), 1.0);
+    assert_eq!(sum(&r, Metric::RetriesScheduled, &[webhook]), 1.0);
+    assert_eq!(
+        sum(
+            &r,
+            Metric::SendErrors,
+            &[webhook, ("ErrorCode", "http_5xx")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(&r, Metric::SendErrors, &[("ErrorCode", "http_410_gone")]),
+        1.0
+    );
+    assert_eq!(sum(&r, Metric::TargetsFlagged, &[webhook]), 1.0);
+    assert_eq!(count(&r, Metric::SendDuration), 4, "one per try");
+    assert_eq!(count(&r, Metric::EndToEndLatency), 1, "one per delivery");
+    assert_eq!(count(&r, Metric::RenderDuration), 2, "one per render");
+    assert!(sum(&r, Metric::PdfBytes, &[]) > 2000.0, "PDF sizes");
+    // The duplicate execution is fanned out again, and finds its attempt
+    assert_eq!(sum(&r, Metric::TargetsPerExecution, &[]), 3.0);
+    assert_eq!(count(&r, Metric::FanoutDuration), 3);
+    assert_eq!(
+        sum(&r, Metric::DuplicatesIgnored, &[("Stage", "fanout")]),
+        1.0
+    );
+    assert!(
+        count(&r, Metric::StuckAttempts) >= 1,
+        "the reconciler reports"
+    );
+    assert_eq!(sum(&r, Metric::StuckAttempts, &[]), 0.0);
+
+    // And the dashboard and alarms name only what the code emitted
+    let mut seen: BTreeMap<&str, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (m, _, _) in &r {
+        for set in m.dimension_sets() {
+            seen.entry(m.name())
+                .or_default()
+                .insert(set.iter().map(|d| d.as_str().to_owned()).collect());
+        }
+    }
+    let used = template_metric_uses();
+    assert!(
+        used.len() >= 10,
+        "the dashboard and alarms use the app's metrics: {used:?}"
+    );
+    for (name, dims) in &used {
+        let sets = seen
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("the template uses {name}, which the code never emitted"));
+        assert!(
+            sets.contains(dims),
+            "the template uses {name} by {dims:?}; the code emits it by {sets:?}"
+        );
+    }
+    s.down().await;
+}
+
+/// (metric, sorted dimension keys) for every use of the app's namespace in
+/// the dashboard body and the alarms of `template.yaml`.
+fn template_metric_uses() -> BTreeSet<(String, Vec<String>)> {
+    let t = Template::load(&local::stack::project_root().join("template.yaml")).expect("template");
+    let ns = t
+        .parameters
+        .get("MetricsNamespace")
+        .cloned()
+        .expect("a MetricsNamespace parameter");
+    // Parameters resolve to their defaults, everything else to its name.
+    let lookup = |id: &str, _: Option<&str>| {
+        Some(
+            t.parameters
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| id.to_owned()),
+        )
+    };
+    let mut uses = BTreeSet::new();
+    for (id, dash) in t.of_kind("AWS::CloudWatch::Dashboard") {
+        let body = dash
+            .properties
+            .as_mapping()
+            .and_then(|m| m.get("DashboardBody"))
+            .unwrap_or_else(|| panic!("{id} has a DashboardBody"));
+        let text = resolve(body, &lookup).expect("the body resolves");
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{id}'s body is not JSON: {e}\n{text}"));
+        for w in json["widgets"].as_array().into_iter().flatten() {
+            let mut previous: Vec<String> = Vec::new();
+            for row in w["properties"]["metrics"].as_array().into_iter().flatten() {
+                let row = row.as_array().cloned().unwrap_or_default();
+                let mut cells: Vec<String> = Vec::new();
+                for (i, cell) in row.iter().enumerate() {
+                    match cell {
+                        Value::String(s) if s == "." => {
+                            cells.push(previous.get(i).cloned().unwrap_or_default())
+                        }
+                        Value::String(s) => cells.push(s.clone()),
+                        Value::Object(o) => {
+                            if let Some(e) = o.get("expression").and_then(Value::as_str) {
+                                uses.extend(search_uses(e, &ns));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if cells.len() >= 2 && cells[0] == ns {
+                    let mut keys: Vec<String> = cells[2..].iter().step_by(2).cloned().collect();
+                    keys.sort();
+                    uses.insert((cells[1].clone(), keys));
+                }
+                if !cells.is_empty() {
+                    previous = cells;
+                }
+            }
+        }
+    }
+    for (_, alarm) in t.of_kind("AWS::CloudWatch::Alarm") {
+        let p: Value =
+            serde_json::to_value(yaml_to_json(&alarm.properties, &lookup)).expect("json");
+        let mut metrics = vec![p.clone()];
+        for m in p["Metrics"].as_array().into_iter().flatten() {
+            metrics.push(m["MetricStat"]["Metric"].clone());
+        }
+        for m in metrics {
+            if m["Namespace"].as_str() == Some(ns.as_str())
+                && let Some(name) = m["MetricName"].as_str()
+            {
+                let mut keys: Vec<String> = m["Dimensions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d["Name"].as_str().map(str::to_owned))
+                    .collect();
+                keys.sort();
+                uses.insert((name.to_owned(), keys));
+            }
+        }
+    }
+    uses
+}
+
+/// The metric uses in a `SEARCH('{Namespace,Key,...} MetricName="X"', ...)`.
+fn search_uses(expression: &str, ns: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = expression;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let schema: Vec<&str> = rest[open + 1..open + close]
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let after = &rest[open + close + 1..];
+        let name = after
+            .split("MetricName=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next());
+        if schema.first() == Some(&ns)
+            && let Some(name) = name
+        {
+            let mut keys: Vec<String> = schema[1..].iter().map(|s| (*s).to_owned()).collect();
+            keys.sort();
+            out.push((name.to_owned(), keys));
+        }
+        rest = after;
+    }
+    out
+}
+
+/// YAML (with intrinsic tags) to JSON, resolving tags through `lookup`.
+fn yaml_to_json(
+    v: &serde_norway::Value,
+    lookup: &dyn Fn(&str, Option<&str>) -> Option<String>,
+) -> Value {
+    use serde_norway::Value as Y;
+    match v {
+        Y::Tagged(_) => resolve(v, lookup).map(Value::String).unwrap_or(Value::Null),
+        Y::Mapping(m) => Value::Object(
+            m.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), yaml_to_json(v, lookup))))
+                .collect(),
+        ),
+        Y::Sequence(s) => Value::Array(s.iter().map(|v| yaml_to_json(v, lookup)).collect()),
+        Y::String(s) => Value::String(s.clone()),
+        Y::Number(n) => serde_json::to_value(n.as_f64()).unwrap_or(Value::Null),
+        Y::Bool(b) => Value::Bool(*b),
+        Y::Null => Value::Null,
+    }
+}
