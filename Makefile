@@ -64,3 +64,8 @@ fuzz:
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: crash in:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
+
+## wcu: DynamoDB write units per delivery, measured from streams (WCU_TARGETS, default 20; see BENCHMARKS.md)
+wcu: venv build
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; cargo test -p report-delivery-tests --test it -- --ignored --exact cost::write_units_per_delivery --nocapture 2>&1 | grep -v "^test \|^running\|^$$"

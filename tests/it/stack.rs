@@ -110,7 +110,7 @@ async fn provisioned_queues_and_tables_have_the_template_attributes() {
             ),
             (
                 "by_target".to_owned(),
-                vec!["delivery_target_id".to_owned(), "status".to_owned()]
+                vec!["delivery_target_id".to_owned(), "created_at".to_owned()]
             ),
         ]
     );

@@ -26,9 +26,10 @@ pub const TARGETS_BY_REPORT: &str = "by_report";
 /// Sparse GSI on the attempts table: `pending_shard` + `created_at`, keys
 /// only. Only unsettled attempts carry `pending_shard`; settling removes it.
 pub const ATTEMPTS_PENDING: &str = "by_pending";
-/// GSI on the attempts table: `delivery_target_id` + `status`.
+/// Keys-only GSI on the attempts table: `delivery_target_id` + `created_at`.
 pub const ATTEMPTS_BY_TARGET: &str = "by_target";
-/// GSI on the attempts table: `report_execution_id` + `delivery_target_id`.
+/// Keys-only GSI on the attempts table: `report_execution_id` +
+/// `delivery_target_id`.
 pub const ATTEMPTS_BY_EXECUTION: &str = "by_execution";
 
 /// Table names, from the function's environment.
@@ -496,43 +497,101 @@ impl AttemptStore for DynamoStore {
         target_id: &str,
         status: Option<AttemptStatus>,
     ) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let mut q = self
-            .client
-            .query()
-            .table_name(&self.tables.attempts)
-            .index_name(ATTEMPTS_BY_TARGET)
-            .expression_attribute_values(":t", s(target_id));
-        q = match status {
-            Some(st) => q
-                .key_condition_expression("delivery_target_id = :t AND #s = :s")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":s", s(st.as_str())),
-            None => q.key_condition_expression("delivery_target_id = :t"),
-        };
-        let mut pages = q.into_paginator().items().send();
-        let mut all = Vec::new();
-        while let Some(item) = pages.next().await {
-            all.push(from_item(target_id, item.map_err(backend)?)?);
+        // The index holds keys only (written once, at creation): the items
+        // come from the table, and the status filter applies to them.
+        let ids = self
+            .index_ids(ATTEMPTS_BY_TARGET, "delivery_target_id = :k", target_id)
+            .await?;
+        let mut all = self.get_attempts(&ids).await?;
+        if let Some(st) = status {
+            all.retain(|a| a.status == st);
         }
         Ok(all)
     }
 
     async fn by_execution(&self, execution_id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let ids = self
+            .index_ids(
+                ATTEMPTS_BY_EXECUTION,
+                "report_execution_id = :k",
+                execution_id,
+            )
+            .await?;
+        self.get_attempts(&ids).await
+    }
+}
+
+impl DynamoStore {
+    /// Every attempt id under `key` in a keys-only attempts index.
+    async fn index_ids(
+        &self,
+        index: &str,
+        condition: &str,
+        key: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.tables.attempts)
-            .index_name(ATTEMPTS_BY_EXECUTION)
-            .key_condition_expression("report_execution_id = :e")
-            .expression_attribute_values(":e", s(execution_id))
+            .index_name(index)
+            .key_condition_expression(condition)
+            .expression_attribute_values(":k", s(key))
             .into_paginator()
             .items()
             .send();
-        let mut all = Vec::new();
+        let mut ids = Vec::new();
         while let Some(item) = pages.next().await {
-            all.push(from_item(execution_id, item.map_err(backend)?)?);
+            if let Some(id) = item.map_err(backend)?.get("id").and_then(|v| v.as_s().ok()) {
+                ids.push(id.clone());
+            }
         }
-        Ok(all)
+        Ok(ids)
+    }
+
+    /// Attempts by id, 100 per `BatchGetItem`, retrying unprocessed keys;
+    /// in the order given, skipping ids that no longer exist.
+    async fn get_attempts(&self, ids: &[String]) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found: HashMap<String, DeliveryAttempt> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+                .collect();
+            let mut wait = std::time::Duration::from_millis(50);
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.tables.attempts, request)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.tables.attempts))
+                    .unwrap_or_default()
+                {
+                    let a: DeliveryAttempt = from_item("batch", item)?;
+                    found.insert(a.id.clone(), a);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.tables.attempts))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 }
 
