@@ -246,6 +246,7 @@ pub async fn seed_webhook_targets(
                 formats: Vec::new(),
                 active: i < active,
                 disable_requested: None,
+                consecutive_failures: 0,
                 created_at: now,
                 updated_at: now,
             })

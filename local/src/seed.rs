@@ -90,6 +90,7 @@ pub fn parse(
                 formats: t.formats,
                 active: t.active,
                 disable_requested: None,
+                consecutive_failures: 0,
                 created_at: now,
                 updated_at: now,
             })

@@ -103,6 +103,7 @@ impl LocalStack {
             executions: stack.table("ExecutionsTable")?.to_owned(),
             connections: stack.table("ConnectionsTable")?.to_owned(),
             rate_limits: stack.table("RateLimitsTable")?.to_owned(),
+            stats: stack.table("StatsTable")?.to_owned(),
         };
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
@@ -437,6 +438,7 @@ impl LocalStack {
             executions: t("ExecutionsTable"),
             connections: t("ConnectionsTable"),
             rate_limits: t("RateLimitsTable"),
+            stats: t("StatsTable"),
         }
     }
 }

@@ -61,7 +61,25 @@ pub fn tables() -> Result<Tables, ConfigError> {
         executions: required("EXECUTIONS_TABLE")?,
         connections: required("CONNECTIONS_TABLE")?,
         rate_limits: required("RATE_LIMITS_TABLE")?,
+        stats: required("STATS_TABLE")?,
     })
+}
+
+/// How long statistics are kept: `STATS_RETENTION_DAYS` (default 400).
+pub fn stats_retention() -> Result<std::time::Duration, ConfigError> {
+    let days: u64 = match optional("STATS_RETENTION_DAYS") {
+        None => 400,
+        Some(v) => {
+            v.parse()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or(ConfigError::Invalid {
+                    name: "STATS_RETENTION_DAYS",
+                    reason: "expected a whole number of days, 1 to 3650".into(),
+                })?
+        }
+    };
+    Ok(std::time::Duration::from_secs(days * 24 * 3600))
 }
 
 /// The retry policy from `RETRY_SCHEDULE_SECONDS` (default `300,900,3600`).

@@ -324,3 +324,113 @@ fn yaml_to_json(
         Y::Null => Value::Null,
     }
 }
+
+#[tokio::test]
+async fn statistics_count_every_delivery_failure_and_retry_exactly() {
+    use shared::store::{StatsStore, TargetStore};
+    let s = running_stack("stats", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-stats",
+        &[("solo", "/hooks/solo", true, true)],
+    ))
+    .await
+    .expect("seed");
+    let start = shared::domain::Timestamp::now();
+    let mut attempts = Vec::new();
+    // Delivered at once; delivered after an immediate retry and a backoff;
+    // failed for good; delivered again
+    let faults: [&[u16]; 4] = [&[], &[503, 503], &[400], &[]];
+    for codes in faults {
+        for code in codes {
+            s.webhook.push_fault(Fault::Status {
+                code: *code,
+                retry_after: None,
+            });
+        }
+        let (id, body) = sample_execution("rpt-stats");
+        s.send("ExecutionsQueue", &body).await.expect("send");
+        let settled = s.wait_settled(&id, 1, SETTLE).await.expect("settles");
+        attempts.push(settled[0].clone());
+        if codes == [400] {
+            let t = s
+                .store
+                .get_target("solo")
+                .await
+                .expect("get")
+                .expect("target");
+            assert_eq!(t.consecutive_failures, 1, "a failure starts a run");
+        }
+    }
+    let statuses: Vec<AttemptStatus> = attempts.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            AttemptStatus::Delivered,
+            AttemptStatus::Delivered,
+            AttemptStatus::Failed,
+            AttemptStatus::Delivered
+        ]
+    );
+    let end = shared::domain::Timestamp::now();
+    let ms_sum: u64 = attempts
+        .iter()
+        .filter(|a| a.status == AttemptStatus::Delivered)
+        .filter_map(|a| a.delivery_millis())
+        .map(|ms| ms as u64)
+        .sum();
+
+    let check = |c: &shared::domain::stats::Counters, what: &str| {
+        assert_eq!(c.attempted, 4, "{what}: attempted");
+        assert_eq!(c.delivered, 3, "{what}: delivered");
+        assert_eq!(c.failed, 1, "{what}: failed");
+        assert_eq!(c.tries, 6, "{what}: tries (1 + 3 + 1 + 1)");
+        assert_eq!(c.retries, 1, "{what}: backoff retries");
+        assert_eq!(c.delivery_ms_sum, ms_sum, "{what}: delivery milliseconds");
+    };
+    let days = s
+        .store
+        .target_days("solo", start, end)
+        .await
+        .expect("target stats");
+    let mut target = shared::domain::stats::Counters::default();
+    for (_, c) in &days {
+        target.add(c);
+    }
+    check(&target, "target");
+    assert_eq!(target.last_error_code.as_deref(), Some("http_400"));
+    assert!(
+        target.last_success_at > target.last_error_at,
+        "the last delivery came after the failure"
+    );
+    let mut report = shared::domain::stats::Counters::default();
+    for (_, c) in s
+        .store
+        .report_days("rpt-stats", start, end)
+        .await
+        .expect("report stats")
+    {
+        report.add(&c);
+    }
+    check(&report, "report (shards summed)");
+    let service = s
+        .store
+        .service_hours(start, end)
+        .await
+        .expect("service stats");
+    check(&service, "service");
+    assert_eq!(
+        service.latency.iter().sum::<u64>(),
+        3,
+        "one latency per delivery"
+    );
+    assert_eq!(service.success_rate(), Some(0.75));
+    // The last delivery ended the run of failures
+    let t = s
+        .store
+        .get_target("solo")
+        .await
+        .expect("get")
+        .expect("target");
+    assert_eq!(t.consecutive_failures, 0);
+    s.down().await;
+}

@@ -25,6 +25,7 @@ fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
         formats: Vec::new(),
         active,
         disable_requested: None,
+        consecutive_failures: 0,
         created_at: now,
         updated_at: now,
     }

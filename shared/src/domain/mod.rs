@@ -7,6 +7,7 @@ pub mod execution;
 pub mod link;
 pub mod rate;
 pub mod retry;
+pub mod stats;
 pub mod target;
 pub mod time;
 pub mod url;

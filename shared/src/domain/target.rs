@@ -276,6 +276,8 @@ pub struct DeliveryTarget {
     /// Set when a receiver answered that the target is gone (HTTP 410,
     /// Slack `no_service`); an operator confirms by deactivating it.
     pub disable_requested: Option<DisableRequest>,
+    /// Failed attempts in a row (reset by a delivery).
+    pub consecutive_failures: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

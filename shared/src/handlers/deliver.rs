@@ -47,6 +47,8 @@ pub struct Deps {
     pub targets: Box<dyn TargetStore>,
     pub executions: Box<dyn ExecutionStore>,
     pub connections: Box<dyn ConnectionStore>,
+    /// Delivery statistics.
+    pub stats: Box<dyn crate::store::StatsStore>,
     /// Shared per-destination rate limits (Slack channels).
     pub rate_limits: Box<dyn RateLimiter>,
     pub blobs: Box<dyn BlobStore>,
@@ -574,7 +576,9 @@ async fn send_with_retries(
             Ok(receipt) => {
                 tries.new.push(record);
                 let generated_at = send.execution.generated_at;
-                return delivered(deps, attempt, token, receipt, &tries, generated_at).await;
+                let streak = send.target.consecutive_failures;
+                return delivered(deps, attempt, token, receipt, &tries, generated_at, streak)
+                    .await;
             }
             Err(_) if progress.lost.load(Ordering::Relaxed) => {
                 // Another copy of the message owns the attempt now; it finishes it.
@@ -668,6 +672,7 @@ async fn delivered(
     receipt: Receipt,
     tries: &Tries<'_>,
     generated_at: Timestamp,
+    failures_before: u32,
 ) -> Outcome {
     let deliver = Transition::Deliver {
         token: token.to_owned(),
@@ -678,6 +683,13 @@ async fn delivered(
     match apply_settling(deps, &attempt.id, &deliver).await {
         Ok(Applied::Yes(done)) => {
             count_outcome(deps, &done, crate::metrics::Outcome::Delivered);
+            super::record_settled(
+                deps.stats.as_ref(),
+                deps.targets.as_ref(),
+                &done,
+                failures_before,
+            )
+            .await;
             let latency = done
                 .delivered_at
                 .map_or(0, |at| at.millis_since(generated_at).max(0));
@@ -772,6 +784,7 @@ async fn exhaust(
     match apply_settling(deps, &attempt.id, &fail).await {
         Ok(Applied::Yes(failed)) => {
             count_outcome(deps, &failed, crate::metrics::Outcome::FailedExhausted);
+            super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
             crate::chaos::point("deliver.after_exhausted");
             finish_dead_letter(deps, m, clock, &failed).await
@@ -930,6 +943,7 @@ async fn fail(
         Ok(applied) => {
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
+                super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
             }
             Outcome::Done
         }
@@ -972,9 +986,11 @@ impl Deps {
                 reason,
             })?;
         let sdk = crate::aws::load().await;
-        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
+            .with_stats_retention(crate::config::stats_retention()?);
         Ok(Self {
             metrics: Metrics::from_env(),
+            stats: Box::new(store.clone()),
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),

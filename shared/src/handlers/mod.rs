@@ -133,6 +133,49 @@ where
     response
 }
 
+/// Counts a settled attempt in the statistics, and keeps its target's run
+/// of failures (a success writes only when it ends a run). Best effort: the
+/// attempt is already settled, so a failed write is logged, not retried,
+/// and never counts twice (only the run whose write settled it calls this).
+pub async fn record_settled(
+    stats: &dyn crate::store::StatsStore,
+    targets: &dyn crate::store::TargetStore,
+    attempt: &crate::domain::DeliveryAttempt,
+    failures_before: u32,
+) {
+    use crate::domain::AttemptStatus;
+    let delivered = attempt.status == AttemptStatus::Delivered;
+    let at = if delivered {
+        attempt.delivered_at
+    } else {
+        attempt.failed_at
+    }
+    .unwrap_or_else(crate::domain::Timestamp::now);
+    let settled = crate::domain::stats::Settled {
+        target_id: attempt.delivery_target_id.clone(),
+        report_id: attempt.report_id.clone(),
+        attempt_id: attempt.id.clone(),
+        at,
+        delivered,
+        tries: attempt.tries,
+        retries: attempt.retry_count,
+        delivery_ms: attempt
+            .delivery_millis()
+            .and_then(|ms| u64::try_from(ms).ok()),
+        error_code: attempt.last_error.as_ref().map(|e| e.code.clone()),
+    };
+    if let Err(e) = stats.record(&settled).await {
+        warn!(attempt_id = %attempt.id, error = %e, "statistics not updated");
+    }
+    if (!delivered || failures_before > 0)
+        && let Err(e) = targets
+            .record_streak(&attempt.delivery_target_id, !delivered, at)
+            .await
+    {
+        warn!(attempt_id = %attempt.id, error = %e, "failure streak not updated");
+    }
+}
+
 /// What a store error means for a message: leave it for redelivery when
 /// the store may recover; dead-letter it with the reason when the store
 /// refused the request or a record is unreadable, so it never loops.

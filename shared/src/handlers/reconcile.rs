@@ -29,6 +29,10 @@ use tracing::{info, warn};
 pub struct Deps {
     /// EMF metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Delivery statistics, for the attempts it fails.
+    pub stats: Box<dyn crate::store::StatsStore>,
+    /// Targets, for their failure streaks.
+    pub targets: Box<dyn crate::store::TargetStore>,
     pub attempts: Box<dyn AttemptStore>,
     pub queue: Box<dyn Queue>,
     pub channel_queues: ChannelQueues,
@@ -279,6 +283,8 @@ async fn reconcile_one(
                             (Dim::Outcome, Outcome::FailedExhausted.as_str()),
                         ],
                     );
+                    super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
+                        .await;
                     warn!(attempt_id = %a.id, code, "failed by the reconciler");
                     report.failed += 1;
                     finish_dead_letter(deps, &failed, report).await
@@ -443,10 +449,13 @@ impl Deps {
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
         use crate::config::{required, retry_policy, seconds, tables};
         let sdk = crate::aws::load().await;
-        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
+            .with_stats_retention(crate::config::stats_retention()?);
         let policy = retry_policy()?;
         Ok(Self {
             metrics: crate::metrics::Metrics::from_env(),
+            stats: Box::new(store.clone()),
+            targets: Box::new(store.clone()),
             attempts: Box::new(store),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channel_queues: ChannelQueues::from_env()?,

@@ -21,6 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+mod stats;
+
 /// GSI on the targets table: `report_id` + `active_type` (`active#email`).
 pub const TARGETS_BY_REPORT: &str = "by_report";
 /// Sparse GSI on the attempts table: `pending_shard` + `created_at`, keys
@@ -41,6 +43,8 @@ pub struct Tables {
     pub connections: String,
     /// Token buckets of per-destination rate limits.
     pub rate_limits: String,
+    /// Delivery statistics counters.
+    pub stats: String,
 }
 
 /// The DynamoDB-backed store.
@@ -48,12 +52,24 @@ pub struct Tables {
 pub struct DynamoStore {
     client: Client,
     tables: Tables,
+    /// How long statistics are kept (their TTL).
+    stats_retention: std::time::Duration,
 }
 
 impl DynamoStore {
     /// Wraps a client and the table names.
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            stats_retention: std::time::Duration::from_secs(400 * 24 * 3600),
+        }
+    }
+
+    /// Keeps statistics this long.
+    pub fn with_stats_retention(mut self, keep: std::time::Duration) -> Self {
+        self.stats_retention = keep;
+        self
     }
 
     /// Reads the item with key `id` (strongly consistent).
@@ -227,6 +243,8 @@ struct TargetRecord {
     active_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     disable_requested: Option<crate::domain::target::DisableRequest>,
+    #[serde(default)]
+    consecutive_failures: u32,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -248,6 +266,7 @@ impl TargetStore for DynamoStore {
             active: t.active,
             active_type: active_type(t.active, t.config.target_type()),
             disable_requested: t.disable_requested.clone(),
+            consecutive_failures: t.consecutive_failures,
             created_at: t.created_at,
             updated_at: t.updated_at,
         };
@@ -275,6 +294,7 @@ impl TargetStore for DynamoStore {
             formats: r.formats,
             active: r.active,
             disable_requested: r.disable_requested,
+            consecutive_failures: r.consecutive_failures,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }))
@@ -377,6 +397,33 @@ impl TargetStore for DynamoStore {
             .await
             .map_err(backend)?;
         Ok(out.count > 0)
+    }
+
+    async fn record_streak(&self, id: &str, failed: bool, at: Timestamp) -> Result<(), StoreError> {
+        let update = if failed {
+            "ADD consecutive_failures :one SET last_failure_at = :at"
+        } else {
+            "SET consecutive_failures = :zero, last_success_at = :at"
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.targets)
+            .key("id", s(id))
+            .update_expression(update)
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":at", s(at.to_string()))
+            .expression_attribute_values(
+                if failed { ":one" } else { ":zero" },
+                AttributeValue::N(u8::from(failed).to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            // A deleted target keeps no streak.
+            Err(e) if !is_condition_failure(&e) => Err(backend(e)),
+            _ => Ok(()),
+        }
     }
 }
 

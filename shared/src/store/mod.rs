@@ -72,6 +72,34 @@ pub enum Applied {
     Refused(Option<DeliveryAttempt>),
 }
 
+/// Delivery statistics (see [`crate::domain::stats`]).
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Adds one settled attempt to its target's day, its report's hour and
+    /// the service's hour.
+    async fn record(&self, settled: &crate::domain::stats::Settled) -> Result<(), StoreError>;
+    /// A target's counters per UTC day (`2026-11-27`), `from` to `to`.
+    async fn target_days(
+        &self,
+        target_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, crate::domain::stats::Counters)>, StoreError>;
+    /// A report's counters per UTC day, its shards summed.
+    async fn report_days(
+        &self,
+        report_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(String, crate::domain::stats::Counters)>, StoreError>;
+    /// The whole service's counters over the hours `from` to `to`.
+    async fn service_hours(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<crate::domain::stats::Counters, StoreError>;
+}
+
 /// Delivery targets.
 #[async_trait]
 pub trait TargetStore: Send + Sync {
@@ -96,6 +124,9 @@ pub trait TargetStore: Send + Sync {
     ) -> Result<Page<TargetRef>, StoreError>;
     /// Whether the report has any target at all, active or not.
     async fn report_known(&self, report_id: &str) -> Result<bool, StoreError>;
+    /// Keeps a target's run of consecutive failures: one more after a
+    /// failure, back to zero after a success.
+    async fn record_streak(&self, id: &str, failed: bool, at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Delivery attempts.

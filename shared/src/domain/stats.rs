@@ -1,0 +1,274 @@
+//! Delivery statistics: what one settled attempt adds to the counters, the
+//! keys the counters live under, and how they read back (sums over shards,
+//! rates, average and percentile latency).
+//!
+//! Counters are kept per target per day, per report per hour (sharded, so
+//! one big report spreads its writes) and for the whole service per hour
+//! (sharded too, with a latency histogram). An attempt is counted once,
+//! when it settles; attempts still in flight show in the queues instead.
+
+use super::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Shards of one report's hourly counters. At 1M deliveries an hour all
+/// for one report, 8 shards put ~35 writes a second on each item, well
+/// under one partition's 1,000 WCU a second.
+pub const REPORT_SHARDS: u32 = 8;
+/// Shards of the service-wide hourly counters (every delivery writes one).
+pub const GLOBAL_SHARDS: u32 = 16;
+/// Upper bounds (milliseconds, inclusive) of the latency histogram's
+/// buckets; the last bucket is open.
+pub const LATENCY_BUCKETS_MS: [u64; 8] = [
+    1_000,
+    5_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+    u64::MAX,
+];
+
+/// One attempt that settled, as the counters see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub target_id: String,
+    pub report_id: String,
+    pub attempt_id: String,
+    /// When it settled.
+    pub at: Timestamp,
+    pub delivered: bool,
+    /// Sends tried.
+    pub tries: u32,
+    /// Backoff retries.
+    pub retries: u32,
+    /// From the attempt's creation to delivered.
+    pub delivery_ms: Option<u64>,
+    /// The failure's code.
+    pub error_code: Option<String>,
+}
+
+/// Counters as stored, and as summed on read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    #[serde(default)]
+    pub attempted: u64,
+    #[serde(default)]
+    pub delivered: u64,
+    #[serde(default)]
+    pub failed: u64,
+    #[serde(default)]
+    pub tries: u64,
+    #[serde(default)]
+    pub retries: u64,
+    /// Sum of delivered attempts' milliseconds from creation to delivered.
+    #[serde(default)]
+    pub delivery_ms_sum: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<Timestamp>,
+    /// Delivered attempts per [`LATENCY_BUCKETS_MS`] bucket (service-wide
+    /// counters only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<u64>,
+}
+
+impl Counters {
+    /// Adds `other` into `self`; the latest last-success and last-error win.
+    pub fn add(&mut self, other: &Counters) {
+        self.attempted += other.attempted;
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.tries += other.tries;
+        self.retries += other.retries;
+        self.delivery_ms_sum += other.delivery_ms_sum;
+        if other.last_success_at > self.last_success_at {
+            self.last_success_at = other.last_success_at;
+        }
+        if other.last_error_at > self.last_error_at {
+            self.last_error_at = other.last_error_at;
+            self.last_error_code.clone_from(&other.last_error_code);
+        }
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            *mine += theirs;
+        }
+    }
+
+    /// Delivered over settled, when anything settled.
+    pub fn success_rate(&self) -> Option<f64> {
+        let settled = self.delivered + self.failed;
+        (settled > 0).then(|| self.delivered as f64 / settled as f64)
+    }
+
+    /// Failed over settled, when anything settled.
+    pub fn error_rate(&self) -> Option<f64> {
+        self.success_rate().map(|s| 1.0 - s)
+    }
+
+    /// Average milliseconds from creation to delivered.
+    pub fn average_delivery_ms(&self) -> Option<u64> {
+        (self.delivered > 0).then(|| self.delivery_ms_sum / self.delivered)
+    }
+
+    /// Backoff retries per settled attempt.
+    pub fn retry_frequency(&self) -> Option<f64> {
+        let settled = self.delivered + self.failed;
+        (settled > 0).then(|| self.retries as f64 / settled as f64)
+    }
+
+    /// The upper bound of the histogram bucket holding the `p`-th
+    /// percentile (0 < p ≤ 100), `None` without data or for the open
+    /// bucket's unbounded top.
+    pub fn latency_percentile_ms(&self, p: f64) -> Option<u64> {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return LATENCY_BUCKETS_MS
+                    .get(i)
+                    .copied()
+                    .filter(|b| *b != u64::MAX);
+            }
+        }
+        None
+    }
+}
+
+/// The histogram bucket of a latency.
+pub fn latency_bucket(ms: u64) -> usize {
+    LATENCY_BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(LATENCY_BUCKETS_MS.len() - 1)
+}
+
+/// A stable shard of `id` in `0..n` (FNV-1a).
+pub fn shard(id: &str, n: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % n.max(1)
+}
+
+/// Partition key of a target's daily counters.
+pub fn target_key(target_id: &str) -> String {
+    format!("target#{target_id}")
+}
+
+/// Partition key of one shard of a report's hourly counters.
+pub fn report_key(report_id: &str, shard: u32) -> String {
+    format!("report#{report_id}#{shard:02}")
+}
+
+/// Partition key of one shard of the service-wide hourly counters.
+pub fn global_key(shard: u32) -> String {
+    format!("all#{shard:02}")
+}
+
+/// Sort key of a UTC day: `day#2026-11-27`.
+pub fn day_key(t: Timestamp) -> String {
+    let d = t.inner().date();
+    format!(
+        "day#{:04}-{:02}-{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+/// Sort key of a UTC hour: `hour#2026-11-27T10`.
+pub fn hour_key(t: Timestamp) -> String {
+    let i = t.inner();
+    format!("hour#{}T{:02}", &day_key(t)[4..], i.hour())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).expect("time")
+    }
+
+    #[test]
+    fn keys_name_the_utc_day_and_hour() {
+        let t = at("2026-11-27T23:59:59+01:00");
+        assert_eq!(day_key(t), "day#2026-11-27");
+        assert_eq!(hour_key(t), "hour#2026-11-27T22");
+        assert_eq!(report_key("r", 3), "report#r#03");
+        assert_eq!(global_key(12), "all#12");
+        assert_eq!(target_key("t-1"), "target#t-1");
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard("att-1", 8), shard("att-1", 8));
+        let mut used = [0u32; 8];
+        for i in 0..8000 {
+            used[shard(&format!("att-{i}"), 8) as usize] += 1;
+        }
+        assert!(used.iter().all(|n| (800..1200).contains(n)), "{used:?}");
+    }
+
+    #[test]
+    fn counters_sum_and_derive_rates() {
+        let mut total = Counters::default();
+        total.add(&Counters {
+            attempted: 3,
+            delivered: 2,
+            failed: 1,
+            tries: 6,
+            retries: 2,
+            delivery_ms_sum: 3000,
+            last_error_code: Some("http_400".into()),
+            last_error_at: Some(at("2026-11-27T10:00:00Z")),
+            ..Counters::default()
+        });
+        total.add(&Counters {
+            attempted: 1,
+            delivered: 1,
+            tries: 1,
+            delivery_ms_sum: 1500,
+            last_success_at: Some(at("2026-11-27T11:00:00Z")),
+            ..Counters::default()
+        });
+        assert_eq!(total.attempted, 4);
+        assert_eq!(total.success_rate(), Some(0.75));
+        assert_eq!(total.error_rate(), Some(0.25));
+        assert_eq!(total.average_delivery_ms(), Some(1500));
+        assert_eq!(total.retry_frequency(), Some(0.5));
+        assert_eq!(total.last_error_code.as_deref(), Some("http_400"));
+        assert!(total.last_success_at.is_some());
+        assert_eq!(Counters::default().success_rate(), None);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut c = Counters {
+            latency: vec![0; LATENCY_BUCKETS_MS.len()],
+            ..Counters::default()
+        };
+        // 90 deliveries within 1 s, 8 within 5 s, 2 within 5 min
+        c.latency[latency_bucket(800)] += 90;
+        c.latency[latency_bucket(4_000)] += 8;
+        c.latency[latency_bucket(200_000)] += 2;
+        assert_eq!(c.latency_percentile_ms(50.0), Some(1_000));
+        assert_eq!(c.latency_percentile_ms(95.0), Some(5_000));
+        assert_eq!(c.latency_percentile_ms(99.0), Some(300_000));
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS_MS.len() - 1);
+        assert_eq!(Counters::default().latency_percentile_ms(50.0), None);
+    }
+}
