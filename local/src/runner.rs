@@ -494,6 +494,27 @@ async fn function_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // An AWS_IAM function URL refuses unsigned requests with 403, as AWS
+    // does. (Signatures are not verified here; the caller's access key id
+    // becomes the IAM identity in the request context.)
+    let iam = if host.spec.function_url_iam {
+        let Some(key) = sigv4_access_key(&headers) else {
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"Message": "Forbidden"})),
+            )
+                .into_response();
+        };
+        serde_json::json!({"iam": {
+            "accessKey": key,
+            "accountId": "000000000000",
+            "callerId": key,
+            "userArn": format!("arn:aws:iam::000000000000:user/{key}"),
+            "userId": key,
+        }})
+    } else {
+        serde_json::Value::Null
+    };
     let header_map: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.into())))
@@ -512,6 +533,7 @@ async fn function_url(
             "apiId": host.spec.logical_id.to_ascii_lowercase(),
             "domainName": headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1"),
             "requestId": uuid::Uuid::new_v4().to_string(),
+            "authorizer": iam,
             "routeKey": "$default",
             "stage": "$default",
             "time": "",
@@ -546,6 +568,17 @@ async fn function_url(
         response.headers_mut().insert(k.clone(), v.clone());
     }
     response
+}
+
+/// The access key id of a SigV4 `Authorization` header (for any service).
+fn sigv4_access_key(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let credential = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")?
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("Credential="))?;
+    let key = credential.split('/').next()?;
+    (!key.is_empty() && headers.contains_key("x-amz-date")).then(|| key.to_owned())
 }
 
 /// The Lambda JSON form of one SQS message.

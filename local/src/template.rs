@@ -44,6 +44,8 @@ pub struct FunctionSpec {
     pub sources: Vec<SqsSource>,
     /// Whether it has a function URL (`FunctionUrlConfig`).
     pub function_url: bool,
+    /// The function URL's `AuthType` requires SigV4-signed requests.
+    pub function_url_iam: bool,
     /// Execution environments the local runner gives it: the sum of its
     /// sources' `ScalingConfig.MaximumConcurrency` (1 without one), capped
     /// at [`crate::runner::MAX_POOL`].
@@ -205,6 +207,10 @@ impl Template {
                 env,
                 sources,
                 function_url: get(p, "FunctionUrlConfig").is_some(),
+                function_url_iam: get(p, "FunctionUrlConfig")
+                    .and_then(|c| get(c, "AuthType"))
+                    .and_then(Value::as_str)
+                    == Some("AWS_IAM"),
                 pool: concurrency.clamp(1, crate::runner::MAX_POOL),
             });
         }

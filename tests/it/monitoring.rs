@@ -434,3 +434,112 @@ async fn statistics_count_every_delivery_failure_and_retry_exactly() {
     assert_eq!(t.consecutive_failures, 0);
     s.down().await;
 }
+
+/// A request signed the way `curl --aws-sigv4` signs it (the local function
+/// URL checks the form; AWS checks the signature).
+fn signed(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client
+        .get(url)
+        .header("x-amz-date", "20261127T100000Z")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDOPERATOR/20261127/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
+        )
+}
+
+#[tokio::test]
+async fn health_and_stats_answer_through_the_iam_function_url() {
+    let s = running_stack("health", &[]).await;
+    let base = s
+        .runner
+        .as_ref()
+        .and_then(|r| r.function_urls.get("ApiFunction"))
+        .cloned()
+        .expect("the API has a function URL");
+    s.seed(&webhook_targets(
+        "rpt-h",
+        &[("h1", "/hooks/h1", true, true)],
+    ))
+    .await
+    .expect("seed");
+    let (id, body) = sample_execution("rpt-h");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    s.wait_settled(&id, 1, SETTLE).await.expect("settles");
+    let client = reqwest::Client::new();
+
+    // Unsigned requests are refused, as AWS_IAM function URLs do
+    let unsigned = client
+        .get(format!("{base}health"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unsigned.status().as_u16(), 403);
+
+    // Healthy: every check passes and the details are there
+    let r = signed(&client, &format!("{base}health"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let h: Value = r.json().await.expect("json");
+    assert_eq!(h["status"], "healthy", "{h:#}");
+    assert_eq!(h["checks"]["dynamodb"]["status"], "ok");
+    assert_eq!(h["checks"]["bucket"]["status"], "ok");
+    assert_eq!(h["checks"]["queues"].as_object().map(|q| q.len()), Some(8));
+    assert_eq!(h["checks"]["queues"]["delivery-dlq"]["visible"], 0);
+    assert_eq!(h["checks"]["last_hour"]["delivered"], 1);
+    assert!(
+        h["checks"]["last_hour"]["p95_delivery_ms"].is_u64(),
+        "{h:#}"
+    );
+
+    // A dead letter makes it unhealthy, with the reason
+    s.send("DeliveryDeadLetterQueue", "{}").await.expect("send");
+    let r = signed(&client, &format!("{base}health"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 503);
+    let h: Value = r.json().await.expect("json");
+    let reasons = h["reasons"].to_string();
+    assert!(reasons.contains("delivery-dlq"), "{reasons}");
+
+    // Stats of the report, from the counters
+    let r = signed(&client, &format!("{base}stats?report_id=rpt-h"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let st: Value = r.json().await.expect("json");
+    assert_eq!(st["total"]["delivered"], 1, "{st:#}");
+    assert_eq!(st["total"]["success_rate"], 1.0);
+    assert_eq!(st["days"].as_array().map(Vec::len), Some(1));
+    let r = signed(&client, &format!("{base}stats?target_id=h1"))
+        .send()
+        .await
+        .expect("answers");
+    let st: Value = r.json().await.expect("json");
+    assert_eq!(st["total"]["attempted"], 1, "{st:#}");
+    assert!(st["total"]["last_success_at"].is_string());
+
+    // Bad queries are problem details with a code
+    let r = signed(&client, &format!("{base}stats?report_id=r&target_id=t"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let p: Value = r.json().await.expect("json");
+    assert_eq!(p["code"], "invalid_query");
+    let r = signed(&client, &format!("{base}nowhere"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 404);
+    s.down().await;
+}

@@ -337,6 +337,68 @@ impl SesSender {
     }
 }
 
+/// The email account's sending state, for health checks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SendingAccount {
+    pub sending_enabled: bool,
+    /// Most messages per 24 hours (`-1`: unlimited).
+    pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
+    pub max_send_rate: f64,
+    /// Still in the SES sandbox (only verified recipients).
+    pub sandbox: bool,
+}
+
+/// What a health check can learn about sending email.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountCheck {
+    Known(SendingAccount),
+    /// The endpoint does not offer the call (local emulators).
+    Unsupported(String),
+    /// The call failed.
+    Failed(String),
+}
+
+/// Reads the email account's sending state.
+#[async_trait]
+pub trait AccountProbe: Send + Sync {
+    /// The account's state, or why it is unknown.
+    async fn account(&self) -> AccountCheck;
+}
+
+#[async_trait]
+impl AccountProbe for SesSender {
+    /// `GetAccount`.
+    async fn account(&self) -> AccountCheck {
+        use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+        match self.client.get_account().send().await {
+            Ok(a) => {
+                let q = a.send_quota();
+                AccountCheck::Known(SendingAccount {
+                    sending_enabled: a.sending_enabled(),
+                    max_24_hour_send: q.map_or(0.0, |q| q.max24_hour_send()),
+                    sent_last_24_hours: q.map_or(0.0, |q| q.sent_last24_hours()),
+                    max_send_rate: q.map_or(0.0, |q| q.max_send_rate()),
+                    sandbox: !a.production_access_enabled(),
+                })
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(e.raw().status().as_u16(), 404 | 501)
+                    || matches!(
+                        e.err().code(),
+                        Some("UnknownOperationException" | "InvalidAction" | "NotImplemented")
+                    ) =>
+            {
+                AccountCheck::Unsupported(format!(
+                    "GetAccount is not offered here ({})",
+                    e.raw().status().as_u16()
+                ))
+            }
+            Err(e) => AccountCheck::Failed(error_chain(&e)),
+        }
+    }
+}
+
 #[async_trait]
 impl MailSender for SesSender {
     async fn send_raw(&self, envelope: &Envelope, raw: Vec<u8>) -> Result<String, DeliveryError> {

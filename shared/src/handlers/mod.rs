@@ -2,6 +2,8 @@
 //! the per-message plumbing they share: one span per message, partial batch
 //! responses, and dead-lettering of messages that can never succeed.
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod deliver;
 pub mod fanout;
 pub mod links;

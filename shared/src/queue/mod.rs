@@ -47,6 +47,17 @@ pub struct ReceivedMessage {
     pub attributes: std::collections::BTreeMap<String, String>,
 }
 
+/// A queue's approximate message counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// Waiting to be received.
+    pub visible: u64,
+    /// Received and not yet deleted (or hidden for a backoff).
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
 /// What the handlers need from a queue service.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -76,6 +87,12 @@ pub trait Queue: Send + Sync {
     ) -> Result<Vec<ReceivedMessage>, QueueError>;
     /// Deletes a received message.
     async fn delete(&self, queue_url: &str, receipt_handle: &str) -> Result<(), QueueError>;
+    /// The queue's approximate counts (for health checks).
+    async fn depth(&self, queue_url: &str) -> Result<QueueDepth, QueueError> {
+        Err(QueueError(format!(
+            "no depth for {queue_url} from this queue"
+        )))
+    }
 }
 
 /// Turns `arn:aws:sqs:REGION:ACCOUNT:NAME` into the queue URL path the SQS

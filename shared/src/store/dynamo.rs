@@ -566,9 +566,37 @@ impl AttemptStore for DynamoStore {
             .await?;
         self.get_attempts(&ids).await
     }
+
+    async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
+        let reads = (0..super::PENDING_SHARDS).map(|shard| self.oldest_in_shard(shard));
+        let oldest = futures::future::try_join_all(reads).await?;
+        Ok(oldest.into_iter().flatten().min())
+    }
 }
 
 impl DynamoStore {
+    /// The oldest `created_at` in one shard of the pending index.
+    async fn oldest_in_shard(&self, shard: u8) -> Result<Option<Timestamp>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.attempts)
+            .index_name(ATTEMPTS_PENDING)
+            .key_condition_expression("pending_shard = :p")
+            .expression_attribute_values(":p", s(shard_key(shard)))
+            .scan_index_forward(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .first()
+            .and_then(|i| i.get("created_at")?.as_s().ok().cloned())
+            .and_then(|t| Timestamp::parse(&t).ok()))
+    }
+
     /// Every attempt id under `key` in a keys-only attempts index.
     async fn index_ids(
         &self,

@@ -158,6 +158,8 @@ pub trait AttemptStore: Send + Sync {
     ) -> Result<Vec<DeliveryAttempt>, StoreError>;
     /// Attempts of an execution.
     async fn by_execution(&self, execution_id: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    /// When the oldest unsettled attempt was created (`None`: none).
+    async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// Report executions.

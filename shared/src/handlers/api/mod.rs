@@ -1,0 +1,94 @@
+//! The operator API: an axum router that `functions/api` serves behind a
+//! function URL with `AWS_IAM` auth (callers sign with SigV4). One file per
+//! resource; errors are problem details ([`problem`]).
+
+pub mod health;
+pub mod problem;
+pub mod stats;
+
+use crate::blob::BlobStore;
+use crate::channel::email::AccountProbe;
+use crate::queue::Queue;
+use crate::store::{AttemptStore, StatsStore};
+use axum::Router;
+use axum::routing::get;
+use std::sync::Arc;
+
+/// A queue the health check watches.
+#[derive(Debug, Clone)]
+pub struct WatchedQueue {
+    /// e.g. `executions`, `delivery-dlq`.
+    pub name: &'static str,
+    pub url: String,
+    /// A dead-letter queue: any message in it is a failure to look at.
+    pub dead_letter: bool,
+}
+
+/// What the API needs.
+pub struct Deps {
+    pub stats: Box<dyn StatsStore>,
+    pub attempts: Box<dyn AttemptStore>,
+    pub blobs: Box<dyn BlobStore>,
+    pub queue: Box<dyn Queue>,
+    pub queues: Vec<WatchedQueue>,
+    /// The email account (`None`: email not configured).
+    pub email: Option<Box<dyn AccountProbe>>,
+    pub thresholds: health::Thresholds,
+}
+
+/// Every route, for the router and the route-list test.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/health"), ("GET", "/stats")];
+
+/// The API's router.
+pub fn router(deps: Arc<Deps>) -> Router {
+    Router::new()
+        .route("/health", get(health::get))
+        .route("/stats", get(stats::get))
+        .fallback(|| async { problem::Problem::not_found("no such route") })
+        .with_state(deps)
+}
+
+impl Deps {
+    /// Builds the deps from the environment `template.yaml` sets.
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{optional, required, tables};
+        let sdk = crate::aws::load().await;
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let watched = [
+            ("executions", "EXECUTIONS_QUEUE_URL", false),
+            ("fanout", "FANOUT_QUEUE_URL", false),
+            ("email", "EMAIL_QUEUE_URL", false),
+            ("slack", "SLACK_QUEUE_URL", false),
+            ("webhook", "WEBHOOK_QUEUE_URL", false),
+            ("executions-dlq", "EXECUTIONS_DLQ_URL", true),
+            ("fanout-dlq", "FANOUT_DLQ_URL", true),
+            ("delivery-dlq", "DELIVERY_DLQ_URL", true),
+        ];
+        let mut queues = Vec::new();
+        for (name, var, dead_letter) in watched {
+            queues.push(WatchedQueue {
+                name,
+                url: required(var)?,
+                dead_letter,
+            });
+        }
+        let email: Option<Box<dyn AccountProbe>> = optional("EMAIL_FROM_ADDRESS").map(|_| {
+            Box::new(crate::channel::email::SesSender::new(
+                crate::aws::sesv2(&sdk),
+                None,
+            )) as Box<dyn AccountProbe>
+        });
+        Ok(Self {
+            stats: Box::new(store.clone()),
+            attempts: Box::new(store),
+            blobs: Box::new(crate::blob::s3::S3Blobs::new(
+                crate::aws::s3(&sdk),
+                required("REPORTS_BUCKET")?,
+            )),
+            queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
+            queues,
+            email,
+            thresholds: health::Thresholds::from_env()?,
+        })
+    }
+}
