@@ -543,3 +543,102 @@ async fn health_and_stats_answer_through_the_iam_function_url() {
     assert_eq!(r.status().as_u16(), 404);
     s.down().await;
 }
+
+#[tokio::test]
+async fn a_failing_delivery_logs_its_ids_on_every_line_and_never_a_secret() {
+    use report_delivery_tests::{SIGNING_SECRET, download, seed_target};
+    // The functions log JSON, as they do in Lambda
+    let s = running_stack("logs", &[("LOG_FORMAT", "json")]).await;
+    // A signed webhook whose receiver refuses, and a Slack bot whose token
+    // is revoked
+    s.seed(&webhook_targets(
+        "rpt-logs",
+        &[("wh", "/hooks/wh", true, true)],
+    ))
+    .await
+    .expect("seed");
+    seed_target(
+        &s,
+        "rpt-logs",
+        "bot",
+        "slack",
+        serde_json::json!({"mode": "bot_token", "channel_id": "C0LOGS2026"}),
+        Some((
+            "conn-logs-bot",
+            "slack_bot",
+            &[local::slack::LOCAL_BOT_TOKEN],
+        )),
+        &[],
+    )
+    .await;
+    s.slack.revoke(local::slack::LOCAL_BOT_TOKEN);
+    s.webhook.push_fault(Fault::Status {
+        code: 400,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-logs");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 2, SETTLE)
+        .await
+        .expect("settles");
+    assert!(attempts.iter().all(|a| a.status == AttemptStatus::Failed));
+    // The webhook event carried a download link: follow it, so the links
+    // function hands out a presigned URL
+    let event = s.webhook.received()[0].json().expect("event");
+    let link = event["files"][0]["download_url"]
+        .as_str()
+        .expect("link")
+        .to_owned();
+    assert!(!download(&link).await.is_empty());
+
+    let logs = s.work_dir.join("logs");
+    let deliver = std::fs::read_to_string(logs.join("deliver.log")).expect("deliver log");
+    // Every line logged while handling one of these attempts carries all
+    // three ids
+    let mut lines_per_attempt: BTreeMap<String, usize> = BTreeMap::new();
+    for line in deliver.lines().filter(|l| l.starts_with('{')) {
+        let v: Value = serde_json::from_str(line).expect("JSON log line");
+        if v.get("_aws").is_some() {
+            continue;
+        }
+        let span = &v["span"];
+        let Some(attempt) = span["attempt_id"].as_str() else {
+            continue;
+        };
+        assert_eq!(span["execution_id"], execution_id.as_str(), "{line}");
+        let target = span["target_id"].as_str().unwrap_or_default();
+        assert!(["wh", "bot"].contains(&target), "{line}");
+        *lines_per_attempt.entry(attempt.to_owned()).or_default() += 1;
+    }
+    for a in &attempts {
+        assert!(
+            lines_per_attempt.get(&a.id).copied().unwrap_or(0) > 0,
+            "no log line names {}",
+            a.id
+        );
+        assert!(
+            deliver.contains("permanent failure"),
+            "the failure is logged"
+        );
+    }
+    // And no secret is in any function's log
+    let keys = s.link_keys().await.expect("link keys");
+    let whsec = SIGNING_SECRET.trim_start_matches("whsec_");
+    let mut all = String::new();
+    for entry in std::fs::read_dir(&logs).expect("logs") {
+        all.push_str(&std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default());
+    }
+    for key in keys.split(',').filter(|k| k.len() > 8) {
+        assert!(!all.contains(key), "a link signing key is logged");
+    }
+    for (what, secret) in [
+        ("the Slack token", local::slack::LOCAL_BOT_TOKEN),
+        ("the webhook secret", whsec),
+        ("a presigned URL", "X-Amz-Signature"),
+        ("a presigned URL", "X-Amz-Credential"),
+    ] {
+        assert!(!all.contains(secret), "{what} is logged");
+    }
+    s.down().await;
+}

@@ -217,7 +217,11 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
         Ok(t) => t,
         Err(outcome) => return outcome,
     };
-    Span::current().record("attempt_id", task.attempt_id.as_str());
+    // Every line of this delivery carries its ids (the message span).
+    let span = Span::current();
+    span.record("attempt_id", task.attempt_id.as_str());
+    span.record("execution_id", task.execution_id.as_str());
+    span.record("target_id", task.target_id.as_str());
     if !clock.fits_a_send(&deps.timing, Duration::ZERO) {
         // Not a try: the message comes back to a fresh invocation.
         hide(deps, m, deps.timing.defer, &clock).await;

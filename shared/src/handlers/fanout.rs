@@ -106,6 +106,7 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             reason: "execution_id must be 1-128 of [A-Za-z0-9-_.:]".into(),
         };
     }
+    tracing::Span::current().record("execution_id", execution_id.as_str());
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
         reason: e.to_string(),
     };

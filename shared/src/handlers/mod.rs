@@ -82,7 +82,9 @@ where
                     "message",
                     message_id = %id,
                     receive_count = receive_count(m),
-                    attempt_id = tracing::field::Empty
+                    attempt_id = tracing::field::Empty,
+                    execution_id = tracing::field::Empty,
+                    target_id = tracing::field::Empty
                 );
                 let fut = process(m);
                 async move {

@@ -78,6 +78,9 @@ async fn process_unbounded(deps: &Deps, m: &SqsMessage) -> Outcome {
             };
         }
     };
+    if valid_id(&msg.execution_id) {
+        tracing::Span::current().record("execution_id", msg.execution_id.as_str());
+    }
     if !valid_id(&msg.execution_id) || !valid_id(&msg.report_id) {
         return Outcome::Reject {
             code: "invalid_id",
