@@ -155,8 +155,103 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
             answer.status()
         );
     }
+    if let Err(e) = health_and_stats(&stack, &sent).await {
+        println!("  health and stats could not be read: {e:#}");
+    }
     stack.down().await;
     result
+}
+
+/// Calls the API function's `/health` and `/stats` (its URL is `AWS_IAM`:
+/// the local front wants a SigV4-shaped request) and prints a short summary.
+async fn health_and_stats(
+    stack: &LocalStack,
+    sent: &[shared::contract::ExecutionCompletedV1],
+) -> Result<()> {
+    let base = stack
+        .runner
+        .as_ref()
+        .and_then(|r| r.function_urls.get("ApiFunction"))
+        .context("no API function URL")?;
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        client
+            .get(format!("{base}{path}"))
+            .header("x-amz-date", "20261127T000000Z")
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=demo/20261127/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=local",
+            )
+            .send()
+    };
+    let r = get("health".into()).await?;
+    let status = r.status();
+    let h: serde_json::Value = r.json().await?;
+    let c = &h["checks"];
+    let queues = c["queues"].as_object().cloned().unwrap_or_default();
+    let busy: Vec<String> = queues
+        .iter()
+        .filter(|(_, q)| {
+            q["visible"].as_u64().unwrap_or(0) + q["in_flight"].as_u64().unwrap_or(0) > 0
+        })
+        .map(|(n, q)| format!("{n} {}+{}", q["visible"], q["in_flight"]))
+        .collect();
+    let hour = &c["last_hour"];
+    let pct = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("–".to_owned(), |r| format!("{:.0}%", r * 100.0))
+    };
+    let ms = |v: &serde_json::Value| {
+        v.as_u64()
+            .map_or("–".to_owned(), |m| format!("≤{} s", m / 1000))
+    };
+    println!();
+    println!(
+        "Health (GET {base}health, AWS_IAM): {status} {}",
+        h["status"].as_str().unwrap_or("?")
+    );
+    for reason in h["reasons"].as_array().into_iter().flatten() {
+        println!("  ! {}", reason.as_str().unwrap_or_default());
+    }
+    println!(
+        "  dynamodb {} · bucket {} · email {} · queues {} ({} watched)",
+        c["dynamodb"]["status"].as_str().unwrap_or("?"),
+        c["bucket"]["status"].as_str().unwrap_or("?"),
+        c["email"]["status"].as_str().unwrap_or("?"),
+        if busy.is_empty() {
+            "all empty".to_owned()
+        } else {
+            busy.join(", ")
+        },
+        queues.len()
+    );
+    println!(
+        "  last hour: {} delivered, {} failed, success {}, p50 {}, p95 {}",
+        hour["delivered"],
+        hour["failed"],
+        pct(&hour["success_rate"]),
+        ms(&hour["p50_delivery_ms"]),
+        ms(&hour["p95_delivery_ms"])
+    );
+    let mut reports: Vec<&str> = sent.iter().map(|m| m.report_id.as_str()).collect();
+    reports.dedup();
+    for report in reports {
+        let st: serde_json::Value = get(format!("stats?report_id={report}"))
+            .await?
+            .json()
+            .await?;
+        let t = &st["total"];
+        println!(
+            "Stats of {report} (GET /stats?report_id={report}): {} attempted, {} delivered, {} failed, {} retries, success {}, average {} ms",
+            t["attempted"],
+            t["delivered"],
+            t["failed"],
+            t["retries"],
+            pct(&t["success_rate"]),
+            t["average_delivery_ms"]
+        );
+    }
+    Ok(())
 }
 
 /// Reads an execution event; for an S3 claim check naming `{{reports_bucket}}`,
