@@ -247,6 +247,7 @@ pub async fn seed_webhook_targets(
                 active: i < active,
                 disable_requested: None,
                 consecutive_failures: 0,
+                version: 0,
                 created_at: now,
                 updated_at: now,
             })

@@ -2,6 +2,7 @@
 //! goes through real parts: moto over HTTP, the local webhook receiver, and
 //! the local Lambda runner with the real function binaries.
 
+mod api;
 mod bad_input;
 mod chaos;
 mod cost;

@@ -26,6 +26,7 @@ fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
         active,
         disable_requested: None,
         consecutive_failures: 0,
+        version: 0,
         created_at: now,
         updated_at: now,
     }

@@ -278,6 +278,9 @@ pub struct DeliveryTarget {
     pub disable_requested: Option<DisableRequest>,
     /// Failed attempts in a row (reset by a delivery).
     pub consecutive_failures: u32,
+    /// Bumped by every operator change; a change names the version it
+    /// read (optimistic concurrency, the API's ETag).
+    pub version: u64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

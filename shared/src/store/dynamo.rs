@@ -3,7 +3,7 @@
 
 use super::{
     Applied, AttemptStore, ConnectionStore, Created, ExecutionStore, Page, RateLimiter, StoreError,
-    TargetRef, TargetStore,
+    TargetRef, TargetStore, Versioned,
 };
 use crate::domain::connection::Credentials;
 use crate::domain::execution::ReportExecution;
@@ -164,6 +164,14 @@ fn from_item<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// One value as an attribute.
+fn attribute<T: Serialize>(id: &str, v: &T) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(v).map_err(|e| StoreError::Invalid {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -245,8 +253,53 @@ struct TargetRecord {
     disable_requested: Option<crate::domain::target::DisableRequest>,
     #[serde(default)]
     consecutive_failures: u32,
+    #[serde(default)]
+    version: u64,
     created_at: Timestamp,
     updated_at: Timestamp,
+}
+
+/// The stored form of a target.
+fn record_of(t: &DeliveryTarget) -> TargetRecord {
+    TargetRecord {
+        id: t.id.clone(),
+        report_id: t.report_id.clone(),
+        service_connection_id: t.service_connection_id.clone(),
+        target_type: t.config.target_type().to_string(),
+        config: t.config.to_json(),
+        formats: t.formats.clone(),
+        active: t.active,
+        active_type: active_type(t.active, t.config.target_type()),
+        disable_requested: t.disable_requested.clone(),
+        consecutive_failures: t.consecutive_failures,
+        version: t.version,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    }
+}
+
+/// A stored target, its config checked (URL syntax; the SSRF check runs
+/// at send time).
+fn target_from(r: TargetRecord) -> Result<DeliveryTarget, StoreError> {
+    let config = TargetConfig::from_json(&r.target_type, r.config, true).map_err(|e| {
+        StoreError::Invalid {
+            id: r.id.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(DeliveryTarget {
+        id: r.id,
+        report_id: r.report_id,
+        service_connection_id: r.service_connection_id,
+        config,
+        formats: r.formats,
+        active: r.active,
+        disable_requested: r.disable_requested,
+        consecutive_failures: r.consecutive_failures,
+        version: r.version,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
 }
 
 fn active_type(active: bool, t: TargetType) -> String {
@@ -256,21 +309,138 @@ fn active_type(active: bool, t: TargetType) -> String {
 #[async_trait]
 impl TargetStore for DynamoStore {
     async fn put_target(&self, t: &DeliveryTarget) -> Result<(), StoreError> {
-        let record = TargetRecord {
-            id: t.id.clone(),
-            report_id: t.report_id.clone(),
-            service_connection_id: t.service_connection_id.clone(),
-            target_type: t.config.target_type().to_string(),
-            config: t.config.to_json(),
-            formats: t.formats.clone(),
-            active: t.active,
-            active_type: active_type(t.active, t.config.target_type()),
-            disable_requested: t.disable_requested.clone(),
-            consecutive_failures: t.consecutive_failures,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
+        self.put_item(&self.tables.targets, &record_of(t)).await
+    }
+
+    async fn create_target(&self, t: &DeliveryTarget) -> Result<bool, StoreError> {
+        let mut record = record_of(t);
+        record.version = 1;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.targets)
+            .set_item(Some(to_item(&record)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn update_target(
+        &self,
+        t: &DeliveryTarget,
+        expected: u64,
+        clear_flags: bool,
+    ) -> Result<Versioned, StoreError> {
+        let r = record_of(t);
+        let mut set = vec![
+            "report_id = :report",
+            "target_type = :type",
+            "config = :config",
+            "formats = :formats",
+            "active = :active",
+            "active_type = :active_type",
+            "updated_at = :now",
+            "version = :next",
+        ];
+        let mut remove = Vec::new();
+        if r.service_connection_id.is_some() {
+            set.push("service_connection_id = :conn");
+        } else {
+            remove.push("service_connection_id");
+        }
+        if clear_flags {
+            set.push("consecutive_failures = :zero");
+            remove.push("disable_requested");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.targets)
+            .key("id", s(&t.id))
+            .update_expression(expression)
+            .condition_expression(
+                "attribute_exists(id) AND (version = :expected OR (attribute_not_exists(version) AND :expected = :zero))",
+            )
+            .expression_attribute_values(":report", s(&r.report_id))
+            .expression_attribute_values(":type", s(&r.target_type))
+            .expression_attribute_values(":config", attribute(&t.id, &r.config)?)
+            .expression_attribute_values(":formats", attribute(&t.id, &r.formats)?)
+            .expression_attribute_values(":active", AttributeValue::Bool(r.active))
+            .expression_attribute_values(":active_type", s(&r.active_type))
+            .expression_attribute_values(":now", s(t.updated_at.to_string()))
+            .expression_attribute_values(":next", AttributeValue::N((expected + 1).to_string()))
+            .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()));
+        if let Some(conn) = &r.service_connection_id {
+            req = req.expression_attribute_values(":conn", s(conn));
+        }
+        match req.send().await {
+            Ok(_) => Ok(Versioned::Done(expected + 1)),
+            Err(e) if is_condition_failure(&e) => self.version_of(&t.id).await,
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete_target(
+        &self,
+        id: &str,
+        expected: Option<u64>,
+    ) -> Result<Versioned, StoreError> {
+        let mut req = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.targets)
+            .key("id", s(id));
+        req = match expected {
+            Some(v) => req
+                .condition_expression("attribute_exists(id) AND version = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
+            None => req.condition_expression("attribute_exists(id)"),
         };
-        self.put_item(&self.tables.targets, &record).await
+        match req.send().await {
+            Ok(_) => Ok(Versioned::Done(expected.unwrap_or(0))),
+            Err(e) if is_condition_failure(&e) => self.version_of(id).await,
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn targets_of_report(&self, report_id: &str) -> Result<Vec<DeliveryTarget>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.tables.targets)
+            .index_name(TARGETS_BY_REPORT)
+            .key_condition_expression("report_id = :r")
+            .expression_attribute_values(":r", s(report_id))
+            .into_paginator()
+            .items()
+            .send();
+        let mut targets = Vec::new();
+        while let Some(item) = pages.next().await {
+            let Some(id) = item
+                .map_err(backend)?
+                .get("id")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+            else {
+                continue;
+            };
+            // Keys-only index: the items come from the table.
+            if let Some(t) = self.get_target(&id).await? {
+                targets.push(t);
+            }
+        }
+        targets.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(targets)
     }
 
     async fn get_target(&self, id: &str) -> Result<Option<DeliveryTarget>, StoreError> {
@@ -279,25 +449,7 @@ impl TargetStore for DynamoStore {
             return Ok(None);
         };
         let r: TargetRecord = from_item(id, item)?;
-        // Stored URLs get the syntax check here; the SSRF check runs at send time.
-        let config = TargetConfig::from_json(&r.target_type, r.config, true).map_err(|e| {
-            StoreError::Invalid {
-                id: id.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(Some(DeliveryTarget {
-            id: r.id,
-            report_id: r.report_id,
-            service_connection_id: r.service_connection_id,
-            config,
-            formats: r.formats,
-            active: r.active,
-            disable_requested: r.disable_requested,
-            consecutive_failures: r.consecutive_failures,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }))
+        target_from(r).map(Some)
     }
 
     async fn flag_for_disabling(
@@ -575,6 +727,19 @@ impl AttemptStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Why a versioned target write was refused: missing, or its version.
+    async fn version_of(&self, id: &str) -> Result<Versioned, StoreError> {
+        Ok(match self.get_item(&self.tables.targets, id).await? {
+            None => Versioned::Missing,
+            Some(item) => Versioned::Conflict(
+                item.get("version")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
+        })
+    }
+
     /// The oldest `created_at` in one shard of the pending index.
     async fn oldest_in_shard(&self, shard: u8) -> Result<Option<Timestamp>, StoreError> {
         let out = self

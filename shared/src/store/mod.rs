@@ -72,6 +72,17 @@ pub enum Applied {
     Refused(Option<DeliveryAttempt>),
 }
 
+/// The outcome of a versioned write (optimistic concurrency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Versioned {
+    /// Written; the new version.
+    Done(u64),
+    /// No such record.
+    Missing,
+    /// The stored version is another one (someone changed it meanwhile).
+    Conflict(u64),
+}
+
 /// Delivery statistics (see [`crate::domain::stats`]).
 #[async_trait]
 pub trait StatsStore: Send + Sync {
@@ -124,6 +135,23 @@ pub trait TargetStore: Send + Sync {
     ) -> Result<Page<TargetRef>, StoreError>;
     /// Whether the report has any target at all, active or not.
     async fn report_known(&self, report_id: &str) -> Result<bool, StoreError>;
+    /// Creates a target at version 1; `false` when the id is taken.
+    async fn create_target(&self, target: &DeliveryTarget) -> Result<bool, StoreError>;
+    /// Replaces a target's operator-owned fields (report, config, formats,
+    /// connection, active) when its version is `expected`, keeping the
+    /// system-owned ones; `clear_flags` also clears `disable_requested` and
+    /// the failure streak (re-enabling).
+    async fn update_target(
+        &self,
+        target: &DeliveryTarget,
+        expected: u64,
+        clear_flags: bool,
+    ) -> Result<Versioned, StoreError>;
+    /// Deletes a target (when its version is `expected`, if given).
+    async fn delete_target(&self, id: &str, expected: Option<u64>)
+    -> Result<Versioned, StoreError>;
+    /// Every target of a report, active or not.
+    async fn targets_of_report(&self, report_id: &str) -> Result<Vec<DeliveryTarget>, StoreError>;
     /// Keeps a target's run of consecutive failures: one more after a
     /// failure, back to zero after a success.
     async fn record_streak(&self, id: &str, failed: bool, at: Timestamp) -> Result<(), StoreError>;

@@ -5,14 +5,43 @@
 pub mod health;
 pub mod problem;
 pub mod stats;
+pub mod targets;
 
 use crate::blob::BlobStore;
 use crate::channel::email::AccountProbe;
 use crate::queue::Queue;
-use crate::store::{AttemptStore, StatsStore};
+use crate::store::{AttemptStore, ConnectionStore, StatsStore, TargetStore};
 use axum::Router;
-use axum::routing::get;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
 use std::sync::Arc;
+
+/// Who made the request: the IAM principal of the signed request (the
+/// function URL's `AWS_IAM` auth verified it), for the records of operator
+/// actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        use lambda_http::request::RequestContext;
+        let who = parts
+            .extensions
+            .get::<RequestContext>()
+            .and_then(|c| match c {
+                RequestContext::ApiGatewayV2(ctx) => {
+                    let iam = ctx.authorizer.as_ref()?.iam.as_ref()?;
+                    iam.user_arn.clone().or_else(|| iam.caller_id.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(Principal(who))
+    }
+}
 
 /// A queue the health check watches.
 #[derive(Debug, Clone)]
@@ -28,6 +57,10 @@ pub struct WatchedQueue {
 pub struct Deps {
     pub stats: Box<dyn StatsStore>,
     pub attempts: Box<dyn AttemptStore>,
+    pub targets: Box<dyn TargetStore>,
+    pub connections: Box<dyn ConnectionStore>,
+    /// `ALLOW_PRIVATE_WEBHOOK_TARGETS` (local stacks only).
+    pub allow_private_hosts: bool,
     pub blobs: Box<dyn BlobStore>,
     pub queue: Box<dyn Queue>,
     pub queues: Vec<WatchedQueue>,
@@ -37,13 +70,32 @@ pub struct Deps {
 }
 
 /// Every route, for the router and the route-list test.
-pub const ROUTES: &[(&str, &str)] = &[("GET", "/health"), ("GET", "/stats")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/stats"),
+    ("GET", "/targets"),
+    ("POST", "/targets"),
+    ("GET", "/targets/{id}"),
+    ("PUT", "/targets/{id}"),
+    ("DELETE", "/targets/{id}"),
+    ("POST", "/targets/{id}/enable"),
+    ("POST", "/targets/{id}/disable"),
+];
 
 /// The API's router.
 pub fn router(deps: Arc<Deps>) -> Router {
     Router::new()
         .route("/health", get(health::get))
         .route("/stats", get(stats::get))
+        .route("/targets", get(targets::list).post(targets::create))
+        .route(
+            "/targets/{id}",
+            get(targets::get)
+                .put(targets::replace)
+                .delete(targets::delete),
+        )
+        .route("/targets/{id}/enable", post(targets::enable))
+        .route("/targets/{id}/disable", post(targets::disable))
         .fallback(|| async { problem::Problem::not_found("no such route") })
         .with_state(deps)
 }
@@ -80,7 +132,10 @@ impl Deps {
         });
         Ok(Self {
             stats: Box::new(store.clone()),
+            targets: Box::new(store.clone()),
+            connections: Box::new(store.clone()),
             attempts: Box::new(store),
+            allow_private_hosts: crate::config::flag("ALLOW_PRIVATE_WEBHOOK_TARGETS")?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
                 required("REPORTS_BUCKET")?,
