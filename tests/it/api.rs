@@ -275,3 +275,105 @@ async fn bad_targets_are_refused_with_a_code_and_never_stored() {
     assert_eq!(list["targets"], json!([]), "nothing half-valid was stored");
     s.down().await;
 }
+
+#[tokio::test]
+async fn a_failed_attempt_whose_pdf_was_deleted_is_rendered_again_and_delivered_on_retry() {
+    use local::sinks::Fault;
+    use report_delivery_tests::{rendered, sample_execution};
+    let s = running_stack("api-retry", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-retry",
+        &[("rt", "/hooks/rt", true, true)],
+    ))
+    .await
+    .expect("seed");
+    let api = Api::of(&s);
+    // The receiver refuses once: a permanent failure
+    s.webhook.push_fault(Fault::Status {
+        code: 400,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-retry");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, std::time::Duration::from_secs(60))
+        .await
+        .expect("settles");
+    let id = attempts[0].id.clone();
+    assert_eq!(attempts[0].status, shared::domain::AttemptStatus::Failed);
+    // Its report file is gone
+    let (execution, pdf) = rendered(&s, &execution_id).await;
+    s.s3.delete_object()
+        .bucket(s.stack.buckets.get("ReportsBucket").expect("bucket"))
+        .key(&execution.pdf.key)
+        .send()
+        .await
+        .expect("delete");
+
+    // The operator lists the failure, reads it, and retries it
+    let (status, _, list) = api
+        .call(
+            "GET",
+            &format!("/attempts?execution_id={execution_id}&status=failed"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["attempts"].as_array().map(Vec::len), Some(1), "{list}");
+    let (_, _, before) = api.call("GET", &format!("/attempts/{id}"), None, &[]).await;
+    assert_eq!(before["last_error"]["code"], "http_400");
+    assert_eq!(before["history"][0]["code"], "http_400");
+    assert!(before.get("lease_token").is_none());
+    let (status, _, r) = api
+        .call("POST", &format!("/attempts/{id}/retry"), None, &[])
+        .await;
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(r["rerendered"], true);
+    assert_eq!(r["message_sent"], true);
+    assert_eq!(r["attempt"]["status"], "queued");
+    let action = &r["attempt"]["operator_actions"][0];
+    assert_eq!(action["action"], "retry");
+    assert!(
+        action["by"]
+            .as_str()
+            .is_some_and(|b| b.contains("AKIDOPERATOR")),
+        "{action}"
+    );
+
+    // Then it is delivered, with the report re-attached byte for byte
+    let mut delivered = None;
+    for _ in 0..120 {
+        let (_, _, a) = api.call("GET", &format!("/attempts/{id}"), None, &[]).await;
+        if a["status"] == "delivered" {
+            delivered = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let a = delivered.expect("the retried attempt is delivered");
+    assert_eq!(a["history"].as_array().map(Vec::len), Some(2), "{a}");
+    let (_, again) = rendered(&s, &execution_id).await;
+    assert_eq!(again, pdf, "the re-rendered PDF is the same file");
+    assert_eq!(
+        s.webhook.received().len(),
+        2,
+        "refused once, then delivered"
+    );
+
+    // A delivered attempt is not retried; an unknown one is not found
+    let (status, _, p) = api
+        .call("POST", &format!("/attempts/{id}/retry"), None, &[])
+        .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (409, Some("already_delivered"))
+    );
+    let (status, _, _) = api
+        .call("POST", "/attempts/att_nope/retry", None, &[])
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, p) = api.call("GET", "/attempts", None, &[]).await;
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_query")));
+    s.down().await;
+}

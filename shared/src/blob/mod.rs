@@ -39,6 +39,14 @@ pub trait BlobStore: Send + Sync {
     async fn get_uri(&self, uri: &str) -> Result<Vec<u8>, BlobError>;
     /// A time-limited GET link to `key`.
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, BlobError>;
+    /// Whether `key` exists in the reports bucket.
+    async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        match self.get(key).await {
+            Ok(_) => Ok(true),
+            Err(BlobError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Splits `s3://bucket/key`.

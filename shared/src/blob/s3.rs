@@ -132,6 +132,24 @@ impl S3Blobs {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
+    async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        let what = format!("s3://{}/{key}", self.bucket);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => match blob_error(&e, &what) {
+                BlobError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), BlobError> {
         self.client
             .put_object()

@@ -46,6 +46,11 @@ impl AttemptStatus {
         AttemptStatus::Failed,
     ];
 
+    /// Parses the text form.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
     /// The stored text form.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -197,6 +202,25 @@ pub struct DeliveryAttempt {
     /// sends at this time without reserving again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_slot: Option<Timestamp>,
+    /// What operators did to it (the last [`HISTORY_LIMIT`]), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_actions: Vec<OperatorAction>,
+}
+
+/// One operator action on an attempt, with who asked and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorAction {
+    /// e.g. `retry`.
+    pub action: String,
+    /// The IAM principal of the request.
+    pub by: String,
+    pub at: Timestamp,
+    /// Past the retry limit, on purpose.
+    #[serde(default)]
+    pub force: bool,
+    /// The report was rendered again first (its file was gone).
+    #[serde(default)]
+    pub rerendered: bool,
 }
 
 impl DeliveryAttempt {
@@ -231,6 +255,7 @@ impl DeliveryAttempt {
             lease_token: None,
             lease_expires_at: None,
             rate_slot: None,
+            operator_actions: Vec::new(),
         }
     }
 
@@ -326,6 +351,14 @@ pub enum Transition {
     },
     /// The dead letter of an exhausted attempt is on its queue.
     ConfirmDeadLetter { now: Timestamp },
+    /// An operator sends a failed attempt again (the spec's RetryJob): back
+    /// to queued with a fresh retry schedule, the action recorded. Only
+    /// from failed.
+    OperatorRetry {
+        action: OperatorAction,
+        /// The bounded list of actions after this one.
+        actions: Vec<OperatorAction>,
+    },
 }
 
 impl Transition {
@@ -334,7 +367,9 @@ impl Transition {
         match self {
             Transition::Begin { .. } | Transition::Annotate { .. } => AttemptStatus::Processing,
             Transition::Deliver { .. } => AttemptStatus::Delivered,
-            Transition::ScheduleRetry { .. } | Transition::Defer { .. } => AttemptStatus::Queued,
+            Transition::ScheduleRetry { .. }
+            | Transition::Defer { .. }
+            | Transition::OperatorRetry { .. } => AttemptStatus::Queued,
             Transition::Fail { .. } | Transition::ConfirmDeadLetter { .. } => AttemptStatus::Failed,
         }
     }
@@ -350,7 +385,7 @@ impl Transition {
             | Transition::Annotate { .. } => &[Processing],
             Transition::Fail { token: Some(_), .. } => &[Processing],
             Transition::Fail { token: None, .. } => &[Queued, Processing],
-            Transition::ConfirmDeadLetter { .. } => &[Failed],
+            Transition::ConfirmDeadLetter { .. } | Transition::OperatorRetry { .. } => &[Failed],
         }
     }
 
@@ -389,6 +424,7 @@ impl Transition {
                         .is_none_or(|until| until < error.at)
             }
             Transition::ConfirmDeadLetter { .. } => current.dead_letter_pending(),
+            Transition::OperatorRetry { .. } => true,
         }
     }
 
@@ -476,6 +512,17 @@ impl Transition {
                     d.sent_at = Some(*now);
                 }
                 a.updated_at = *now;
+            }
+            Transition::OperatorRetry { action, actions } => {
+                a.retry_count = 0;
+                a.begins = 0;
+                a.failed_at = None;
+                a.dead_letter = None;
+                a.enqueued_at = None;
+                a.rate_slot = None;
+                a.updated_at = action.at;
+                a.operator_actions = actions.clone();
+                release(a);
             }
         }
     }

@@ -139,31 +139,28 @@ async fn render_and_store(
         code: "invalid_rows",
         reason: e.to_string(),
     })?;
+    // Kept for re-rendering when the files are gone (an operator's retry):
+    // the message with its rows inline, since claim-check objects expire.
+    let input = ExecutionCompletedV1 {
+        data: crate::contract::ReportData::Inline(table.clone()),
+        ..msg.clone()
+    };
+    deps.blobs
+        .put(
+            &input_key(&msg.report_id, &msg.execution_id),
+            serde_json::to_vec(&input).unwrap_or_default(),
+            "application/json",
+        )
+        .await
+        .map_err(|e| retry(&e))?;
     let started = std::time::Instant::now();
     let row_count = table.rows.len() as u64;
-    let (pdf, csv) = tokio::task::spawn_blocking({
-        let msg = msg.clone();
-        move || {
-            let pdf = render_pdf(
-                &ReportMeta {
-                    report_name: &msg.report_name,
-                    execution_id: &msg.execution_id,
-                    generated_at: msg.generated_at,
-                    time_zone: &tz,
-                    time_zone_name: &msg.time_zone,
-                    parameters: &msg.parameters,
-                },
-                &table,
-            );
-            pdf.map(|pdf| (pdf, render_csv(&table)))
-        }
-    })
-    .await
-    .map_err(|e| retry(&e))?
-    .map_err(|reason| Outcome::Reject {
-        code: "render_failed",
-        reason,
-    })?;
+    let (pdf, csv) = render_bytes(msg.clone(), tz, table)
+        .await
+        .map_err(|reason| Outcome::Reject {
+            code: "render_failed",
+            reason,
+        })?;
     let render_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
     let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;
@@ -204,6 +201,91 @@ async fn render_and_store(
         .await
         .map_err(|e| retry(&e))?;
     same_input(stored, &input_sha256)
+}
+
+/// Where an execution's input (rows inline) is kept for re-rendering.
+pub fn input_key(report_id: &str, execution_id: &str) -> String {
+    format!("reports/{report_id}/{execution_id}/input.json")
+}
+
+/// Renders the PDF and CSV off the async runtime. Deterministic: the same
+/// message gives the same bytes.
+async fn render_bytes(
+    msg: ExecutionCompletedV1,
+    tz: jiff::tz::TimeZone,
+    table: crate::contract::Table,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    tokio::task::spawn_blocking(move || {
+        let pdf = render_pdf(
+            &ReportMeta {
+                report_name: &msg.report_name,
+                execution_id: &msg.execution_id,
+                generated_at: msg.generated_at,
+                time_zone: &tz,
+                time_zone_name: &msg.time_zone,
+                parameters: &msg.parameters,
+            },
+            &table,
+        );
+        pdf.map(|pdf| (pdf, render_csv(&table)))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Why an execution's files could not be rendered again.
+#[derive(Debug, thiserror::Error)]
+pub enum RerenderError {
+    /// No stored input (rendered before inputs were kept, or removed).
+    #[error("no stored input to render {0} again")]
+    NoInput(String),
+    #[error("re-rendering failed: {0}")]
+    Failed(String),
+    /// The store may recover.
+    #[error("the file store failed: {0}")]
+    Store(String),
+}
+
+/// Renders an execution's files again from its stored input and writes
+/// them to the keys its record names (the spec's "re-attach the report").
+pub async fn rerender(
+    blobs: &dyn crate::blob::BlobStore,
+    execution: &ReportExecution,
+) -> Result<(), RerenderError> {
+    use crate::blob::BlobError;
+    let key = input_key(&execution.report_id, &execution.id);
+    let bytes = blobs.get(&key).await.map_err(|e| match e {
+        BlobError::NotFound(_) => RerenderError::NoInput(execution.id.clone()),
+        other => RerenderError::Store(other.to_string()),
+    })?;
+    let msg: ExecutionCompletedV1 = serde_json::from_slice(&bytes)
+        .map_err(|e| RerenderError::Failed(format!("stored input: {e}")))?;
+    let crate::contract::ReportData::Inline(table) = msg.data.clone() else {
+        return Err(RerenderError::Failed(
+            "the stored input has no inline rows".into(),
+        ));
+    };
+    let tz = time_zone(&msg.time_zone)
+        .ok_or_else(|| RerenderError::Failed("unknown time zone".into()))?;
+    let (pdf, csv) = render_bytes(msg, tz, table)
+        .await
+        .map_err(RerenderError::Failed)?;
+    let mut files = vec![(&execution.pdf, pdf)];
+    if let Some(c) = &execution.csv {
+        files.push((c, csv));
+    }
+    for (file, bytes) in files {
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != file.sha256 {
+            warn!(key = %file.key, "re-rendered bytes differ from the recorded hash");
+        }
+        blobs
+            .put(&file.key, bytes, &file.content_type)
+            .await
+            .map_err(|e| RerenderError::Store(e.to_string()))?;
+    }
+    info!(execution_id = %execution.id, "re-rendered from the stored input");
+    Ok(())
 }
 
 /// Lower-case hex SHA-256 of the message's canonical JSON (fields in

@@ -614,7 +614,12 @@ impl AttemptStore for DynamoStore {
     }
 
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
-        let w = attempt_update(t)?;
+        let mut w = attempt_update(t)?;
+        if matches!(t, Transition::OperatorRetry { .. }) {
+            // Unsettled again: back in the sparse pending index.
+            w.value(":shard", s(pending_shard(id)));
+            w.set.push("pending_shard = :shard".into());
+        }
         let result = self
             .client
             .update_item()
@@ -717,6 +722,61 @@ impl AttemptStore for DynamoStore {
             )
             .await?;
         self.get_attempts(&ids).await
+    }
+
+    async fn attempts_page(
+        &self,
+        of: &super::AttemptsOf,
+        cursor: Option<String>,
+        limit: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError> {
+        use super::AttemptsOf;
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.tables.attempts)
+            .limit(limit.clamp(1, 100));
+        q = match of {
+            AttemptsOf::Target { id, since } => {
+                let q = q
+                    .index_name(ATTEMPTS_BY_TARGET)
+                    .scan_index_forward(false)
+                    .expression_attribute_values(":k", s(id))
+                    .set_exclusive_start_key(decode_cursor(
+                        cursor,
+                        &["id", "delivery_target_id", "created_at"],
+                        &[("delivery_target_id", id)],
+                    )?);
+                match since {
+                    Some(t) => q
+                        .key_condition_expression(
+                            "delivery_target_id = :k AND created_at >= :since",
+                        )
+                        .expression_attribute_values(":since", s(t.to_string())),
+                    None => q.key_condition_expression("delivery_target_id = :k"),
+                }
+            }
+            AttemptsOf::Execution(id) => q
+                .index_name(ATTEMPTS_BY_EXECUTION)
+                .key_condition_expression("report_execution_id = :k")
+                .expression_attribute_values(":k", s(id))
+                .set_exclusive_start_key(decode_cursor(
+                    cursor,
+                    &["id", "report_execution_id", "delivery_target_id"],
+                    &[("report_execution_id", id)],
+                )?),
+        };
+        let out = q.send().await.map_err(backend)?;
+        let ids: Vec<String> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
+            .collect();
+        Ok(Page {
+            items: self.get_attempts(&ids).await?,
+            next: encode_cursor(out.last_evaluated_key),
+        })
     }
 
     async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -1176,6 +1236,35 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
         Transition::Annotate { token, metadata } => {
             w.lease_held(token);
             w.metadata(metadata);
+        }
+        Transition::OperatorRetry { action, actions } => {
+            w.condition = "#s = :failed".into();
+            w.value(":failed", s("failed"));
+            w.value(":now", s(action.at.to_string()));
+            w.value(":zero", AttributeValue::N("0".into()));
+            w.value(
+                ":actions",
+                AttributeValue::L(
+                    actions
+                        .iter()
+                        .map(|a| to_item(a).map(AttributeValue::M))
+                        .collect::<Result<_, _>>()?,
+                ),
+            );
+            w.set.extend([
+                "retry_count = :zero".into(),
+                "begins = :zero".into(),
+                "operator_actions = :actions".into(),
+                "updated_at = :now".into(),
+            ]);
+            w.remove.extend([
+                "failed_at",
+                "dead_letter",
+                "enqueued_at",
+                "rate_slot",
+                "lease_token",
+                "lease_expires_at",
+            ]);
         }
         Transition::ConfirmDeadLetter { now } => {
             w.condition = "#s = :failed AND attribute_exists(dead_letter) \

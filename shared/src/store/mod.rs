@@ -72,6 +72,16 @@ pub enum Applied {
     Refused(Option<DeliveryAttempt>),
 }
 
+/// Whose attempts to list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptsOf {
+    Target {
+        id: String,
+        since: Option<Timestamp>,
+    },
+    Execution(String),
+}
+
 /// The outcome of a versioned write (optimistic concurrency).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Versioned {
@@ -186,6 +196,15 @@ pub trait AttemptStore: Send + Sync {
     ) -> Result<Vec<DeliveryAttempt>, StoreError>;
     /// Attempts of an execution.
     async fn by_execution(&self, execution_id: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    /// One page of a target's attempts (newest first, created at or after
+    /// `since`) or of an execution's, by target id. `cursor` comes from the
+    /// previous page; a page may hold fewer than `limit`.
+    async fn attempts_page(
+        &self,
+        of: &AttemptsOf,
+        cursor: Option<String>,
+        limit: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError>;
     /// When the oldest unsettled attempt was created (`None`: none).
     async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError>;
 }

@@ -2,6 +2,7 @@
 //! function URL with `AWS_IAM` auth (callers sign with SigV4). One file per
 //! resource; errors are problem details ([`problem`]).
 
+pub mod attempts;
 pub mod health;
 pub mod problem;
 pub mod stats;
@@ -59,6 +60,12 @@ pub struct Deps {
     pub attempts: Box<dyn AttemptStore>,
     pub targets: Box<dyn TargetStore>,
     pub connections: Box<dyn ConnectionStore>,
+    pub executions: Box<dyn crate::store::ExecutionStore>,
+    /// Where retried attempts are sent.
+    pub channel_queues: crate::handlers::fanout::ChannelQueues,
+    /// Backoff retries after which an operator retry needs `force` (the
+    /// retry schedule's length).
+    pub retry_limit: u32,
     /// `ALLOW_PRIVATE_WEBHOOK_TARGETS` (local stacks only).
     pub allow_private_hosts: bool,
     pub blobs: Box<dyn BlobStore>,
@@ -80,6 +87,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/targets/{id}"),
     ("POST", "/targets/{id}/enable"),
     ("POST", "/targets/{id}/disable"),
+    ("GET", "/attempts"),
+    ("GET", "/attempts/{id}"),
+    ("POST", "/attempts/{id}/retry"),
 ];
 
 /// The API's router.
@@ -96,6 +106,9 @@ pub fn router(deps: Arc<Deps>) -> Router {
         )
         .route("/targets/{id}/enable", post(targets::enable))
         .route("/targets/{id}/disable", post(targets::disable))
+        .route("/attempts", get(attempts::list))
+        .route("/attempts/{id}", get(attempts::get))
+        .route("/attempts/{id}/retry", post(attempts::retry))
         .fallback(|| async { problem::Problem::not_found("no such route") })
         .with_state(deps)
 }
@@ -134,6 +147,10 @@ impl Deps {
             stats: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             connections: Box::new(store.clone()),
+            executions: Box::new(store.clone()),
+            channel_queues: crate::handlers::fanout::ChannelQueues::from_env()?,
+            retry_limit: u32::try_from(crate::config::retry_policy()?.schedule.len())
+                .unwrap_or(u32::MAX),
             attempts: Box::new(store),
             allow_private_hosts: crate::config::flag("ALLOW_PRIVATE_WEBHOOK_TARGETS")?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
