@@ -311,6 +311,7 @@ pub fn fanout_deps(s: &LocalStack, store: DynamoStore, sqs: aws_sdk_sqs::Client)
         },
         fanout_queue_url: url("FanoutQueue")?,
         dead_letter_url: url("FanoutDeadLetterQueue")?,
+        outcomes_url: None,
         page_size: 500,
         concurrency: 16,
         reserve: Duration::from_secs(20),

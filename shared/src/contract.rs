@@ -422,6 +422,80 @@ pub enum DeliveryTask {
     },
 }
 
+/// What the service tells the reporting system on the outcomes queue.
+/// Consumers dedupe on `event_id` (SQS delivers at least once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OutcomeEvent {
+    /// One attempt ended: delivered or failed.
+    #[serde(rename = "delivery_outcome.v1")]
+    DeliveryV1(DeliveryOutcomeV1),
+    /// Every attempt of an execution ended; sent once per execution.
+    #[serde(rename = "execution_outcome.v1")]
+    ExecutionV1(ExecutionOutcomeV1),
+}
+
+/// The error of a failed attempt, as outcome events carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeError {
+    pub code: String,
+    /// `temporary` (retries ran out) or `permanent`.
+    pub category: String,
+    pub message: String,
+}
+
+/// Version 1 of the per-attempt outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryOutcomeV1 {
+    /// `<attempt_id>:<settled_at>`: one per settling (an operator retry
+    /// settles an attempt again).
+    pub event_id: String,
+    pub attempt_id: String,
+    pub execution_id: String,
+    pub report_id: String,
+    pub target_id: String,
+    /// `email`, `slack` or `webhook`.
+    pub channel: String,
+    /// `delivered` or `failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<OutcomeError>,
+    pub tries: u32,
+    pub retries: u32,
+    pub created_at: Timestamp,
+    pub settled_at: Timestamp,
+}
+
+/// One attempt in an execution's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionOutcomeAttempt {
+    pub attempt_id: String,
+    pub target_id: String,
+    pub channel: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+}
+
+/// Version 1 of the per-execution outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionOutcomeV1 {
+    /// The execution id: there is one such event per execution.
+    pub event_id: String,
+    pub execution_id: String,
+    pub report_id: String,
+    pub targets: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// e.g. "delivered to 5 of 6 targets".
+    pub summary: String,
+    /// Set when there was nothing to deliver (`no_active_targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub attempts: Vec<ExecutionOutcomeAttempt>,
+    pub completed_at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -377,3 +377,37 @@ async fn a_failed_attempt_whose_pdf_was_deleted_is_rendered_again_and_delivered_
     assert_eq!((status, p["code"].as_str()), (400, Some("invalid_query")));
     s.down().await;
 }
+
+#[test]
+fn every_route_is_in_openapi_yaml_and_every_documented_operation_is_routed() {
+    let text = std::fs::read_to_string(local::stack::project_root().join("openapi.yaml"))
+        .expect("openapi.yaml");
+    let doc: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
+    assert_eq!(doc["openapi"].as_str(), Some("3.1.0"));
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("path item") {
+            let m = method.as_str().unwrap_or_default();
+            if ["get", "put", "post", "delete", "patch", "head", "options"].contains(&m) {
+                documented.insert((
+                    m.to_uppercase(),
+                    path.as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    let routed: std::collections::BTreeSet<(String, String)> = shared::handlers::api::routes()
+        .into_iter()
+        .map(|(m, p, _)| (m.to_owned(), p.to_owned()))
+        .collect();
+    assert_eq!(
+        routed.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routed but not documented"
+    );
+    assert_eq!(
+        documented.difference(&routed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented but not routed"
+    );
+}

@@ -14,6 +14,7 @@ mod hostile;
 mod links;
 mod monitoring;
 mod moto_restart;
+mod outcomes;
 mod reconcile;
 mod render;
 mod slack;

@@ -84,6 +84,16 @@ pub enum ErrorCategory {
     Permanent,
 }
 
+impl ErrorCategory {
+    /// The text form.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCategory::Temporary => "temporary",
+            ErrorCategory::Permanent => "permanent",
+        }
+    }
+}
+
 /// The last error recorded on an attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptError {

@@ -56,6 +56,8 @@ pub struct Deps {
     pub channels: Channels,
     pub policy: RetryPolicy,
     pub dead_letter_url: String,
+    /// Outcome events for the reporting system (`None`: not sent).
+    pub outcomes_url: Option<String>,
     /// Signs download links served by the links function.
     pub links: LinkIssuer,
     /// How long download links stay valid.
@@ -651,6 +653,16 @@ async fn send_with_retries(
     }
 }
 
+/// Where this run's outcome events go.
+fn outcomes(deps: &Deps) -> super::outcomes::Outcomes<'_> {
+    super::outcomes::Outcomes {
+        queue: deps.queue.as_ref(),
+        url: deps.outcomes_url.as_deref(),
+        executions: deps.executions.as_ref(),
+        attempts: deps.attempts.as_ref(),
+    }
+}
+
 /// The channel dimension of an attempt.
 fn on(attempt: &DeliveryAttempt) -> [(Dim, &'static str); 1] {
     [(Dim::Channel, crate::metrics::channel(attempt.target_type))]
@@ -694,6 +706,7 @@ async fn delivered(
                 failures_before,
             )
             .await;
+            outcomes(deps).attempt_settled(&done).await;
             let latency = done
                 .delivered_at
                 .map_or(0, |at| at.millis_since(generated_at).max(0));
@@ -789,6 +802,7 @@ async fn exhaust(
         Ok(Applied::Yes(failed)) => {
             count_outcome(deps, &failed, crate::metrics::Outcome::FailedExhausted);
             super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
+            outcomes(deps).attempt_settled(&failed).await;
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
             crate::chaos::point("deliver.after_exhausted");
             finish_dead_letter(deps, m, clock, &failed).await
@@ -948,6 +962,7 @@ async fn fail(
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
                 super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
+                outcomes(deps).attempt_settled(&failed).await;
             }
             Outcome::Done
         }
@@ -1008,6 +1023,7 @@ impl Deps {
             channels: Channels::from_env(&sdk)?,
             policy,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
+            outcomes_url: optional("OUTCOMES_QUEUE_URL"),
             // Deliver signs with the newest key at start-up; after a
             // rotation ("new,old") the links function accepts both.
             links: LinkIssuer {

@@ -57,6 +57,8 @@ pub struct Deps {
     pub channel_queues: ChannelQueues,
     pub fanout_queue_url: String,
     pub dead_letter_url: String,
+    /// Outcome events for the reporting system (`None`: not sent).
+    pub outcomes_url: Option<String>,
     /// Targets read per query.
     pub page_size: i32,
     /// Conditional writes and sends in flight at once.
@@ -166,13 +168,23 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
     // A report with no active targets is a legitimate, recorded outcome,
     // not a dead letter.
     let note = (queued == 0).then_some(NO_ACTIVE_TARGETS);
-    if let Err(e) = deps
+    let progress = match deps
         .executions
         .mark_fanned_out(&execution_id, queued, note, Timestamp::now())
         .await
     {
-        return store_outcome(&e);
+        Ok(p) => p,
+        Err(e) => return store_outcome(&e),
+    };
+    // Every attempt may have settled already (or there were none).
+    super::outcomes::Outcomes {
+        queue: deps.queue.as_ref(),
+        url: deps.outcomes_url.as_deref(),
+        executions: deps.executions.as_ref(),
+        attempts: deps.attempts.as_ref(),
     }
+    .fanned_out(&execution_id, progress)
+    .await;
     deps.metrics.record(
         Metric::FanoutDuration,
         &[],
@@ -298,6 +310,7 @@ impl Deps {
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channel_queues: ChannelQueues::from_env()?,
             fanout_queue_url: required("FANOUT_QUEUE_URL")?,
+            outcomes_url: crate::config::optional("OUTCOMES_QUEUE_URL"),
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             page_size: 500,
             concurrency: 16,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod deliver;
 pub mod fanout;
 pub mod links;
+pub mod outcomes;
 pub mod reconcile;
 pub mod render;
 

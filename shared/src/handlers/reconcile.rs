@@ -33,6 +33,10 @@ pub struct Deps {
     pub stats: Box<dyn crate::store::StatsStore>,
     /// Targets, for their failure streaks.
     pub targets: Box<dyn crate::store::TargetStore>,
+    /// Executions, for their outcome events.
+    pub executions: Box<dyn crate::store::ExecutionStore>,
+    /// Outcome events for the reporting system (`None`: not sent).
+    pub outcomes_url: Option<String>,
     pub attempts: Box<dyn AttemptStore>,
     pub queue: Box<dyn Queue>,
     pub channel_queues: ChannelQueues,
@@ -285,6 +289,14 @@ async fn reconcile_one(
                     );
                     super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
                         .await;
+                    super::outcomes::Outcomes {
+                        queue: deps.queue.as_ref(),
+                        url: deps.outcomes_url.as_deref(),
+                        executions: deps.executions.as_ref(),
+                        attempts: deps.attempts.as_ref(),
+                    }
+                    .attempt_settled(&failed)
+                    .await;
                     warn!(attempt_id = %a.id, code, "failed by the reconciler");
                     report.failed += 1;
                     finish_dead_letter(deps, &failed, report).await
@@ -456,6 +468,8 @@ impl Deps {
             metrics: crate::metrics::Metrics::from_env(),
             stats: Box::new(store.clone()),
             targets: Box::new(store.clone()),
+            executions: Box::new(store.clone()),
+            outcomes_url: crate::config::optional("OUTCOMES_QUEUE_URL"),
             attempts: Box::new(store),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             channel_queues: ChannelQueues::from_env()?,

@@ -460,7 +460,16 @@ mod tests {
             _: u64,
             _: Option<&str>,
             _: Timestamp,
-        ) -> Result<(), StoreError> {
+        ) -> Result<crate::store::Progress, StoreError> {
+            Ok(crate::store::Progress::default())
+        }
+        async fn count_settled(&self, _: &str) -> Result<crate::store::Progress, StoreError> {
+            Ok(crate::store::Progress::default())
+        }
+        async fn claim_outcome(&self, _: &str, _: Timestamp) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn release_outcome(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
     }

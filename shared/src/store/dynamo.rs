@@ -927,7 +927,7 @@ impl ExecutionStore for DynamoStore {
         count: u64,
         note: Option<&str>,
         at: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<super::Progress, StoreError> {
         let mut update = "SET fanned_out_at = :at, target_count = :n, updated_at = :at".to_owned();
         let mut req = self
             .client
@@ -936,16 +936,83 @@ impl ExecutionStore for DynamoStore {
             .key("id", s(id))
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(":n", AttributeValue::N(count.to_string()));
+            .expression_attribute_values(":n", AttributeValue::N(count.to_string()))
+            .return_values(ReturnValue::AllNew);
         if let Some(note) = note {
             update.push_str(", fanout_note = :note");
             req = req.expression_attribute_values(":note", s(note));
         }
-        req.update_expression(update)
+        let out = req
+            .update_expression(update)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(progress(out.attributes.as_ref()))
+    }
+
+    async fn count_settled(&self, id: &str) -> Result<super::Progress, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .update_expression("ADD settled_count :one")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(backend)?;
+        // ALL_NEW costs no read capacity and carries target_count too.
+        Ok(progress(out.attributes.as_ref()))
+    }
+
+    async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .update_expression("SET outcome_sent_at = :at")
+            .condition_expression(
+                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at) \
+                 AND (settled_count >= target_count \
+                      OR (attribute_not_exists(settled_count) AND target_count = :zero))",
+            )
+            .expression_attribute_values(":at", s(at.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .update_expression("REMOVE outcome_sent_at")
             .send()
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+/// An execution's progress from its stored attributes.
+fn progress(item: Option<&HashMap<String, AttributeValue>>) -> super::Progress {
+    let num = |k: &str| {
+        item.and_then(|i| i.get(k))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    super::Progress {
+        settled: num("settled_count").unwrap_or(0),
+        target_count: num("target_count"),
     }
 }
 

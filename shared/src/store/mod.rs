@@ -228,7 +228,29 @@ pub trait ExecutionStore: Send + Sync {
         target_count: u64,
         note: Option<&str>,
         at: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Progress, StoreError>;
+    /// Counts one more settled attempt of the execution.
+    async fn count_settled(&self, id: &str) -> Result<Progress, StoreError>;
+    /// Claims the execution's one outcome event: `true` for the first caller
+    /// once every attempt settled, `false` after that.
+    async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+    /// Gives a claim back when its event could not be sent.
+    async fn release_outcome(&self, id: &str) -> Result<(), StoreError>;
+}
+
+/// How far an execution is: attempts settled, and how many fan-out made
+/// (`None` until fan-out finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub settled: u64,
+    pub target_count: Option<u64>,
+}
+
+impl Progress {
+    /// Every attempt has settled.
+    pub fn complete(&self) -> bool {
+        self.target_count.is_some_and(|n| self.settled >= n)
+    }
 }
 
 /// Service connections (credentials).

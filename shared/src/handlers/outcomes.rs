@@ -1,0 +1,208 @@
+//! Outcome events for the reporting system, on the outcomes queue: one
+//! `delivery_outcome.v1` per settled attempt, and one `execution_outcome.v1`
+//! per execution once every attempt settled — exactly one, through a
+//! conditional write on the execution. Sent by the run that settled the
+//! attempt (or finished the fan-out); never a path for deliveries.
+
+use crate::contract::{
+    DeliveryOutcomeV1, ExecutionOutcomeAttempt, ExecutionOutcomeV1, OutcomeError, OutcomeEvent,
+};
+use crate::domain::{AttemptStatus, DeliveryAttempt, Timestamp};
+use crate::queue::Queue;
+use crate::store::{AttemptStore, ExecutionStore, Progress};
+use tracing::{info, warn};
+
+/// Where outcome events go, and the stores they are read from.
+#[derive(Clone, Copy)]
+pub struct Outcomes<'a> {
+    pub queue: &'a dyn Queue,
+    /// `None`: no outcomes queue configured; nothing is sent.
+    pub url: Option<&'a str>,
+    pub executions: &'a dyn ExecutionStore,
+    pub attempts: &'a dyn AttemptStore,
+}
+
+/// The event of one settled attempt.
+pub fn delivery_event(a: &DeliveryAttempt) -> DeliveryOutcomeV1 {
+    let settled_at = a.delivered_at.or(a.failed_at).unwrap_or(a.updated_at);
+    DeliveryOutcomeV1 {
+        event_id: format!("{}:{}", a.id, settled_at),
+        attempt_id: a.id.clone(),
+        execution_id: a.report_execution_id.clone(),
+        report_id: a.report_id.clone(),
+        target_id: a.delivery_target_id.clone(),
+        channel: a.target_type.as_str().to_owned(),
+        status: a.status.as_str().to_owned(),
+        error: (a.status == AttemptStatus::Failed)
+            .then(|| a.last_error.as_ref())
+            .flatten()
+            .map(|e| OutcomeError {
+                code: e.code.clone(),
+                category: e.category.as_str().to_owned(),
+                message: e.message.clone(),
+            }),
+        tries: a.tries,
+        retries: a.retry_count,
+        created_at: a.created_at,
+        settled_at,
+    }
+}
+
+/// The event of a whole execution.
+pub fn execution_event(
+    execution_id: &str,
+    report_id: &str,
+    note: Option<String>,
+    attempts: &[DeliveryAttempt],
+    at: Timestamp,
+) -> ExecutionOutcomeV1 {
+    let delivered = attempts
+        .iter()
+        .filter(|a| a.status == AttemptStatus::Delivered)
+        .count() as u64;
+    let targets = attempts.len() as u64;
+    ExecutionOutcomeV1 {
+        event_id: execution_id.to_owned(),
+        execution_id: execution_id.to_owned(),
+        report_id: report_id.to_owned(),
+        targets,
+        delivered,
+        failed: targets - delivered,
+        summary: format!("delivered to {delivered} of {targets} targets"),
+        note,
+        attempts: attempts
+            .iter()
+            .map(|a| ExecutionOutcomeAttempt {
+                attempt_id: a.id.clone(),
+                target_id: a.delivery_target_id.clone(),
+                channel: a.target_type.as_str().to_owned(),
+                status: a.status.as_str().to_owned(),
+                error_code: a.last_error.as_ref().map(|e| e.code.clone()),
+            })
+            .collect(),
+        completed_at: at,
+    }
+}
+
+impl Outcomes<'_> {
+    async fn send(&self, event: &OutcomeEvent) -> bool {
+        let Some(url) = self.url else { return true };
+        let body = serde_json::to_string(event).unwrap_or_default();
+        for _ in 0..3 {
+            match self.queue.send(url, &body).await {
+                Ok(()) => return true,
+                Err(e) => warn!(error = %e, "outcome event not sent; trying again"),
+            }
+        }
+        false
+    }
+
+    /// After an attempt settled: its event, then the execution's when it
+    /// was the last one.
+    pub async fn attempt_settled(&self, a: &DeliveryAttempt) {
+        if self.url.is_none() {
+            return;
+        }
+        if !self
+            .send(&OutcomeEvent::DeliveryV1(delivery_event(a)))
+            .await
+        {
+            warn!(attempt_id = %a.id, "delivery outcome event lost");
+        }
+        match self.executions.count_settled(&a.report_execution_id).await {
+            Ok(p) => self.maybe_complete(&a.report_execution_id, p).await,
+            Err(e) => {
+                warn!(execution_id = %a.report_execution_id, error = %e, "settled count not kept")
+            }
+        }
+    }
+
+    /// After fan-out finished: the execution may already be complete (or
+    /// have nothing to deliver).
+    pub async fn fanned_out(&self, execution_id: &str, p: Progress) {
+        if self.url.is_some() {
+            self.maybe_complete(execution_id, p).await;
+        }
+    }
+
+    /// Sends the execution's event if every attempt settled and this run
+    /// wins the claim.
+    async fn maybe_complete(&self, execution_id: &str, p: Progress) {
+        if !p.complete() {
+            return;
+        }
+        let (execution, attempts) = match futures::try_join!(
+            self.executions.get_execution(execution_id),
+            self.attempts.by_execution(execution_id)
+        ) {
+            Ok((Some(e), a)) => (e, a),
+            Ok((None, _)) => return,
+            Err(e) => {
+                warn!(%execution_id, error = %e, "execution outcome not checked");
+                return;
+            }
+        };
+        // The counter can run ahead (an operator retry settles an attempt
+        // twice): the records decide.
+        if attempts.iter().any(|a| !a.is_settled())
+            || (attempts.len() as u64) < execution.target_count.unwrap_or(0)
+        {
+            return;
+        }
+        let at = Timestamp::now();
+        match self.executions.claim_outcome(execution_id, at).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(%execution_id, error = %e, "execution outcome not claimed");
+                return;
+            }
+        }
+        let event = execution_event(
+            execution_id,
+            &execution.report_id,
+            execution.fanout_note.clone(),
+            &attempts,
+            at,
+        );
+        if self.send(&OutcomeEvent::ExecutionV1(event.clone())).await {
+            info!(%execution_id, summary = %event.summary, "execution outcome sent");
+        } else if let Err(e) = self.executions.release_outcome(execution_id).await {
+            warn!(%execution_id, error = %e, "execution outcome lost");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AttemptError, ErrorCategory, TargetType};
+
+    #[test]
+    fn events_carry_the_ids_the_outcome_and_a_summary() {
+        let now = Timestamp::now();
+        let mut ok = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Email, now);
+        ok.status = AttemptStatus::Delivered;
+        ok.delivered_at = Some(now);
+        let mut bad = DeliveryAttempt::queued("e1", "r1", "t2", TargetType::Webhook, now);
+        bad.status = AttemptStatus::Failed;
+        bad.failed_at = Some(now);
+        bad.last_error = Some(AttemptError {
+            category: ErrorCategory::Permanent,
+            code: "http_400".into(),
+            message: "receiver answered 400".into(),
+            at: now,
+        });
+        let d = delivery_event(&bad);
+        assert_eq!(d.status, "failed");
+        assert_eq!(d.channel, "webhook");
+        assert_eq!(d.error.as_ref().map(|e| e.code.as_str()), Some("http_400"));
+        assert_eq!(d.event_id, format!("{}:{now}", bad.id));
+        assert!(delivery_event(&ok).error.is_none());
+        let e = execution_event("e1", "r1", None, &[ok, bad], now);
+        assert_eq!(e.summary, "delivered to 1 of 2 targets");
+        assert_eq!((e.delivered, e.failed), (1, 1));
+        let v = serde_json::to_value(OutcomeEvent::ExecutionV1(e)).expect("json");
+        assert_eq!(v["type"], "execution_outcome.v1");
+    }
+}

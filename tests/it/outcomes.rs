@@ -1,0 +1,148 @@
+//! Outcome events end to end: what the reporting system reads from the
+//! outcomes queue after real runs, counted against the attempts.
+
+use local::sinks::Fault;
+use local::stack::LocalStack;
+use report_delivery_tests::{running_stack, sample_execution, seed_target, webhook_targets};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Every event on the outcomes queue within `wait` after `expected` arrive.
+async fn read_outcomes(s: &LocalStack, expected: usize, wait: Duration) -> Vec<Value> {
+    let url = s.stack.queue_url("OutcomesQueue").expect("outcomes queue");
+    let mut events = Vec::new();
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        let out = s
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in out.messages() {
+            events.push(serde_json::from_str(m.body().unwrap_or("{}")).expect("JSON event"));
+            if let Some(h) = m.receipt_handle() {
+                s.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(h)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+        if events.len() >= expected && out.messages().is_empty() {
+            break;
+        }
+    }
+    events
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+#[tokio::test]
+async fn each_attempt_and_each_execution_gets_its_outcome_event_once_even_under_duplicates() {
+    let s = running_stack("outcomes", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-out",
+        &[("ow", "/hooks/ow", true, true)],
+    ))
+    .await
+    .expect("seed");
+    seed_target(
+        &s,
+        "rpt-out",
+        "oe",
+        "email",
+        serde_json::json!({"to": ["finance@example.com"]}),
+        None,
+        &[],
+    )
+    .await;
+    // The webhook refuses: one delivered, one failed
+    s.webhook.push_fault(Fault::Status {
+        code: 400,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-out");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 2, Duration::from_secs(60))
+        .await
+        .expect("settles");
+    let events = read_outcomes(&s, 3, Duration::from_secs(20)).await;
+    let deliveries = of_type(&events, "delivery_outcome.v1");
+    assert_eq!(deliveries.len(), 2, "{events:#?}");
+    for a in &attempts {
+        let e = deliveries
+            .iter()
+            .find(|e| e["attempt_id"] == a.id.as_str())
+            .expect("an event per attempt");
+        assert_eq!(e["status"], a.status.as_str());
+        assert_eq!(e["execution_id"], execution_id.as_str());
+        assert_eq!(e["target_id"], a.delivery_target_id.as_str());
+    }
+    let failed = deliveries
+        .iter()
+        .find(|e| e["status"] == "failed")
+        .expect("the failure");
+    assert_eq!(failed["error"]["code"], "http_400");
+    assert_eq!(failed["error"]["category"], "permanent");
+    let executions = of_type(&events, "execution_outcome.v1");
+    assert_eq!(executions.len(), 1, "{events:#?}");
+    let e = executions[0];
+    assert_eq!(e["event_id"], execution_id.as_str());
+    assert_eq!(e["summary"], "delivered to 1 of 2 targets");
+    assert_eq!(
+        (e["delivered"].as_u64(), e["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(e["attempts"].as_array().map(Vec::len), Some(2));
+
+    // Duplicates of the final messages: the fan-out task and an attempt's
+    // delivery task come again — no second execution event
+    let fanout = serde_json::json!({"type": "fanout.v1", "execution_id": execution_id});
+    s.send("FanoutQueue", &fanout.to_string())
+        .await
+        .expect("send");
+    let task = shared::contract::DeliveryTask::for_attempt(&attempts[0]);
+    let queue = match attempts[0].target_type {
+        shared::domain::TargetType::Email => "EmailDeliveryQueue",
+        _ => "WebhookDeliveryQueue",
+    };
+    s.send(queue, &serde_json::to_string(&task).expect("json"))
+        .await
+        .expect("send");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let again = read_outcomes(&s, 1, Duration::from_secs(8)).await;
+    assert!(
+        of_type(&again, "execution_outcome.v1").is_empty(),
+        "one execution event only: {again:#?}"
+    );
+    assert!(
+        of_type(&again, "delivery_outcome.v1").is_empty(),
+        "{again:#?}"
+    );
+
+    // An execution with nothing to deliver still gets its event
+    s.seed(&webhook_targets(
+        "rpt-none",
+        &[("off", "/hooks/off", false, true)],
+    ))
+    .await
+    .expect("seed");
+    let (none_id, none_body) = sample_execution("rpt-none");
+    s.send("ExecutionsQueue", &none_body).await.expect("send");
+    let events = read_outcomes(&s, 1, Duration::from_secs(20)).await;
+    let e = of_type(&events, "execution_outcome.v1");
+    assert_eq!(e.len(), 1, "{events:#?}");
+    assert_eq!(e[0]["execution_id"], none_id.as_str());
+    assert_eq!(e[0]["summary"], "delivered to 0 of 0 targets");
+    assert_eq!(e[0]["note"], "no_active_targets");
+    s.down().await;
+}
