@@ -34,7 +34,7 @@ pub fn delivery_event(a: &DeliveryAttempt) -> DeliveryOutcomeV1 {
         channel: a.target_type.as_str().to_owned(),
         status: a.status.as_str().to_owned(),
         error: (a.status == AttemptStatus::Failed)
-            .then(|| a.last_error.as_ref())
+            .then_some(a.last_error.as_ref())
             .flatten()
             .map(|e| OutcomeError {
                 code: e.code.clone(),

@@ -11,7 +11,7 @@ use crate::domain::attempt::{HISTORY_LIMIT, OperatorAction};
 use crate::domain::{AttemptStatus, DeliveryAttempt, Timestamp, Transition};
 use crate::store::{Applied, AttemptsOf};
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -186,12 +186,20 @@ pub async fn retry(
     State(deps): State<Arc<Deps>>,
     Path(id): Path<String>,
     principal: Principal,
-    input: Result<Json<RetryInput>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let force = match input {
-        Ok(Json(i)) => i.force,
-        Err(JsonRejection::MissingJsonContentType(_)) => false,
-        Err(e) => return Problem::bad_request("invalid_body", e.body_text()).into_response(),
+    // The body is optional; when there is one it is JSON, whatever the
+    // content type says (curl -d sends form encoding).
+    let force = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        match serde_json::from_slice::<RetryInput>(&body) {
+            Ok(i) => i.force,
+            Err(e) => {
+                return Problem::bad_request("invalid_body", format!("not a retry body: {e}"))
+                    .into_response();
+            }
+        }
     };
     let a = match load(&deps, &id).await {
         Ok(a) => a,
