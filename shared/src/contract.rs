@@ -433,6 +433,26 @@ pub enum OutcomeEvent {
     /// Every attempt of an execution ended; sent once per execution.
     #[serde(rename = "execution_outcome.v1")]
     ExecutionV1(ExecutionOutcomeV1),
+    /// A target was disabled or flagged for disabling.
+    #[serde(rename = "target_outcome.v1")]
+    TargetV1(TargetOutcomeV1),
+}
+
+/// Version 1 of a target's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetOutcomeV1 {
+    /// `<target_id>:<at>`.
+    pub event_id: String,
+    pub target_id: String,
+    pub report_id: String,
+    /// `disabled` or `flagged`.
+    pub event: String,
+    pub reason: String,
+    /// Consecutive permanent failures when it happened.
+    pub consecutive_failures: u32,
+    /// The attempt whose failure decided it.
+    pub attempt_id: String,
+    pub at: Timestamp,
 }
 
 /// The error of a failed attempt, as outcome events carry it.

@@ -45,6 +45,8 @@ pub enum Dim {
     ErrorCode,
     /// See [`Stage`].
     Stage,
+    /// `disabled` or `flagged`.
+    Change,
 }
 
 impl Dim {
@@ -55,6 +57,7 @@ impl Dim {
             Dim::Outcome => "Outcome",
             Dim::ErrorCode => "ErrorCode",
             Dim::Stage => "Stage",
+            Dim::Change => "Change",
         }
     }
 }
@@ -122,8 +125,9 @@ pub enum Metric {
     ImmediateRetries,
     /// A message sent to a dead-letter queue by the code.
     DeadLettered,
-    /// A target flagged for disabling (the receiver is gone).
-    TargetsFlagged,
+    /// A target disabled or flagged by the auto-disable policy, by
+    /// `Change`.
+    TargetsStopped,
     /// A duplicate message acknowledged without doing the work twice.
     DuplicatesIgnored,
     /// One try's send time.
@@ -151,7 +155,7 @@ impl Metric {
         Metric::RetriesScheduled,
         Metric::ImmediateRetries,
         Metric::DeadLettered,
-        Metric::TargetsFlagged,
+        Metric::TargetsStopped,
         Metric::DuplicatesIgnored,
         Metric::SendDuration,
         Metric::EndToEndLatency,
@@ -171,7 +175,7 @@ impl Metric {
             Metric::RetriesScheduled => "RetriesScheduled",
             Metric::ImmediateRetries => "ImmediateRetries",
             Metric::DeadLettered => "DeadLettered",
-            Metric::TargetsFlagged => "TargetsFlagged",
+            Metric::TargetsStopped => "TargetsStopped",
             Metric::DuplicatesIgnored => "DuplicatesIgnored",
             Metric::SendDuration => "SendDuration",
             Metric::EndToEndLatency => "EndToEndLatency",
@@ -202,12 +206,12 @@ impl Metric {
             Metric::AttemptsStarted
             | Metric::RetriesScheduled
             | Metric::ImmediateRetries
-            | Metric::TargetsFlagged
             | Metric::SendDuration
             | Metric::EndToEndLatency => &[&[Dim::Channel]],
             Metric::Deliveries => &[&[Dim::Channel, Dim::Outcome], &[Dim::Outcome]],
             Metric::SendErrors => &[&[Dim::Channel, Dim::ErrorCode], &[Dim::ErrorCode]],
             Metric::DeadLettered | Metric::DuplicatesIgnored => &[&[Dim::Stage]],
+            Metric::TargetsStopped => &[&[Dim::Channel, Dim::Change]],
             Metric::RenderDuration
             | Metric::PdfBytes
             | Metric::FanoutDuration
@@ -520,6 +524,7 @@ pub fn validate(line: &str) -> Result<(Metric, Vec<(String, String)>), String> {
             Dim::Outcome => Outcome::ALL.iter().any(|o| o.as_str() == value),
             Dim::Stage => Stage::ALL.iter().any(|s| s.as_str() == value),
             Dim::ErrorCode => ERROR_CODES.contains(&value),
+            Dim::Change => ["disabled", "flagged"].contains(&value),
         };
         if !closed {
             return Err(format!(
@@ -549,6 +554,7 @@ mod tests {
                         Dim::Outcome => "delivered",
                         Dim::ErrorCode => "timeout",
                         Dim::Stage => "fanout",
+                        Dim::Change => "disabled",
                     };
                     (d, v)
                 })

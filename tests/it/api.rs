@@ -157,7 +157,11 @@ async fn targets_are_created_read_replaced_with_their_version_switched_and_delet
         .await
         .expect("flag");
     s.store
-        .record_streak("w1", true, shared::domain::Timestamp::now())
+        .record_streak(
+            "w1",
+            shared::store::Streak::Failed { permanent: true },
+            shared::domain::Timestamp::now(),
+        )
         .await
         .expect("streak");
     let (_, _, t) = api.call("GET", "/targets/w1", None, &[]).await;
@@ -410,4 +414,127 @@ fn every_route_is_in_openapi_yaml_and_every_documented_operation_is_routed() {
         Vec::<&(String, String)>::new(),
         "documented but not routed"
     );
+}
+
+#[tokio::test]
+async fn connections_are_write_only_and_a_rotated_signing_secret_keeps_the_old_one_for_its_grace() {
+    use report_delivery_tests::sample_execution;
+    let s = running_stack("api-connections", &[]).await;
+    let api = Api::of(&s);
+    let old = "whsec_b2xkLXNpZ25pbmctc2VjcmV0LTMyLWJ5dGVzLWxvbmch";
+    let new = "whsec_bmV3LXNpZ25pbmctc2VjcmV0LTMyLWJ5dGVzLWxvbmchIQ==";
+    let (status, headers, c) = api
+        .call(
+            "POST",
+            "/connections",
+            Some(json!({"id": "conn-sign", "kind": "webhook_signing", "secrets": [old]})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(headers["location"], "/connections/conn-sign");
+    assert_eq!(c["secrets"], 1);
+    let (_, _, read) = api.call("GET", "/connections/conn-sign", None, &[]).await;
+    assert!(!read.to_string().contains("whsec_"), "write-only: {read}");
+
+    // Bad secrets and kinds are refused, and never quoted back
+    for (body, code) in [
+        (
+            json!({"id": "c1", "kind": "webhook_signing", "secrets": ["whsec_c2hvcnQ="]}),
+            "invalid_secret",
+        ),
+        (
+            json!({"id": "c2", "kind": "slack_bot", "secrets": ["xoxp-user-token-123"]}),
+            "invalid_secret",
+        ),
+        (
+            json!({"id": "c3", "kind": "slack_bot", "secrets": []}),
+            "invalid_secrets",
+        ),
+        (
+            json!({"id": "c4", "kind": "fax", "secrets": ["x"]}),
+            "invalid_secret",
+        ),
+        (
+            json!({"id": "c5", "kind": "slack_bot", "secrets": "xoxb-leaky-token"}),
+            "invalid_body",
+        ),
+    ] {
+        let (status, _, p) = api
+            .call("POST", "/connections", Some(body.clone()), &[])
+            .await;
+        assert_eq!((status, p["code"].as_str()), (400, Some(code)), "{body}");
+        let text = p.to_string();
+        assert!(
+            !text.contains("user-token")
+                && !text.contains("leaky-token")
+                && !text.contains("c2hvcnQ"),
+            "a secret is quoted back: {text}"
+        );
+    }
+    let (status, _, p) = api
+        .call(
+            "PUT",
+            "/connections/conn-sign",
+            Some(json!({"kind": "slack_bot", "secrets": ["xoxb-123-456-abc"]})),
+            &[],
+        )
+        .await;
+    assert_eq!((status, p["code"].as_str()), (409, Some("kind_mismatch")));
+
+    // A target signed with it, delivered once before and once after a rotation
+    let url = format!("{}/hooks/sig", s.webhook.url);
+    let mut target = webhook("sig", &url);
+    target["report_id"] = "rpt-sig".into();
+    target["service_connection_id"] = "conn-sign".into();
+    let (status, _, _) = api.call("POST", "/targets", Some(target), &[]).await;
+    assert_eq!(status, 201);
+    let deliver = |n: usize| {
+        let s = &s;
+        async move {
+            let (id, body) = sample_execution("rpt-sig");
+            s.send("ExecutionsQueue", &body).await.expect("send");
+            s.wait_settled(&id, 1, std::time::Duration::from_secs(60))
+                .await
+                .expect("settles");
+            s.webhook.received()[n].headers["webhook-signature"].clone()
+        }
+    };
+    let before = deliver(0).await;
+    assert_eq!(before.split(' ').count(), 1, "{before}");
+    let (status, _, c) = api
+        .call(
+            "POST",
+            "/connections/conn-sign/rotate",
+            Some(json!({"secret": new, "grace_seconds": 3600})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["secrets"], 1);
+    assert_eq!(c["retiring_until"].as_array().map(Vec::len), Some(1));
+    let after = deliver(1).await;
+    assert_eq!(
+        after.split(' ').count(),
+        2,
+        "signed with the new secret and, during the grace, the old one: {after}"
+    );
+    let (status, _, p) = api
+        .call(
+            "POST",
+            "/connections/conn-sign/rotate",
+            Some(json!({"secret": new, "grace_seconds": 999999999})),
+            &[],
+        )
+        .await;
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_grace")));
+
+    // Deleted
+    let (status, _, _) = api
+        .call("DELETE", "/connections/conn-sign", None, &[])
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = api.call("GET", "/connections/conn-sign", None, &[]).await;
+    assert_eq!(status, 404);
+    s.down().await;
 }

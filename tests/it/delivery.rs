@@ -346,7 +346,9 @@ async fn a_duplicate_delivery_message_never_sends_twice() {
         .keys(&format!("reports/rpt-dup/{execution_id}/"))
         .await
         .expect("list");
-    assert_eq!(keys.len(), 2, "{keys:?}");
+    // The PDF, the CSV and the input kept for re-rendering; nothing twice
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("/input.json")), "{keys:?}");
     s.down().await;
 }
 
@@ -490,5 +492,14 @@ async fn a_410_fails_the_attempt_and_flags_the_target_for_disabling() {
     assert_eq!(s.webhook.received().len(), 1, "no retry");
     let reason = report_delivery_tests::disable_reason(&s, &a.delivery_target_id).await;
     assert!(reason.contains("410"), "{reason}");
+    // The default policy disables a target that is gone at once
+    use shared::store::TargetStore;
+    let t = s
+        .store
+        .get_target(&a.delivery_target_id)
+        .await
+        .expect("get")
+        .expect("target");
+    assert!(!t.active, "disabled");
     s.down().await;
 }

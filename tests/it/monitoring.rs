@@ -148,7 +148,15 @@ async fn the_functions_emit_valid_emf_that_counts_what_happened_and_feeds_the_da
         sum(&r, Metric::SendErrors, &[("ErrorCode", "http_410_gone")]),
         1.0
     );
-    assert_eq!(sum(&r, Metric::TargetsFlagged, &[webhook]), 1.0);
+    // Gone: disabled at once by the default policy
+    assert_eq!(
+        sum(
+            &r,
+            Metric::TargetsStopped,
+            &[webhook, ("Change", "disabled")]
+        ),
+        1.0
+    );
     assert_eq!(count(&r, Metric::SendDuration), 4, "one per try");
     assert_eq!(count(&r, Metric::EndToEndLatency), 1, "one per delivery");
     assert_eq!(count(&r, Metric::RenderDuration), 2, "one per render");
@@ -170,9 +178,11 @@ async fn the_functions_emit_valid_emf_that_counts_what_happened_and_feeds_the_da
     let mut seen: BTreeMap<&str, BTreeSet<Vec<String>>> = BTreeMap::new();
     for (m, _, _) in &r {
         for set in m.dimension_sets() {
-            seen.entry(m.name())
-                .or_default()
-                .insert(set.iter().map(|d| d.as_str().to_owned()).collect());
+            seen.entry(m.name()).or_default().insert({
+                let mut keys: Vec<String> = set.iter().map(|d| d.as_str().to_owned()).collect();
+                keys.sort();
+                keys
+            });
         }
     }
     let used = template_metric_uses();

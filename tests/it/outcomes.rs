@@ -41,6 +41,34 @@ async fn read_outcomes(s: &LocalStack, expected: usize, wait: Duration) -> Vec<V
     events
 }
 
+/// Checks events against the published JSON Schema, with the reference
+/// `jsonschema` validator from the project venv (not our types).
+fn assert_schema_valid(events: &[Value]) {
+    let root = local::stack::project_root();
+    let script = "import json,sys,jsonschema\ns=json.load(open(sys.argv[1]))\nfor e in json.load(sys.stdin):\n    jsonschema.validate(e, s, cls=jsonschema.Draft202012Validator)\nprint('ok')";
+    let mut child = std::process::Command::new(root.join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(root.join("events/schema/outcome-events.v1.schema.json"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python from the venv");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::to_string(events).expect("json").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("validator runs");
+    assert!(
+        out.status.success(),
+        "events do not match the schema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == t).collect()
 }
@@ -76,6 +104,7 @@ async fn each_attempt_and_each_execution_gets_its_outcome_event_once_even_under_
         .await
         .expect("settles");
     let events = read_outcomes(&s, 3, Duration::from_secs(20)).await;
+    assert_schema_valid(&events);
     let deliveries = of_type(&events, "delivery_outcome.v1");
     assert_eq!(deliveries.len(), 2, "{events:#?}");
     for a in &attempts {
@@ -144,5 +173,82 @@ async fn each_attempt_and_each_execution_gets_its_outcome_event_once_even_under_
     assert_eq!(e[0]["execution_id"], none_id.as_str());
     assert_eq!(e[0]["summary"], "delivered to 0 of 0 targets");
     assert_eq!(e[0]["note"], "no_active_targets");
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_target_that_keeps_failing_is_disabled_after_n_permanent_failures_with_its_event() {
+    use shared::store::TargetStore;
+    let s = running_stack("auto-disable", &[("AUTO_DISABLE_AFTER", "3")]).await;
+    s.seed(&webhook_targets(
+        "rpt-broken",
+        &[("br", "/hooks/br", true, true)],
+    ))
+    .await
+    .expect("seed");
+    // Three runs in a row refused for good (400)
+    for run in 1..=3 {
+        s.webhook.push_fault(Fault::Status {
+            code: 400,
+            retry_after: None,
+        });
+        let (id, body) = sample_execution("rpt-broken");
+        s.send("ExecutionsQueue", &body).await.expect("send");
+        s.wait_settled(&id, 1, Duration::from_secs(60))
+            .await
+            .expect("settles");
+        // The policy applies right after the failure settles
+        let mut active = true;
+        for _ in 0..40 {
+            let t = s
+                .store
+                .get_target("br")
+                .await
+                .expect("get")
+                .expect("target");
+            active = t.active;
+            if run < 3 || !active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(active, run < 3, "after run {run}");
+    }
+    let t = s
+        .store
+        .get_target("br")
+        .await
+        .expect("get")
+        .expect("target");
+    let reason = t.disable_requested.expect("the reason is recorded").reason;
+    assert!(
+        reason.contains("3 consecutive permanent failures"),
+        "{reason}"
+    );
+    let events = read_outcomes(&s, 7, Duration::from_secs(20)).await;
+    assert_schema_valid(&events);
+    let targets = of_type(&events, "target_outcome.v1");
+    assert_eq!(targets.len(), 1, "{events:#?}");
+    assert_eq!(targets[0]["event"], "disabled");
+    assert_eq!(targets[0]["target_id"], "br");
+    assert_eq!(targets[0]["consecutive_failures"], 3);
+    // A fourth run delivers to nobody; re-enabling through the API resets
+    // the count
+    let (id, body) = sample_execution("rpt-broken");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let mut fanned = None;
+    for _ in 0..120 {
+        use shared::store::ExecutionStore;
+        if let Ok(Some(e)) = s.store.get_execution(&id).await
+            && e.fanned_out_at.is_some()
+        {
+            fanned = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let e = fanned.expect("the fourth execution is fanned out");
+    assert_eq!(e.target_count, Some(0), "no attempt for a disabled target");
+    assert_eq!(s.webhook.received().len(), 3);
     s.down().await;
 }

@@ -58,6 +58,8 @@ pub struct Deps {
     pub dead_letter_url: String,
     /// Outcome events for the reporting system (`None`: not sent).
     pub outcomes_url: Option<String>,
+    /// What happens to targets that keep failing.
+    pub auto_disable: AutoDisable,
     /// Signs download links served by the links function.
     pub links: LinkIssuer,
     /// How long download links stay valid.
@@ -933,20 +935,17 @@ async fn fail(
     new_tries: &[TryRecord],
 ) -> Outcome {
     error!(attempt_id = %attempt.id, code = e.code(), reason = e.message(), "permanent failure");
-    if e.target_gone() {
-        let reason = format!("{}: {}", e.code(), e.message());
-        match deps
-            .targets
-            .flag_for_disabling(&attempt.delivery_target_id, &reason, Timestamp::now())
-            .await
-        {
-            Ok(()) => {
-                deps.metrics.count(Metric::TargetsFlagged, &on(attempt));
-                warn!(target_id = %attempt.delivery_target_id, %reason, "target flagged for disabling")
-            }
+    // A receiver that says it is gone: disabled (or flagged) before the
+    // failure is recorded, so no later run sends to it.
+    let gone = if e.target_gone() {
+        let reason = disable_reason(&deps.auto_disable, &e, 0).unwrap_or_default();
+        match stop_target(deps, attempt, &reason).await {
+            Ok(event) => event.map(|ev| (ev, reason)),
             Err(err) => return temp(&err),
         }
-    }
+    } else {
+        None
+    };
     let tries = Tries {
         attempt,
         new: new_tries.to_vec(),
@@ -961,12 +960,122 @@ async fn fail(
         Ok(applied) => {
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
-                super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
+                let run =
+                    super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
+                        .await;
                 outcomes(deps).attempt_settled(&failed).await;
+                let changed = match gone {
+                    Some(done) => Some(done),
+                    None => auto_disable(deps, &failed, &e, run).await,
+                };
+                if let Some((event, reason)) = changed {
+                    outcomes(deps)
+                        .target_changed(&failed, event, &reason, run, Timestamp::now())
+                        .await;
+                }
             }
             Outcome::Done
         }
         Err(err) => temp(&err),
+    }
+}
+
+/// What happens to a target that keeps failing or is gone for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoDisable {
+    /// Deactivate it (`true`, the default) or only flag it for an operator.
+    pub disable: bool,
+    /// Consecutive permanent failures that count as broken.
+    pub after: u32,
+}
+
+impl Default for AutoDisable {
+    /// Disable after 5: a permanently failing target (a bad address, a
+    /// revoked token, a removed hook) fails every run, pages through the
+    /// success-rate alarm and spends sends for nothing; 5 in a row leaves
+    /// room to fix a passing misconfiguration. A receiver that says it is
+    /// gone (410, `no_service`) is disabled at once.
+    fn default() -> Self {
+        Self {
+            disable: true,
+            after: 5,
+        }
+    }
+}
+
+/// Why a target should stop receiving, if it should.
+pub fn disable_reason(policy: &AutoDisable, e: &DeliveryError, run: u32) -> Option<String> {
+    if e.target_gone() {
+        Some(format!(
+            "the receiver says the target is gone ({}: {})",
+            e.code(),
+            e.message()
+        ))
+    } else if run >= policy.after {
+        Some(format!(
+            "{run} consecutive permanent failures; the last: {}: {}",
+            e.code(),
+            e.message()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Disables (or flags) a target after its run of permanent failures
+/// reached the policy's count; what happened, and why.
+async fn auto_disable(
+    deps: &Deps,
+    failed: &DeliveryAttempt,
+    e: &DeliveryError,
+    run: u32,
+) -> Option<(&'static str, String)> {
+    let reason = disable_reason(&deps.auto_disable, e, run)?;
+    match stop_target(deps, failed, &reason).await {
+        Ok(event) => event.map(|ev| (ev, reason)),
+        Err(err) => {
+            warn!(target_id = %failed.delivery_target_id, error = %err, "target not disabled");
+            None
+        }
+    }
+}
+
+/// Applies the policy to a target: disabled (`Some("disabled")`, or `None`
+/// when it already was) or flagged, with its metric.
+async fn stop_target(
+    deps: &Deps,
+    attempt: &DeliveryAttempt,
+    reason: &str,
+) -> Result<Option<&'static str>, StoreError> {
+    let target = &attempt.delivery_target_id;
+    let now = Timestamp::now();
+    if deps.auto_disable.disable {
+        let changed = deps
+            .targets
+            .disable_target(target, attempt.target_type, reason, now)
+            .await?;
+        if changed {
+            deps.metrics.count(
+                Metric::TargetsStopped,
+                &[
+                    (Dim::Channel, crate::metrics::channel(attempt.target_type)),
+                    (Dim::Change, "disabled"),
+                ],
+            );
+            warn!(target_id = %target, %reason, "target disabled");
+        }
+        Ok(changed.then_some("disabled"))
+    } else {
+        deps.targets.flag_for_disabling(target, reason, now).await?;
+        deps.metrics.count(
+            Metric::TargetsStopped,
+            &[
+                (Dim::Channel, crate::metrics::channel(attempt.target_type)),
+                (Dim::Change, "flagged"),
+            ],
+        );
+        warn!(target_id = %target, %reason, "target flagged for disabling");
+        Ok(Some("flagged"))
     }
 }
 
@@ -1024,6 +1133,29 @@ impl Deps {
             policy,
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             outcomes_url: optional("OUTCOMES_QUEUE_URL"),
+            auto_disable: AutoDisable {
+                disable: match optional("AUTO_DISABLE_POLICY").as_deref() {
+                    None | Some("disable") => true,
+                    Some("flag") => false,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "AUTO_DISABLE_POLICY",
+                            reason: format!("expected disable or flag, got {other:?}"),
+                        });
+                    }
+                },
+                after: match optional("AUTO_DISABLE_AFTER") {
+                    None => AutoDisable::default().after,
+                    Some(v) => v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or(ConfigError::Invalid {
+                            name: "AUTO_DISABLE_AFTER",
+                            reason: "expected a whole number, at least 1".into(),
+                        })?,
+                },
+            },
             // Deliver signs with the newest key at start-up; after a
             // rotation ("new,old") the links function accepts both.
             links: LinkIssuer {

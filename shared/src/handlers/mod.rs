@@ -138,8 +138,9 @@ where
     response
 }
 
-/// Counts a settled attempt in the statistics, and keeps its target's run
-/// of failures (a success writes only when it ends a run). Best effort: the
+/// Counts a settled attempt in the statistics, and keeps its target's runs
+/// of failures (a success writes only when it ends a run); returns the run
+/// of permanent failures (0 after a delivery). Best effort: the
 /// attempt is already settled, so a failed write is logged, not retried,
 /// and never counts twice (only the run whose write settled it calls this).
 pub async fn record_settled(
@@ -147,7 +148,7 @@ pub async fn record_settled(
     targets: &dyn crate::store::TargetStore,
     attempt: &crate::domain::DeliveryAttempt,
     failures_before: u32,
-) {
+) -> u32 {
     use crate::domain::AttemptStatus;
     let delivered = attempt.status == AttemptStatus::Delivered;
     let at = if delivered {
@@ -172,12 +173,28 @@ pub async fn record_settled(
     if let Err(e) = stats.record(&settled).await {
         warn!(attempt_id = %attempt.id, error = %e, "statistics not updated");
     }
-    if (!delivered || failures_before > 0)
-        && let Err(e) = targets
-            .record_streak(&attempt.delivery_target_id, !delivered, at)
-            .await
+    if delivered && failures_before == 0 {
+        return 0;
+    }
+    let streak = if delivered {
+        crate::store::Streak::Delivered
+    } else {
+        crate::store::Streak::Failed {
+            permanent: attempt
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.category == crate::domain::ErrorCategory::Permanent),
+        }
+    };
+    match targets
+        .record_streak(&attempt.delivery_target_id, streak, at)
+        .await
     {
-        warn!(attempt_id = %attempt.id, error = %e, "failure streak not updated");
+        Ok(run) => run,
+        Err(e) => {
+            warn!(attempt_id = %attempt.id, error = %e, "failure streak not updated");
+            0
+        }
     }
 }
 

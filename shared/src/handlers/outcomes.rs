@@ -117,6 +117,33 @@ impl Outcomes<'_> {
         }
     }
 
+    /// A target was disabled or flagged after `failed`.
+    pub async fn target_changed(
+        &self,
+        failed: &DeliveryAttempt,
+        event: &str,
+        reason: &str,
+        run: u32,
+        at: Timestamp,
+    ) {
+        if self.url.is_none() {
+            return;
+        }
+        let e = crate::contract::TargetOutcomeV1 {
+            event_id: format!("{}:{at}", failed.delivery_target_id),
+            target_id: failed.delivery_target_id.clone(),
+            report_id: failed.report_id.clone(),
+            event: event.to_owned(),
+            reason: reason.to_owned(),
+            consecutive_failures: run,
+            attempt_id: failed.id.clone(),
+            at,
+        };
+        if !self.send(&OutcomeEvent::TargetV1(e)).await {
+            warn!(target_id = %failed.delivery_target_id, "target outcome event lost");
+        }
+    }
+
     /// After fan-out finished: the execution may already be complete (or
     /// have nothing to deliver).
     pub async fn fanned_out(&self, execution_id: &str, p: Progress) {

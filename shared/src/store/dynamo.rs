@@ -355,6 +355,7 @@ impl TargetStore for DynamoStore {
         }
         if clear_flags {
             set.push("consecutive_failures = :zero");
+            set.push("permanent_failures = :zero");
             remove.push("disable_requested");
         }
         let mut expression = format!("SET {}", set.join(", "));
@@ -551,13 +552,25 @@ impl TargetStore for DynamoStore {
         Ok(out.count > 0)
     }
 
-    async fn record_streak(&self, id: &str, failed: bool, at: Timestamp) -> Result<(), StoreError> {
-        let update = if failed {
-            "ADD consecutive_failures :one SET last_failure_at = :at"
-        } else {
-            "SET consecutive_failures = :zero, last_success_at = :at"
+    async fn record_streak(
+        &self,
+        id: &str,
+        streak: super::Streak,
+        at: Timestamp,
+    ) -> Result<u32, StoreError> {
+        use super::Streak;
+        let update = match streak {
+            Streak::Delivered => {
+                "SET consecutive_failures = :zero, permanent_failures = :zero, last_success_at = :at"
+            }
+            Streak::Failed { permanent: true } => {
+                "ADD consecutive_failures :one, permanent_failures :one SET last_failure_at = :at"
+            }
+            Streak::Failed { permanent: false } => {
+                "ADD consecutive_failures :one SET permanent_failures = :zero, last_failure_at = :at"
+            }
         };
-        let result = self
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.tables.targets)
@@ -565,16 +578,61 @@ impl TargetStore for DynamoStore {
             .update_expression(update)
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(
-                if failed { ":one" } else { ":zero" },
-                AttributeValue::N(u8::from(failed).to_string()),
+            .return_values(ReturnValue::UpdatedNew);
+        if update.contains(":zero") {
+            req = req.expression_attribute_values(":zero", AttributeValue::N("0".into()));
+        }
+        if update.contains(":one") {
+            req = req.expression_attribute_values(":one", AttributeValue::N("1".into()));
+        }
+        match req.send().await {
+            Ok(out) => Ok(out
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("permanent_failures"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)),
+            // A deleted target keeps no streak.
+            Err(e) if is_condition_failure(&e) => Ok(0),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn disable_target(
+        &self,
+        id: &str,
+        target_type: TargetType,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let request = crate::domain::target::DisableRequest {
+            at,
+            reason: reason.chars().take(500).collect(),
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.targets)
+            .key("id", s(id))
+            .update_expression(
+                "SET active = :no, active_type = :inactive, disable_requested = :r, \
+                 updated_at = :at, version = if_not_exists(version, :zero) + :one",
             )
+            .condition_expression("attribute_exists(id) AND active = :yes")
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":inactive", s(active_type(false, target_type)))
+            .expression_attribute_values(":r", attribute(id, &request)?)
+            .expression_attribute_values(":at", s(at.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .send()
             .await;
         match result {
-            // A deleted target keeps no streak.
-            Err(e) if !is_condition_failure(&e) => Err(backend(e)),
-            _ => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
         }
     }
 }
@@ -1017,38 +1075,72 @@ fn progress(item: Option<&HashMap<String, AttributeValue>>) -> super::Progress {
 }
 
 /// How a connection is stored. The secrets are plain strings at rest in a
-/// table encrypted with KMS and readable only by the deliver role.
+/// table encrypted with KMS and readable only by the deliver role (and the
+/// API's write path). Retiring secrets (a rotation's grace) are served until
+/// their time.
 #[derive(Serialize, Deserialize)]
 struct ConnectionRecord {
     id: String,
     kind: String,
     secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retiring: Vec<RetiringSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_at: Option<Timestamp>,
+}
+
+/// A secret kept valid for a while after a rotation.
+#[derive(Serialize, Deserialize, Clone)]
+struct RetiringSecret {
+    secret: String,
+    until: Timestamp,
+}
+
+fn connection_record(c: &ServiceConnection, at: Timestamp) -> ConnectionRecord {
+    ConnectionRecord {
+        id: c.id.clone(),
+        kind: c.credentials.kind().to_owned(),
+        secrets: c
+            .credentials
+            .secrets()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        retiring: Vec::new(),
+        created_at: Some(at),
+        updated_at: Some(at),
+    }
 }
 
 #[async_trait]
 impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, c: &ServiceConnection) -> Result<(), StoreError> {
-        let record = ConnectionRecord {
-            id: c.id.clone(),
-            kind: c.credentials.kind().to_owned(),
-            secrets: c
-                .credentials
-                .secrets()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        };
-        self.put_item(&self.tables.connections, &record).await
+        self.put_item(
+            &self.tables.connections,
+            &connection_record(c, Timestamp::now()),
+        )
+        .await
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError> {
-        let item = self.get_item(&self.tables.connections, id).await?;
-        let Some(item) = item else {
+        let Some(r) = self.connection_record(id).await? else {
             return Ok(None);
         };
-        let r: ConnectionRecord = from_item(id, item)?;
+        let now = Timestamp::now();
+        let mut secrets = r.secrets;
+        // Signing uses every live secret: receivers check any of them.
+        if r.kind == "webhook_signing" {
+            secrets.extend(
+                r.retiring
+                    .into_iter()
+                    .filter(|s| s.until > now)
+                    .map(|s| s.secret),
+            );
+        }
         let credentials =
-            Credentials::from_parts(&r.kind, r.secrets).ok_or_else(|| StoreError::Invalid {
+            Credentials::from_parts(&r.kind, secrets).ok_or_else(|| StoreError::Invalid {
                 id: id.to_owned(),
                 reason: format!("unknown or empty connection kind {:?}", r.kind),
             })?;
@@ -1056,6 +1148,144 @@ impl ConnectionStore for DynamoStore {
             id: r.id,
             credentials,
         }))
+    }
+
+    async fn create_connection(
+        &self,
+        c: &ServiceConnection,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .set_item(Some(to_item(&connection_record(c, at))?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn replace_connection(
+        &self,
+        c: &ServiceConnection,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(current) = self.connection_record(&c.id).await? else {
+            return Ok(false);
+        };
+        let mut record = connection_record(c, at);
+        record.created_at = current.created_at;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .set_item(Some(to_item(&record)?))
+            .condition_expression("attribute_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn rotate_connection(
+        &self,
+        id: &str,
+        secret: &str,
+        grace_until: Timestamp,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(current) = self.connection_record(id).await? else {
+            return Ok(false);
+        };
+        let mut retiring: Vec<RetiringSecret> = current
+            .retiring
+            .iter()
+            .filter(|s| s.until > at)
+            .cloned()
+            .collect();
+        retiring.extend(current.secrets.iter().map(|s| RetiringSecret {
+            secret: s.clone(),
+            until: grace_until,
+        }));
+        let record = ConnectionRecord {
+            id: id.to_owned(),
+            kind: current.kind.clone(),
+            secrets: vec![secret.to_owned()],
+            retiring,
+            created_at: current.created_at,
+            updated_at: Some(at),
+        };
+        // Only over the record that was read: two rotations never interleave.
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .set_item(Some(to_item(&record)?));
+        req = match current.updated_at {
+            Some(t) => req
+                .condition_expression("updated_at = :read")
+                .expression_attribute_values(":read", s(t.to_string())),
+            None => req
+                .condition_expression("attribute_exists(id) AND attribute_not_exists(updated_at)"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete_connection(&self, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.connections)
+            .key("id", s(id))
+            .condition_expression("attribute_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn connection_info(&self, id: &str) -> Result<Option<super::ConnectionInfo>, StoreError> {
+        let now = Timestamp::now();
+        Ok(self
+            .connection_record(id)
+            .await?
+            .map(|r| super::ConnectionInfo {
+                id: r.id,
+                kind: r.kind,
+                secrets: r.secrets.len(),
+                retiring_until: r
+                    .retiring
+                    .iter()
+                    .filter(|s| s.until > now)
+                    .map(|s| s.until)
+                    .collect(),
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            }))
+    }
+}
+
+impl DynamoStore {
+    async fn connection_record(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        match self.get_item(&self.tables.connections, id).await? {
+            Some(item) => from_item(id, item).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -72,6 +72,13 @@ pub enum Applied {
     Refused(Option<DeliveryAttempt>),
 }
 
+/// What a settled attempt does to its target's runs of failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streak {
+    Delivered,
+    Failed { permanent: bool },
+}
+
 /// Whose attempts to list.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptsOf {
@@ -162,9 +169,25 @@ pub trait TargetStore: Send + Sync {
     -> Result<Versioned, StoreError>;
     /// Every target of a report, active or not.
     async fn targets_of_report(&self, report_id: &str) -> Result<Vec<DeliveryTarget>, StoreError>;
-    /// Keeps a target's run of consecutive failures: one more after a
-    /// failure, back to zero after a success.
-    async fn record_streak(&self, id: &str, failed: bool, at: Timestamp) -> Result<(), StoreError>;
+    /// Keeps a target's runs of failures: one more after a failure (and
+    /// one more permanent one after a permanent failure; a temporary one
+    /// ends that run), back to zero after a delivery. Returns the run of
+    /// permanent failures.
+    async fn record_streak(
+        &self,
+        id: &str,
+        streak: Streak,
+        at: Timestamp,
+    ) -> Result<u32, StoreError>;
+    /// Deactivates an active target, recording why (auto-disable); `false`
+    /// when it was already inactive or is gone.
+    async fn disable_target(
+        &self,
+        id: &str,
+        target_type: TargetType,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Delivery attempts.
@@ -260,6 +283,46 @@ pub trait ConnectionStore: Send + Sync {
     async fn put_connection(&self, connection: &ServiceConnection) -> Result<(), StoreError>;
     /// Reads a connection.
     async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError>;
+    /// Creates a connection; `false` when the id is taken.
+    async fn create_connection(
+        &self,
+        connection: &ServiceConnection,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a connection's secrets (and drops retiring ones); `false`
+    /// when there is no such connection.
+    async fn replace_connection(
+        &self,
+        connection: &ServiceConnection,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Makes `secret` the signing secret and keeps the current ones valid
+    /// until `grace_until` (webhook signing rotation); `false` when there is
+    /// no such connection or it changed meanwhile.
+    async fn rotate_connection(
+        &self,
+        id: &str,
+        secret: &str,
+        grace_until: Timestamp,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a connection; `false` when there was none.
+    async fn delete_connection(&self, id: &str) -> Result<bool, StoreError>;
+    /// What may be shown of a connection: never its secrets.
+    async fn connection_info(&self, id: &str) -> Result<Option<ConnectionInfo>, StoreError>;
+}
+
+/// A connection as the API shows it: no secret, only how many.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub kind: String,
+    /// Secrets in use (signing uses all of them).
+    pub secrets: usize,
+    /// When each retiring secret stops being used.
+    pub retiring_until: Vec<Timestamp>,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
 }
 
 /// Shared per-destination rate limits (token buckets), so that concurrent

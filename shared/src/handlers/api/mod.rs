@@ -3,6 +3,7 @@
 //! resource; errors are problem details ([`problem`]).
 
 pub mod attempts;
+pub mod connections;
 pub mod health;
 pub mod problem;
 pub mod stats;
@@ -95,6 +96,15 @@ pub fn routes() -> Vec<Route> {
         ("GET", "/attempts", get(attempts::list)),
         ("GET", "/attempts/{id}", get(attempts::get)),
         ("POST", "/attempts/{id}/retry", post(attempts::retry)),
+        ("POST", "/connections", post(connections::create)),
+        ("GET", "/connections/{id}", get(connections::get)),
+        ("PUT", "/connections/{id}", put(connections::replace)),
+        ("DELETE", "/connections/{id}", delete(connections::delete)),
+        (
+            "POST",
+            "/connections/{id}/rotate",
+            post(connections::rotate),
+        ),
     ]
 }
 
