@@ -61,7 +61,6 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         local::endpoint()?
     );
     let mut stack = LocalStack::up(&prefix, &work).await?;
-    stack.seed(&std::fs::read_to_string(&targets_path)?).await?;
     println!("==> webhook receiver listening on {}", stack.webhook.url);
     println!(
         "==> Slack-compatible server listening on {}",
@@ -79,6 +78,14 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
     {
         println!("==> download links served by the links function at {url}");
     }
+    // Targets are made the way users make them: through the operator API.
+    let (connections, targets) = stack
+        .seed_via_api(&std::fs::read_to_string(&targets_path)?)
+        .await?;
+    println!(
+        "==> created {connections} connections and {targets} targets from {} through the API (POST /connections, POST /targets)",
+        targets_path.display()
+    );
     let mut sent = Vec::new();
     for path in &executions {
         let (msg, body) = prepare(&stack, path).await?;

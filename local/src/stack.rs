@@ -162,7 +162,53 @@ impl LocalStack {
     /// Loads a seed file, substituting `{{webhook_sink_url}}`,
     /// `{{slack_webhook_url}}` and `{{slack_bot_token}}`.
     pub async fn seed(&self, text: &str) -> Result<()> {
-        let vars = BTreeMap::from([
+        let (connections, targets) = crate::seed::parse(text, &self.seed_vars(), true)?;
+        crate::seed::store(&connections, &targets, &self.store, &self.store).await
+    }
+
+    /// Creates a seed file's connections and targets through the operator
+    /// API (`POST /connections`, `POST /targets`), as a user would; the
+    /// runner must be started. Returns (connections, targets) created.
+    pub async fn seed_via_api(&self, text: &str) -> Result<(usize, usize)> {
+        let base = self
+            .runner
+            .as_ref()
+            .and_then(|r| r.function_urls.get("ApiFunction"))
+            .context("the API function is not running; start the runner first")?;
+        let file: serde_json::Value =
+            serde_json::from_str(&crate::seed::substitute(text, &self.seed_vars()))
+                .context("seed file is not JSON")?;
+        let client = reqwest::Client::new();
+        let mut counts = (0, 0);
+        for (path, items, count) in [
+            ("connections", &file["connections"], &mut counts.0),
+            ("targets", &file["targets"], &mut counts.1),
+        ] {
+            for item in items.as_array().into_iter().flatten() {
+                let r = client
+                    .post(format!("{base}{path}"))
+                    .header("x-amz-date", "20261127T000000Z")
+                    .header(
+                        "authorization",
+                        "AWS4-HMAC-SHA256 Credential=local-operator/20261127/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=local",
+                    )
+                    .json(item)
+                    .send()
+                    .await?;
+                let status = r.status();
+                if status.as_u16() != 201 {
+                    let problem = r.text().await.unwrap_or_default();
+                    bail!("POST /{path} {} answered {status}: {problem}", item["id"]);
+                }
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// What `{{…}}` in seed files stands for on this stack.
+    fn seed_vars(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
             ("webhook_sink_url".to_owned(), self.webhook.url.clone()),
             (
                 "slack_webhook_url".to_owned(),
@@ -172,9 +218,7 @@ impl LocalStack {
                 "slack_bot_token".to_owned(),
                 crate::slack::LOCAL_BOT_TOKEN.to_owned(),
             ),
-        ]);
-        let (connections, targets) = crate::seed::parse(text, &vars, true)?;
-        crate::seed::store(&connections, &targets, &self.store, &self.store).await
+        ])
     }
 
     /// Puts a raw body on a queue by logical id.
