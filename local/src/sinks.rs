@@ -109,6 +109,13 @@ impl WebhookSink {
         }
     }
 
+    /// Drops the faults not used yet.
+    pub fn clear_faults(&self) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.faults.clear();
+        }
+    }
+
     /// Injects random faults into requests with no queued fault.
     pub fn set_chaos(&self, chaos: Arc<crate::chaos::Chaos>) {
         if let Ok(mut i) = self.inner.lock() {

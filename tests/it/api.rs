@@ -538,3 +538,102 @@ async fn connections_are_write_only_and_a_rotated_signing_secret_keeps_the_old_o
     assert_eq!(status, 404);
     s.down().await;
 }
+
+#[tokio::test]
+async fn dead_letters_are_redriven_with_a_dry_run_first_and_the_records_agree() {
+    use local::sinks::Fault;
+    use report_delivery_tests::sample_execution;
+    let s = running_stack("api-redrive", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-rd",
+        &[("rd", "/hooks/rd", true, true)],
+    ))
+    .await
+    .expect("seed");
+    let api = Api::of(&s);
+    // A delivery whose receiver fails through the whole schedule
+    for _ in 0..8 {
+        s.webhook.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let (execution_id, body) = sample_execution("rpt-rd");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let a = s
+        .wait_settled(&execution_id, 1, std::time::Duration::from_secs(90))
+        .await
+        .expect("settles")
+        .remove(0);
+    assert_eq!(a.status, shared::domain::AttemptStatus::Failed);
+    crate::delivery::wait_empty(&s, "WebhookDeliveryQueue").await;
+    assert_eq!(s.depth("DeliveryDeadLetterQueue").await.expect("depth"), 1);
+    // And a valid execution message that once landed on its dead-letter queue
+    let (late_id, late_body) = sample_execution("rpt-rd");
+    s.send("ExecutionsDeadLetterQueue", &late_body)
+        .await
+        .expect("send");
+    s.webhook.clear_faults();
+
+    // A dry run moves nothing
+    let (status, _, r) = api
+        .call(
+            "POST",
+            "/dlq/delivery/redrive",
+            Some(json!({"dry_run": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["examined"].as_u64(), r["moved"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(s.depth("DeliveryDeadLetterQueue").await.expect("depth"), 1);
+    let (_, _, still) = api
+        .call("GET", &format!("/attempts/{}", a.id), None, &[])
+        .await;
+    assert_eq!(still["status"], "failed");
+
+    // The real redrive retries the failed attempt, recorded as a redrive
+    let (status, _, r) = api
+        .call(
+            "POST",
+            "/dlq/delivery/redrive",
+            Some(json!({"limit": 5})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["messages"][0]["action"], "retried", "{r}");
+    let mut delivered = None;
+    for _ in 0..120 {
+        let (_, _, now) = api
+            .call("GET", &format!("/attempts/{}", a.id), None, &[])
+            .await;
+        if now["status"] == "delivered" {
+            delivered = Some(now);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let now = delivered.expect("the redriven attempt is delivered");
+    assert_eq!(now["operator_actions"][0]["action"], "redrive");
+    assert_eq!(s.depth("DeliveryDeadLetterQueue").await.expect("depth"), 0);
+
+    // The execution letter goes back to its queue and is delivered
+    let (status, _, r) = api.call("POST", "/dlq/executions/redrive", None, &[]).await;
+    assert_eq!((status, r["moved"].as_u64()), (200, Some(1)), "{r}");
+    let late = s
+        .wait_settled(&late_id, 1, std::time::Duration::from_secs(60))
+        .await
+        .expect("settles");
+    assert_eq!(late[0].status, shared::domain::AttemptStatus::Delivered);
+    assert_eq!(
+        s.depth("ExecutionsDeadLetterQueue").await.expect("depth"),
+        0
+    );
+    let (status, _, _) = api.call("POST", "/dlq/nowhere/redrive", None, &[]).await;
+    assert_eq!(status, 404);
+    s.down().await;
+}

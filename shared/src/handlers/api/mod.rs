@@ -4,6 +4,7 @@
 
 pub mod attempts;
 pub mod connections;
+pub mod dlq;
 pub mod health;
 pub mod problem;
 pub mod stats;
@@ -105,6 +106,7 @@ pub fn routes() -> Vec<Route> {
             "/connections/{id}/rotate",
             post(connections::rotate),
         ),
+        ("POST", "/dlq/{stage}/redrive", post(dlq::redrive)),
     ]
 }
 
