@@ -143,6 +143,24 @@ async fn targets_are_created_read_replaced_with_their_version_switched_and_delet
         (412, Some("version_mismatch"))
     );
     assert_eq!(headers["etag"], "\"2\"");
+    // `*` matches whatever version is current (RFC 9110)
+    let (status, headers, _) = api
+        .call(
+            "PUT",
+            "/targets/w1",
+            Some(webhook("w1", &url)),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["etag"], "\"3\"");
+    // A method a route does not take is a problem document too
+    let (status, headers, p) = api.call("PATCH", "/targets/w1", None, &[]).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert_eq!(headers["content-type"], "application/problem+json");
 
     // Disable, then enable: enabling clears the gone flag and the streak
     let (status, _, t) = api.call("POST", "/targets/w1/disable", None, &[]).await;
@@ -172,7 +190,7 @@ async fn targets_are_created_read_replaced_with_their_version_switched_and_delet
     assert_eq!(t["active"], true);
     assert!(t["disable_requested"].is_null(), "{t}");
     assert_eq!(t["consecutive_failures"], 0);
-    assert_eq!(t["version"], 4);
+    assert_eq!(t["version"], 5);
 
     // Delete, with a stale version refused first
     let (status, _, _) = api
@@ -180,7 +198,12 @@ async fn targets_are_created_read_replaced_with_their_version_switched_and_delet
         .await;
     assert_eq!(status, 412);
     let (status, _, _) = api
-        .call("DELETE", "/targets/w1", None, &[("if-match", "\"4\"")])
+        .call(
+            "DELETE",
+            "/targets/w1",
+            None,
+            &[("if-match", "\"4\", \"5\"")],
+        )
         .await;
     assert_eq!(status, 204);
     let (status, _, _) = api.call("GET", "/targets/w1", None, &[]).await;

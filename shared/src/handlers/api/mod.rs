@@ -118,6 +118,13 @@ pub fn router(deps: Arc<Deps>) -> Router {
             r.route(path, handler)
         })
         .fallback(|| async { problem::Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            problem::Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see openapi.yaml)",
+            )
+        })
         .with_state(deps)
 }
 

@@ -70,16 +70,46 @@ fn with_etag(status: StatusCode, t: &DeliveryTarget) -> Response {
     r
 }
 
-/// The version an `If-Match` header names (`"3"`, `W/"3"` or `3`).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+/// What an `If-Match` header asks for.
+enum Match {
+    /// No header.
+    None,
+    /// `*`: any current version.
+    Any,
+    /// One of these versions (`"3"`, `W/"3"`, `3`, or a list).
+    Versions(Vec<u64>),
+}
+
+/// Reads `If-Match` (RFC 9110: `*` or a list of entity tags).
+fn if_match_header(headers: &HeaderMap) -> Result<Match, Problem> {
     let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
+        return Ok(Match::None);
     };
     let text = v.to_str().unwrap_or_default().trim();
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse().map(Some).map_err(|_| {
-        Problem::bad_request("invalid_if_match", "If-Match must be the ETag of a read")
-    })
+    if text == "*" {
+        return Ok(Match::Any);
+    }
+    text.split(',')
+        .map(|t| {
+            let t = t.trim();
+            let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+            t.parse::<u64>()
+        })
+        .collect::<Result<Vec<u64>, _>>()
+        .map(Match::Versions)
+        .map_err(|_| {
+            Problem::bad_request("invalid_if_match", "If-Match must be * or ETags of reads")
+        })
+}
+
+/// The version a change may apply to, given the current one.
+fn expected_version(m: &Match, current: u64) -> Option<u64> {
+    match m {
+        Match::None => None,
+        Match::Any => Some(current),
+        // A stale version in the list is refused by the conditional write.
+        Match::Versions(v) => Some(if v.contains(&current) { current } else { v[0] }),
+    }
 }
 
 pub(super) fn store_problem(e: &StoreError) -> Problem {
@@ -381,9 +411,9 @@ pub async fn replace(
     headers: HeaderMap,
     input: Result<Json<TargetInput>, JsonRejection>,
 ) -> Response {
-    let expected = match if_match(&headers) {
-        Ok(Some(v)) => v,
-        Ok(None) => return precondition_required(),
+    let wanted = match if_match_header(&headers) {
+        Ok(Match::None) => return precondition_required(),
+        Ok(m) => m,
         Err(p) => return p.into_response(),
     };
     let input = match body(input) {
@@ -398,6 +428,7 @@ pub async fn replace(
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
+    let expected = expected_version(&wanted, current.version).unwrap_or(current.version);
     let mut target = match check(&deps, input, id.clone(), Timestamp::now()).await {
         Ok(t) => t,
         Err(p) => return p.into_response(),
@@ -448,9 +479,17 @@ pub async fn delete(
     principal: Principal,
     headers: HeaderMap,
 ) -> Response {
-    let expected = match if_match(&headers) {
-        Ok(v) => v,
+    let wanted = match if_match_header(&headers) {
+        Ok(m) => m,
         Err(p) => return p.into_response(),
+    };
+    let expected = match &wanted {
+        Match::None | Match::Any => None,
+        Match::Versions(v) if v.len() == 1 => Some(v[0]),
+        Match::Versions(_) => match load(&deps, &id).await {
+            Ok(t) => expected_version(&wanted, t.version),
+            Err(p) => return p.into_response(),
+        },
     };
     if !crate::handlers::valid_id(&id) {
         return Problem::not_found("no such target").into_response();
@@ -493,15 +532,15 @@ async fn switch(
     principal: &Principal,
     headers: &HeaderMap,
 ) -> Response {
-    let expected = match if_match(headers) {
-        Ok(v) => v,
+    let wanted = match if_match_header(headers) {
+        Ok(m) => m,
         Err(p) => return p.into_response(),
     };
     let mut target = match load(deps, id).await {
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    let expected = expected.unwrap_or(target.version);
+    let expected = expected_version(&wanted, target.version).unwrap_or(target.version);
     target.active = active;
     let what = if active {
         "target enabled"
