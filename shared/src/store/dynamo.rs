@@ -146,6 +146,18 @@ pub fn is_retryable_service_error(code: &str, status: u16) -> bool {
     TEMPORARY.contains(&code) || status >= 500 || status == 429 || status == 408
 }
 
+/// A conditional write's outcome: `true` when it landed, `false` when its
+/// condition refused it, an error otherwise.
+fn written<O, E: ProvideErrorMetadata + std::fmt::Debug>(
+    result: Result<O, SdkError<E, HttpResponse>>,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("ConditionalCheckFailedException"))
 }
@@ -323,11 +335,7 @@ impl TargetStore for DynamoStore {
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 
     async fn update_target(
@@ -629,11 +637,7 @@ impl TargetStore for DynamoStore {
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 }
 
@@ -1041,11 +1045,7 @@ impl ExecutionStore for DynamoStore {
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 
     async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
@@ -1163,11 +1163,7 @@ impl ConnectionStore for DynamoStore {
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 
     async fn replace_connection(
@@ -1188,11 +1184,7 @@ impl ConnectionStore for DynamoStore {
             .condition_expression("attribute_exists(id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 
     async fn rotate_connection(
@@ -1236,11 +1228,7 @@ impl ConnectionStore for DynamoStore {
             None => req
                 .condition_expression("attribute_exists(id) AND attribute_not_exists(updated_at)"),
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(req.send().await)
     }
 
     async fn delete_connection(&self, id: &str) -> Result<bool, StoreError> {
@@ -1252,11 +1240,7 @@ impl ConnectionStore for DynamoStore {
             .condition_expression("attribute_exists(id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        written(result)
     }
 
     async fn connection_info(&self, id: &str) -> Result<Option<super::ConnectionInfo>, StoreError> {
