@@ -289,6 +289,7 @@ pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &s
             created_at: now,
             updated_at: now,
             input_sha256: None,
+            test_target_id: None,
         })
         .await?;
     Ok(())

@@ -275,8 +275,10 @@ async fn prepare(
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let body = text.replace("{{reports_bucket}}", bucket);
-    let ExecutionMessage::CompletedV1(msg) =
-        serde_json::from_str(&body).context("the execution event is not valid")?;
+    let msg = match serde_json::from_str(&body).context("the execution event is not valid")? {
+        ExecutionMessage::CompletedV1(msg) => msg,
+        ExecutionMessage::TestSendV1(t) => t.execution,
+    };
     if let shared::contract::ReportData::S3(check) = &msg.data
         && text.contains("{{reports_bucket}}")
     {

@@ -16,6 +16,66 @@ pub enum ExecutionMessage {
     /// A report execution finished.
     #[serde(rename = "execution_completed.v1")]
     CompletedV1(ExecutionCompletedV1),
+    /// An operator's test send (sent by the operator API, not by the
+    /// reporting system): a sample execution delivered to one target only,
+    /// as an attempt of kind `test`.
+    #[serde(rename = "test_send.v1")]
+    TestSendV1(TestSendV1),
+}
+
+/// Version 1 of the test-send message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSendV1 {
+    /// The one target that receives it.
+    pub target_id: String,
+    /// The sample execution (rows inline).
+    pub execution: ExecutionCompletedV1,
+}
+
+impl TestSendV1 {
+    /// A small sample report for a test send to `target_id`, stamped `now`.
+    pub fn sample(target_id: &str, report_id: &str, now: Timestamp) -> Self {
+        let column = |name: &str, kind| Column {
+            name: name.to_owned(),
+            kind,
+        };
+        let rows = [
+            ("Zurich", 1250, "1234.50", true),
+            ("Lisbon", 830, "987.25", true),
+            ("Osaka", 412, "55.00", false),
+        ];
+        TestSendV1 {
+            target_id: target_id.to_owned(),
+            execution: ExecutionCompletedV1 {
+                execution_id: format!("test-{}", uuid::Uuid::new_v4().simple()),
+                report_id: report_id.to_owned(),
+                report_name: "Test delivery from report-delivery".into(),
+                generated_at: now,
+                time_zone: "UTC".into(),
+                parameters: BTreeMap::from([("test".to_owned(), "true".to_owned())]),
+                data: ReportData::Inline(Table {
+                    columns: vec![
+                        column("City", ColumnType::String),
+                        column("Orders", ColumnType::Integer),
+                        column("Revenue", ColumnType::Decimal),
+                        column("On target", ColumnType::Boolean),
+                    ],
+                    rows: rows
+                        .iter()
+                        .map(|(c, o, r, t)| {
+                            vec![
+                                serde_json::json!(c),
+                                serde_json::json!(o),
+                                serde_json::json!(r),
+                                serde_json::json!(t),
+                            ]
+                        })
+                        .collect(),
+                }),
+            },
+        }
+    }
 }
 
 /// Version 1 of the execution-completed event.
@@ -523,7 +583,9 @@ mod tests {
     #[test]
     fn sample_event_parses() {
         let body = include_str!("../../events/execution-completed.json");
-        let ExecutionMessage::CompletedV1(m) = serde_json::from_str(body).expect("sample parses");
+        let Ok(ExecutionMessage::CompletedV1(m)) = serde_json::from_str(body) else {
+            panic!("sample parses")
+        };
         assert_eq!(m.report_id, "rpt-weekly-sales");
         let ReportData::Inline(table) = m.data else {
             panic!("sample is inline")
@@ -534,7 +596,9 @@ mod tests {
     #[test]
     fn claim_check_sample_parses_and_its_csv_matches_its_columns() {
         let body = include_str!("../../events/execution-completed-claim-check.json");
-        let ExecutionMessage::CompletedV1(m) = serde_json::from_str(body).expect("sample parses");
+        let Ok(ExecutionMessage::CompletedV1(m)) = serde_json::from_str(body) else {
+            panic!("sample parses")
+        };
         let ReportData::S3(check) = m.data else {
             panic!("sample is a claim check")
         };
@@ -699,5 +763,19 @@ mod tests {
         let err = Table::from_csv(header.as_bytes(), cols).expect_err("wrong header");
         assert!(err.contains("name 2"), "{err}");
         assert!(err.len() < 400, "{} bytes", err.len());
+    }
+
+    #[test]
+    fn the_test_send_sample_is_a_valid_report_and_round_trips_as_a_message() {
+        let t = TestSendV1::sample("tgt-1", "rpt-1", Timestamp::now());
+        let ReportData::Inline(table) = &t.execution.data else {
+            panic!("inline rows")
+        };
+        assert_eq!(table.validate(), Ok(()));
+        assert!(t.execution.execution_id.starts_with("test-"));
+        let body = serde_json::to_string(&ExecutionMessage::TestSendV1(t.clone())).expect("json");
+        assert!(body.contains(r#""type":"test_send.v1""#), "{body}");
+        let back: ExecutionMessage = serde_json::from_str(&body).expect("parses");
+        assert_eq!(back, ExecutionMessage::TestSendV1(t));
     }
 }

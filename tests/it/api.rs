@@ -660,3 +660,113 @@ async fn dead_letters_are_redriven_with_a_dry_run_first_and_the_records_agree() 
     assert_eq!(status, 404);
     s.down().await;
 }
+
+#[tokio::test]
+async fn a_test_send_reaches_a_disabled_target_is_recorded_as_a_test_and_changes_nothing_else() {
+    use local::sinks::Fault;
+    let s = running_stack("api-test-send", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-seed",
+        &[("seed", "/hooks/seed", false, true)],
+    ))
+    .await
+    .expect("seed");
+    let api = Api::of(&s);
+    let url = format!("{}/hooks/probe", s.webhook.url);
+    let (status, _, t) = api
+        .call("POST", "/targets", Some(webhook("probe", &url)), &[])
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let (status, _, _) = api.call("POST", "/targets/probe/disable", None, &[]).await;
+    assert_eq!(status, 200);
+
+    // A test of the disabled target is delivered through the real path
+    let wait = json!({"wait_seconds": 20});
+    let (status, headers, a) = api
+        .call("POST", "/targets/probe/test", Some(wait.clone()), &[])
+        .await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["status"], "delivered", "{a}");
+    assert_eq!(a["kind"], "test");
+    assert_eq!(a["delivery_target_id"], "probe");
+    assert_eq!(a["operator_actions"][0]["action"], "test");
+    assert!(
+        a["operator_actions"][0]["by"]
+            .as_str()
+            .is_some_and(|b| b.contains("AKIDOPERATOR")),
+        "{a}"
+    );
+    let id = a["id"].as_str().expect("attempt id").to_owned();
+    assert_eq!(
+        headers["location"].to_str().ok(),
+        Some(format!("/attempts/{id}").as_str())
+    );
+    let got = s.webhook.received();
+    assert_eq!(got.len(), 1, "one send");
+    let event: Value = serde_json::from_slice(&got[0].body).expect("JSON event");
+    assert_eq!(event["execution"]["id"], a["report_execution_id"]);
+    assert_eq!(event["attempt_id"], a["id"]);
+
+    // A failing test answers at once, with no backoff and no dead letter
+    for _ in 0..2 {
+        s.webhook.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let (status, _, failed) = api
+        .call("POST", "/targets/probe/test", Some(wait), &[])
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["last_error"]["code"], "http_503");
+    assert_eq!(failed["tries"], 2, "the try and the immediate retry");
+    assert!(failed.get("dead_letter").is_none(), "{failed}");
+    let dead = s
+        .drain("DeliveryDeadLetterQueue", std::time::Duration::from_secs(2))
+        .await
+        .expect("drain");
+    assert!(dead.is_empty(), "no dead letter for a test");
+
+    // Without waiting, the answer is the queued attempt to poll
+    let (status, headers, queued) = api.call("POST", "/targets/probe/test", None, &[]).await;
+    assert_eq!(status, 202, "{queued}");
+    assert!(headers.get("location").is_some());
+    let poll = format!("/attempts/{}", queued["id"].as_str().expect("id"));
+    let mut settled = Value::Null;
+    for _ in 0..120 {
+        let (_, _, a) = api.call("GET", &poll, None, &[]).await;
+        if a["status"] == "delivered" {
+            settled = a;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(settled["kind"], "test", "{settled}");
+
+    // Tests leave the target as it was: disabled, no streak, no version bump
+    let (_, _, t) = api.call("GET", "/targets/probe", None, &[]).await;
+    assert_eq!(t["active"], false);
+    assert_eq!(t["consecutive_failures"], 0);
+    assert_eq!(t["version"], 2, "created, then disabled");
+    // ... and send no outcome events
+    let outcomes = s
+        .drain("OutcomesQueue", std::time::Duration::from_secs(2))
+        .await
+        .expect("drain");
+    assert!(outcomes.is_empty(), "tests are not reported");
+
+    // Bad requests
+    let (status, _, p) = api
+        .call(
+            "POST",
+            "/targets/probe/test",
+            Some(json!({"wait_seconds": 99})),
+            &[],
+        )
+        .await;
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_wait")));
+    let (status, _, _) = api.call("POST", "/targets/nope/test", None, &[]).await;
+    assert_eq!(status, 404);
+    s.down().await;
+}

@@ -158,6 +158,26 @@ pub struct DeadLetterState {
     pub sent_at: Option<Timestamp>,
 }
 
+/// Why an attempt exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptKind {
+    /// A report delivery (fan-out of a real execution).
+    #[default]
+    Delivery,
+    /// An operator's test send (`POST /targets/{id}/test`): one try and the
+    /// immediate retry, no backoff, no dead letter, and no statistics,
+    /// failure streak or outcome events, so a test never changes a target.
+    Test,
+}
+
+impl AttemptKind {
+    /// `true` for the default, so records of deliveries do not carry it.
+    pub fn is_delivery(&self) -> bool {
+        *self == AttemptKind::Delivery
+    }
+}
+
 /// One delivery of one execution to one target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryAttempt {
@@ -168,6 +188,9 @@ pub struct DeliveryAttempt {
     pub report_id: String,
     /// The channel, copied from the target for reporting.
     pub target_type: super::TargetType,
+    /// A delivery, or an operator's test send.
+    #[serde(default, skip_serializing_if = "AttemptKind::is_delivery")]
+    pub kind: AttemptKind,
     pub status: AttemptStatus,
     /// Channel results (e.g. a provider message id) and progress markers.
     #[serde(default)]
@@ -248,6 +271,7 @@ impl DeliveryAttempt {
             report_execution_id: execution_id.to_owned(),
             report_id: report_id.to_owned(),
             target_type,
+            kind: AttemptKind::Delivery,
             status: AttemptStatus::Queued,
             metadata: BTreeMap::new(),
             retry_count: 0,

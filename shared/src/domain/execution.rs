@@ -50,4 +50,8 @@ pub struct ReportExecution {
     /// refused instead of silently ignored. Absent on older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_sha256: Option<String>,
+    /// Set on an operator's test send: fan-out queues a test attempt for
+    /// this one target (whatever its state) instead of the report's targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_target_id: Option<String>,
 }

@@ -13,8 +13,8 @@ pub mod time;
 pub mod url;
 
 pub use attempt::{
-    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition, TriesUpdate, TryNext,
-    TryRecord,
+    AttemptError, AttemptKind, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition,
+    TriesUpdate, TryNext, TryRecord,
 };
 pub use connection::ServiceConnection;
 pub use execution::ReportExecution;

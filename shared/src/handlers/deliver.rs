@@ -22,8 +22,9 @@ use crate::domain::execution::ReportExecution;
 use crate::domain::retry::clamp_visibility;
 use crate::domain::target::Format;
 use crate::domain::{
-    AttemptError, AttemptStatus, DeliveryAttempt, DeliveryTarget, ErrorCategory, RetryDecision,
-    RetryPolicy, ServiceConnection, Timestamp, Transition, TriesUpdate, TryNext, TryRecord,
+    AttemptError, AttemptKind, AttemptStatus, DeliveryAttempt, DeliveryTarget, ErrorCategory,
+    RetryDecision, RetryPolicy, ServiceConnection, Timestamp, Transition, TriesUpdate, TryNext,
+    TryRecord,
 };
 use crate::handlers::links::LinkIssuer;
 use crate::metrics::{Dim, Metric, Metrics, Stage};
@@ -401,7 +402,7 @@ async fn prepare<'a>(
             other => SendFailure::Store(other),
         })?
         .ok_or_else(|| missing("target_not_found", "the delivery target no longer exists"))?;
-    if !target.active {
+    if !target.active && attempt.kind == AttemptKind::Delivery {
         return Err(missing(
             "target_inactive",
             "the delivery target was deactivated",
@@ -609,6 +610,17 @@ async fn send_with_retries(
             deps.policy
                 .decide(attempt.retry_count, immediate, error.retry_after(), jitter);
         warn!(attempt_id = %attempt.id, code = error.code(), reason = error.message(), ?decision, "temporary failure");
+        if attempt.kind == AttemptKind::Test
+            && matches!(
+                decision,
+                RetryDecision::Backoff(_) | RetryDecision::Exhausted
+            )
+        {
+            // A test answers now: no backoff schedule, no dead letter.
+            record.then = TryNext::Failed;
+            tries.new.push(record);
+            return fail(deps, attempt, token, error, &tries.new).await;
+        }
         match decision {
             RetryDecision::Immediate(wait) if clock.fits_a_send(&deps.timing, wait) => {
                 record.then = TryNext::ImmediateRetry;
@@ -701,14 +713,16 @@ async fn delivered(
     match apply_settling(deps, &attempt.id, &deliver).await {
         Ok(Applied::Yes(done)) => {
             count_outcome(deps, &done, crate::metrics::Outcome::Delivered);
-            super::record_settled(
-                deps.stats.as_ref(),
-                deps.targets.as_ref(),
-                &done,
-                failures_before,
-            )
-            .await;
-            outcomes(deps).attempt_settled(&done).await;
+            if done.kind == AttemptKind::Delivery {
+                super::record_settled(
+                    deps.stats.as_ref(),
+                    deps.targets.as_ref(),
+                    &done,
+                    failures_before,
+                )
+                .await;
+                outcomes(deps).attempt_settled(&done).await;
+            }
             let latency = done
                 .delivered_at
                 .map_or(0, |at| at.millis_since(generated_at).max(0));
@@ -937,7 +951,8 @@ async fn fail(
     error!(attempt_id = %attempt.id, code = e.code(), reason = e.message(), "permanent failure");
     // A receiver that says it is gone: disabled (or flagged) before the
     // failure is recorded, so no later run sends to it.
-    let gone = if e.target_gone() {
+    let counts = attempt.kind == AttemptKind::Delivery;
+    let gone = if counts && e.target_gone() {
         let reason = disable_reason(&deps.auto_disable, &e, 0).unwrap_or_default();
         match stop_target(deps, attempt, &reason).await {
             Ok(event) => event.map(|ev| (ev, reason)),
@@ -960,6 +975,10 @@ async fn fail(
         Ok(applied) => {
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
+                if !counts {
+                    info!(attempt_id = %failed.id, code = e.code(), "test send failed");
+                    return Outcome::Done;
+                }
                 let run =
                     super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
                         .await;

@@ -5,7 +5,9 @@
 
 use super::{Outcome, body_of, process_batch, store_outcome, valid_id};
 use crate::contract::{DeliveryTask, FanoutTask};
-use crate::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
+use crate::domain::{
+    AttemptKind, AttemptStatus, DeliveryAttempt, ReportExecution, TargetType, Timestamp,
+};
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{OutMessage, Queue};
 use crate::store::{AttemptStore, Created, ExecutionStore, StoreError, TargetRef, TargetStore};
@@ -122,6 +124,9 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
         }
         Err(e) => return store_outcome(&e),
     };
+    if let Some(target_id) = &execution.test_target_id {
+        return test_send(deps, &execution, target_id).await;
+    }
     loop {
         if let Some(deadline) = deadline
             && deadline.millis_since(Timestamp::now()) < deps.reserve.as_millis() as i64
@@ -154,8 +159,14 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
             }
             Err(e) => return store_outcome(&e),
         };
-        if let Err(outcome) =
-            queue_page(deps, &execution.id, &execution.report_id, &page.items).await
+        if let Err(outcome) = queue_page(
+            deps,
+            &execution.id,
+            &execution.report_id,
+            &page.items,
+            AttemptKind::Delivery,
+        )
+        .await
         {
             return outcome;
         }
@@ -196,18 +207,61 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
     Outcome::Done
 }
 
+/// An operator's test send: one attempt of kind `test` for the one target,
+/// whatever its state (testing a disabled target before enabling it is the
+/// point); no outcome events.
+async fn test_send(deps: &Deps, execution: &ReportExecution, target_id: &str) -> Outcome {
+    let target = match deps.targets.get_target(target_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Outcome::Reject {
+                code: "unknown_target",
+                reason: format!("test target {target_id} is not recorded"),
+            };
+        }
+        Err(e) => return store_outcome(&e),
+    };
+    let one = [TargetRef {
+        id: target.id.clone(),
+        target_type: target.config.target_type(),
+    }];
+    if let Err(outcome) = queue_page(
+        deps,
+        &execution.id,
+        &execution.report_id,
+        &one,
+        AttemptKind::Test,
+    )
+    .await
+    {
+        return outcome;
+    }
+    if let Err(e) = deps
+        .executions
+        .mark_fanned_out(&execution.id, 1, None, Timestamp::now())
+        .await
+    {
+        return store_outcome(&e);
+    }
+    info!(execution_id = %execution.id, %target_id, "test send queued");
+    Outcome::Done
+}
+
 /// Creates the page's attempts and sends the messages that are not yet sent.
 async fn queue_page(
     deps: &Deps,
     execution_id: &str,
     report_id: &str,
     targets: &[TargetRef],
+    kind: AttemptKind,
 ) -> Result<(), Outcome> {
     let now = Timestamp::now();
     let created: Vec<Created> = futures::stream::iter(targets)
         .map(|t| {
-            let attempt =
-                DeliveryAttempt::queued(execution_id, report_id, &t.id, t.target_type, now);
+            let attempt = DeliveryAttempt {
+                kind,
+                ..DeliveryAttempt::queued(execution_id, report_id, &t.id, t.target_type, now)
+            };
             async move { deps.attempts.create(&attempt).await }
         })
         .buffer_unordered(deps.concurrency)

@@ -69,8 +69,17 @@ async fn process_unbounded(deps: &Deps, m: &SqsMessage) -> Outcome {
         Ok(b) => b,
         Err(outcome) => return outcome,
     };
-    let msg = match serde_json::from_str::<ExecutionMessage>(body) {
-        Ok(ExecutionMessage::CompletedV1(msg)) => msg,
+    let (msg, test_target) = match serde_json::from_str::<ExecutionMessage>(body) {
+        Ok(ExecutionMessage::CompletedV1(msg)) => (msg, None),
+        Ok(ExecutionMessage::TestSendV1(t)) if valid_id(&t.target_id) => {
+            (t.execution, Some(t.target_id))
+        }
+        Ok(ExecutionMessage::TestSendV1(_)) => {
+            return Outcome::Reject {
+                code: "invalid_id",
+                reason: "target_id must be 1-128 of [A-Za-z0-9-_.:]".into(),
+            };
+        }
         Err(e) => {
             return Outcome::Reject {
                 code: "malformed_message",
@@ -87,7 +96,7 @@ async fn process_unbounded(deps: &Deps, m: &SqsMessage) -> Outcome {
             reason: "execution_id and report_id must be 1-128 of [A-Za-z0-9-_.:]".into(),
         };
     }
-    match render_and_store(deps, msg).await {
+    match render_and_store(deps, msg, test_target).await {
         Ok(execution) => {
             let task = FanoutTask::FanoutV1 {
                 execution_id: execution.id.clone(),
@@ -112,6 +121,7 @@ async fn process_unbounded(deps: &Deps, m: &SqsMessage) -> Outcome {
 async fn render_and_store(
     deps: &Deps,
     msg: ExecutionCompletedV1,
+    test_target_id: Option<String>,
 ) -> Result<ReportExecution, Outcome> {
     let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
         reason: e.to_string(),
@@ -193,6 +203,7 @@ async fn render_and_store(
         created_at: now,
         updated_at: now,
         input_sha256: Some(input_sha256.clone()),
+        test_target_id,
     };
     // If another render of this id won the race, its record comes back.
     let stored = deps

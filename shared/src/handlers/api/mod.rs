@@ -9,6 +9,7 @@ pub mod health;
 pub mod problem;
 pub mod stats;
 pub mod targets;
+pub mod test_send;
 
 use crate::blob::BlobStore;
 use crate::channel::email::AccountProbe;
@@ -63,6 +64,8 @@ pub struct Deps {
     pub targets: Box<dyn TargetStore>,
     pub connections: Box<dyn ConnectionStore>,
     pub executions: Box<dyn crate::store::ExecutionStore>,
+    /// Where test sends go (as `test_send.v1` messages).
+    pub executions_queue_url: String,
     /// Where retried attempts are sent.
     pub channel_queues: crate::handlers::fanout::ChannelQueues,
     /// Backoff retries after which an operator retry needs `force` (the
@@ -94,6 +97,7 @@ pub fn routes() -> Vec<Route> {
         ("DELETE", "/targets/{id}", delete(targets::delete)),
         ("POST", "/targets/{id}/enable", post(targets::enable)),
         ("POST", "/targets/{id}/disable", post(targets::disable)),
+        ("POST", "/targets/{id}/test", post(test_send::send)),
         ("GET", "/attempts", get(attempts::list)),
         ("GET", "/attempts/{id}", get(attempts::get)),
         ("POST", "/attempts/{id}/retry", post(attempts::retry)),
@@ -164,6 +168,7 @@ impl Deps {
             connections: Box::new(store.clone()),
             executions: Box::new(store.clone()),
             channel_queues: crate::handlers::fanout::ChannelQueues::from_env()?,
+            executions_queue_url: required("EXECUTIONS_QUEUE_URL")?,
             retry_limit: u32::try_from(crate::config::retry_policy()?.schedule.len())
                 .unwrap_or(u32::MAX),
             attempts: Box::new(store),

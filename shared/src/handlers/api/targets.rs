@@ -226,8 +226,18 @@ async fn vet_host(url: &url::Url) -> Result<(), Problem> {
     };
     let port = url.port_or_known_default().unwrap_or(443);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
+    let lookup = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .map_err(|_| {
+        Problem::unavailable(
+            "dns_timeout",
+            format!("looking up {host} took too long; try again"),
+        )
+    })?;
+    let addrs: Vec<std::net::SocketAddr> = lookup
         .map_err(|_| {
             Problem::bad_request(
                 "unresolvable_host",
@@ -314,7 +324,7 @@ pub async fn list(
     }
 }
 
-async fn load(deps: &Deps, id: &str) -> Result<DeliveryTarget, Problem> {
+pub(super) async fn load(deps: &Deps, id: &str) -> Result<DeliveryTarget, Problem> {
     if !crate::handlers::valid_id(id) {
         return Err(Problem::not_found("no such target"));
     }
