@@ -245,6 +245,10 @@ async fn bad_targets_are_refused_with_a_code_and_never_stored() {
         (webhook("h4", "https://metadata/hook"), "invalid_config"),
         (webhook("h5", "ftp://example.com/hook"), "invalid_config"),
         (
+            webhook("h7", "https://no-such-host.invalid/hook"),
+            "unresolvable_host",
+        ),
+        (
             webhook("h6", "https://user:pw@example.com/hook"),
             "invalid_config",
         ),
