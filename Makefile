@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak fuzz
+.PHONY: demo test check lint venv build bench clean soak fuzz checkov
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -31,9 +31,15 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	.venv/bin/cfn-lint template.yaml
 	.venv/bin/sam validate --lint --template template.yaml
+	.venv/bin/python scripts/check_iam.py --self-test && .venv/bin/python scripts/check_iam.py template.yaml
 
 build:
 	cargo build --workspace --bins
+
+## checkov: scan template.yaml with checkov (its own venv, .venv/checkov; skips and reasons in .checkov.yaml and inline; see README, Security)
+checkov:
+	@bash scripts/venv.sh checkov
+	.venv/checkov/bin/checkov --config-file .checkov.yaml -f template.yaml
 
 venv:
 	@bash scripts/venv.sh

@@ -318,3 +318,70 @@ pub fn fanout_deps(s: &LocalStack, store: DynamoStore, sqs: aws_sdk_sqs::Client)
         reserve: Duration::from_secs(20),
     })
 }
+
+/// Cold starts of every function: each is started `runs` times by the local
+/// runner (as Lambda starts a new execution environment) against a fresh
+/// stack in moto, measuring process spawn → first Runtime API request (all
+/// clients built) and peak RSS then. Prints median and p95.
+pub async fn cold_starts(runs: usize) -> Result<()> {
+    let work = crate::stack::project_root().join(".local/bench-cold");
+    let prefix = format!("cold-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut s = LocalStack::up(&prefix, &work).await?;
+    s.start_runner(&[]).await?;
+    let hosts = s
+        .runner
+        .as_ref()
+        .map(|r| r.hosts.clone())
+        .unwrap_or_default();
+    println!(
+        "cold start: {runs} starts per function, binaries from {}",
+        crate::stack::binaries_dir()?.display()
+    );
+    println!(
+        "{:<10} {:>11} {:>11} {:>11} {:>14}",
+        "function", "median ms", "p95 ms", "max ms", "peak RSS MiB"
+    );
+    for host in hosts {
+        let count = || host.cold_starts.lock().map(|c| c.len()).unwrap_or(0);
+        // The first start (with every other function starting too) is not counted.
+        wait_for(|| count() >= 1, Duration::from_secs(20)).await?;
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            let before = count();
+            host.kill_slot(0).await;
+            wait_for(|| count() > before, Duration::from_secs(20)).await?;
+            if let Some(last) = host.cold_starts.lock().ok().and_then(|c| c.last().copied()) {
+                samples.push(last);
+            }
+        }
+        let mut ms: Vec<f64> = samples
+            .iter()
+            .map(|c| c.init.as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let mut rss: Vec<u64> = samples.iter().filter_map(|c| c.peak_rss_kib).collect();
+        rss.sort_unstable();
+        let at = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "{:<10} {:>11.1} {:>11.1} {:>11.1} {:>14.1}",
+            host.name(),
+            at(&ms, 0.5),
+            at(&ms, 0.95),
+            ms.last().copied().unwrap_or_default(),
+            rss.get(rss.len() / 2).copied().unwrap_or_default() as f64 / 1024.0
+        );
+    }
+    s.down().await;
+    Ok(())
+}
+
+async fn wait_for(ready: impl Fn() -> bool, limit: Duration) -> Result<()> {
+    let until = Instant::now() + limit;
+    while !ready() {
+        if Instant::now() > until {
+            anyhow::bail!("timed out waiting for a cold start");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}

@@ -29,8 +29,9 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Some("bench-fanout") => local::bench::fanout(count(args.get(1), 10_000)?).await,
+        Some("bench-cold") => local::bench::cold_starts(count(args.get(1), 20)?).await,
         _ => bail!(
-            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] | bench-fanout [TARGETS]"
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] | bench-fanout [TARGETS] | bench-cold [RUNS]"
         ),
     }
 }

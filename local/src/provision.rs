@@ -27,8 +27,12 @@ pub struct Stack {
     pub tables: BTreeMap<String, String>,
     pub buckets: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
-    /// Secrets Manager secrets: logical id → ARN.
+    /// Secrets Manager secrets: logical id → name.
     pub secrets: BTreeMap<String, String>,
+    /// KMS keys: logical id → (alias name, ARN). `!Ref` gives the alias,
+    /// which a reprovisioned stack (after a moto restart) points at its new
+    /// key, so running functions keep working.
+    pub keys: BTreeMap<String, (String, String)>,
     /// The template's conditions, evaluated on demand.
     pub conditions: BTreeMap<String, serde_norway::Value>,
 }
@@ -53,6 +57,13 @@ impl Stack {
             return match attr {
                 None => Some(t.clone()),
                 Some("Arn") => Some(format!("arn:aws:dynamodb:us-east-1:123456789012:table/{t}")),
+                _ => None,
+            };
+        }
+        if let Some((key_id, arn)) = self.keys.get(id) {
+            return match attr {
+                None | Some("KeyId") => Some(key_id.clone()),
+                Some("Arn") => Some(arn.clone()),
                 _ => None,
             };
         }
@@ -128,8 +139,32 @@ pub async fn provision(
         buckets: BTreeMap::new(),
         parameters: template.parameters.clone(),
         secrets: BTreeMap::new(),
+        keys: BTreeMap::new(),
         conditions: template.conditions.clone(),
     };
+
+    // Customer-managed keys (connection secrets are sealed under one).
+    let kms = aws_sdk_kms::Client::new(config);
+    for (id, _) in template.of_kind("AWS::KMS::Key") {
+        let meta = kms
+            .create_key()
+            .description(format!("{prefix}-{id}"))
+            .send()
+            .await
+            .with_context(|| format!("creating key {id}"))?
+            .key_metadata
+            .ok_or_else(|| anyhow!("key {id} has no metadata"))?;
+        let alias = format!("alias/{prefix}-{id}");
+        kms.create_alias()
+            .alias_name(&alias)
+            .target_key_id(&meta.key_id)
+            .send()
+            .await
+            .with_context(|| format!("creating alias {alias}"))?;
+        stack
+            .keys
+            .insert(id.clone(), (alias, meta.arn.unwrap_or_default()));
+    }
 
     // Secrets get a random value, as GenerateSecretString does.
     let secrets = aws_sdk_secretsmanager::Client::new(config);
@@ -146,9 +181,11 @@ pub async fn provision(
             .send()
             .await
             .with_context(|| format!("creating secret {id}"))?;
-        stack
-            .secrets
-            .insert(id.clone(), out.arn.unwrap_or_default());
+        // `!Ref` gives the name (Secrets Manager takes it wherever an ARN
+        // goes): unlike moto's ARN, it stays the same when the stack is
+        // provisioned again after a moto restart.
+        let _ = out.arn;
+        stack.secrets.insert(id.clone(), format!("{prefix}-{id}"));
     }
 
     // Queues first without redrive, so every dead-letter ARN exists.
@@ -266,6 +303,24 @@ pub async fn provision(
         req.send()
             .await
             .with_context(|| format!("creating table {name}"))?;
+        if let Some(ttl) = get(p, "TimeToLiveSpecification")
+            && get(ttl, "Enabled").and_then(scalar).as_deref() == Some("true")
+        {
+            let attribute = get(ttl, "AttributeName")
+                .and_then(scalar)
+                .unwrap_or_default();
+            ddb.update_time_to_live()
+                .table_name(&name)
+                .time_to_live_specification(
+                    aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                        .attribute_name(attribute)
+                        .enabled(true)
+                        .build()?,
+                )
+                .send()
+                .await
+                .with_context(|| format!("turning on TTL of {name}"))?;
+        }
         stack.tables.insert(id.clone(), name);
     }
 

@@ -57,6 +57,28 @@ struct Invocation {
     picked: oneshot::Sender<usize>,
 }
 
+/// One cold start of an execution environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ColdStart {
+    /// Process spawn → its first `GET /runtime/invocation/next`.
+    pub init: Duration,
+    /// Peak resident set (VmHWM) at that moment, in KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// A process's peak resident set so far (KiB), from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// One function: its Runtime API endpoint and its process.
 pub struct FunctionHost {
     spec: FunctionSpec,
@@ -71,6 +93,9 @@ pub struct FunctionHost {
     running: Mutex<HashMap<String, usize>>,
     /// Completed invocations, for tests and the demo.
     pub invocations: std::sync::atomic::AtomicU64,
+    /// Every cold start so far: process spawn → first Runtime API request,
+    /// and the process's peak RSS then (KiB, from `/proc`).
+    pub cold_starts: std::sync::Mutex<Vec<ColdStart>>,
     /// Batches still to throttle: received, not invoked, and left on the
     /// queue, as Lambda does when it has no concurrency to spare.
     throttle: std::sync::atomic::AtomicU32,
@@ -228,6 +253,7 @@ impl Runner {
                 pids: Mutex::new(vec![None; spec.pool]),
                 running: Mutex::new(HashMap::new()),
                 invocations: 0.into(),
+                cold_starts: std::sync::Mutex::new(Vec::new()),
                 throttle: 0.into(),
             });
             for slot in 0..spec.pool {
@@ -431,7 +457,16 @@ async fn supervise(
 
 async fn next(State(Env { host, slot }): State<Env>) -> Response {
     if let Some(spawned) = host.spawned_at.lock().await.take() {
-        info!(function = %host.spec.binary, init_ms = spawned.elapsed().as_millis() as u64, "cold start");
+        let init = spawned.elapsed();
+        let pid = host.pids.lock().await.get(slot).copied().flatten();
+        let cold = ColdStart {
+            init,
+            peak_rss_kib: pid.and_then(peak_rss_kib),
+        };
+        if let Ok(mut all) = host.cold_starts.lock() {
+            all.push(cold);
+        }
+        info!(function = %host.spec.binary, init_ms = init.as_millis() as u64, "cold start");
     }
     let inv = host.rx.lock().await.recv().await;
     let Some(inv) = inv else {

@@ -105,7 +105,14 @@ impl LocalStack {
             rate_limits: stack.table("RateLimitsTable")?.to_owned(),
             stats: stack.table("StatsTable")?.to_owned(),
         };
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables);
+        // Seeds seal connection secrets as deliver and the API do.
+        let sealer = stack.keys.get("ConnectionsKey").map(|(alias, _)| {
+            std::sync::Arc::new(shared::keys::Sealer::new(Box::new(
+                shared::keys::kms::KmsKeys::new(shared::aws::kms(&sdk), alias.clone()),
+            )))
+        });
+        let store =
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables).with_sealer(sealer);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
         let slack = SlackSink::start(Some(work_dir.join("captures/slack"))).await?;
         verify_sender(&sdk).await?;

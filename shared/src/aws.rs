@@ -34,3 +34,8 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
 pub fn sesv2(config: &SdkConfig) -> aws_sdk_sesv2::Client {
     aws_sdk_sesv2::Client::new(config)
 }
+
+/// A KMS client.
+pub fn kms(config: &SdkConfig) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(config)
+}

@@ -82,6 +82,24 @@ pub fn stats_retention() -> Result<std::time::Duration, ConfigError> {
     Ok(std::time::Duration::from_secs(days * 24 * 3600))
 }
 
+/// How long attempts and executions are kept before DynamoDB's TTL removes
+/// them: `RECORD_RETENTION_DAYS` (default 90).
+pub fn record_retention() -> Result<std::time::Duration, ConfigError> {
+    let days: u64 = match optional("RECORD_RETENTION_DAYS") {
+        None => 90,
+        Some(v) => {
+            v.parse()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or(ConfigError::Invalid {
+                    name: "RECORD_RETENTION_DAYS",
+                    reason: "expected a whole number of days, 1 to 3650".into(),
+                })?
+        }
+    };
+    Ok(std::time::Duration::from_secs(days * 24 * 3600))
+}
+
 /// The retry policy from `RETRY_SCHEDULE_SECONDS` (default `300,900,3600`).
 pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
     let mut policy = RetryPolicy::default();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod contract;
 pub mod domain;
 pub mod handlers;
+pub mod keys;
 pub mod metrics;
 pub mod queue;
 pub mod render;

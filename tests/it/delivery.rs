@@ -503,3 +503,45 @@ async fn a_410_fails_the_attempt_and_flags_the_target_for_disabling() {
     assert!(!t.active, "disabled");
     s.down().await;
 }
+
+#[tokio::test]
+async fn unreadable_link_keys_leave_the_delivery_to_be_retried_not_failed() {
+    use shared::store::AttemptStore;
+    // Deliver reads the link signing keys on first use; here they are missing
+    let s = report_delivery_tests::running_stack(
+        "delivery-link-keys",
+        &[("LINK_SIGNING_SECRET_ARN", "no-such-secret")],
+    )
+    .await;
+    s.seed(&report_delivery_tests::webhook_targets(
+        "rpt-keys",
+        &[("hook", "/hooks/keys", true, true)],
+    ))
+    .await
+    .expect("seed");
+    let (execution_id, body) = report_delivery_tests::sample_execution("rpt-keys");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let mut seen = None;
+    for _ in 0..80 {
+        let attempts = s.store.by_execution(&execution_id).await.expect("read");
+        if let Some(a) = attempts.into_iter().find(|a| a.begins > 0) {
+            seen = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let a = seen.expect("deliver took the attempt");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let a = s.store.get(&a.id).await.expect("read").expect("exists");
+    assert_ne!(
+        a.status,
+        shared::domain::AttemptStatus::Failed,
+        "a missing key is temporary: {:?}",
+        a.last_error
+    );
+    assert!(
+        s.webhook.received().is_empty(),
+        "nothing sent without a link"
+    );
+    s.down().await;
+}

@@ -496,3 +496,131 @@ async fn an_invalid_stored_target_config_is_reported_not_panicked() {
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("fax"), "{err}");
 }
+
+#[tokio::test]
+async fn connection_secrets_are_sealed_at_rest_and_open_only_with_the_key_under_their_own_id() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use shared::domain::ServiceConnection;
+    use shared::domain::connection::Credentials;
+    use shared::store::ConnectionStore;
+    let s = stack("storage-sealed").await;
+    let table = s.stack.table("ConnectionsTable").expect("table").to_owned();
+    let raw = |id: &str| {
+        let (ddb, table, id) = (s.sdk_dynamo(), table.clone(), id.to_owned());
+        async move {
+            ddb.get_item()
+                .table_name(table)
+                .key("id", AttributeValue::S(id))
+                .send()
+                .await
+                .expect("get")
+                .item
+                .expect("stored")
+        }
+    };
+    let first = "whsec_Zmlyc3Qtc2VjcmV0LWJ5dGVzLTMyLWxvbmctLS0tLS0=";
+    let second = "whsec_c2Vjb25kLXNlY3JldC1ieXRlcy0zMi1sb25nLS0tLS0=";
+    let conn = ServiceConnection {
+        id: "conn-sealed".into(),
+        credentials: Credentials::WebhookSigning {
+            secrets: vec![first.to_owned().into()],
+        },
+    };
+    s.store.put_connection(&conn).await.expect("put");
+
+    // At rest: no secret, a sealed blob and the count only
+    let item = raw("conn-sealed").await;
+    let text = format!("{item:?}");
+    assert!(!text.contains("Zmlyc3Qtc2VjcmV0"), "{text}");
+    assert!(item.contains_key("sealed"), "{text}");
+    assert!(!item.contains_key("secrets"), "{text}");
+    let read = s.store.get_connection("conn-sealed").await.expect("read");
+    assert_eq!(read.expect("found").credentials.secrets(), vec![first]);
+
+    // A rotation re-seals both the new and the retiring secret
+    let now = Timestamp::now();
+    assert!(
+        s.store
+            .rotate_connection(
+                "conn-sealed",
+                second,
+                now.plus(time::Duration::hours(1)),
+                now
+            )
+            .await
+            .expect("rotate")
+    );
+    let text = format!("{:?}", raw("conn-sealed").await);
+    assert!(!text.contains("Zmlyc3Qtc2VjcmV0") && !text.contains("c2Vjb25kLXNlY3JldC"));
+    let read = s.store.get_connection("conn-sealed").await.expect("read");
+    assert_eq!(
+        read.expect("found").credentials.secrets(),
+        vec![second, first]
+    );
+    let info = s.store.connection_info("conn-sealed").await.expect("info");
+    assert_eq!(
+        info.map(|i| (i.secrets, i.retiring_until.len())),
+        Some((1, 1))
+    );
+
+    // Without the key the record does not open, and that is not retried
+    let keyless = shared::store::dynamo::DynamoStore::new(s.sdk_dynamo(), s.store_tables());
+    let e = keyless
+        .get_connection("conn-sealed")
+        .await
+        .expect_err("no key");
+    assert!(!e.is_retryable(), "{e}");
+    // A sealed blob copied under another id does not open either
+    let mut copy = raw("conn-sealed").await;
+    copy.insert("id".into(), AttributeValue::S("conn-copy".into()));
+    s.sdk_dynamo()
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(copy))
+        .send()
+        .await
+        .expect("put copy");
+    let e = s
+        .store
+        .get_connection("conn-copy")
+        .await
+        .expect_err("bound to its id");
+    assert!(!e.is_retryable(), "{e}");
+}
+
+#[tokio::test]
+async fn attempts_and_executions_expire_by_ttl_after_the_retention() {
+    use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+    let s = stack("storage-ttl").await;
+    for table in ["AttemptsTable", "ExecutionsTable"] {
+        let ttl = s
+            .sdk_dynamo()
+            .describe_time_to_live()
+            .table_name(s.stack.table(table).expect("table"))
+            .send()
+            .await
+            .expect("describe")
+            .time_to_live_description
+            .expect("ttl");
+        assert_eq!(ttl.attribute_name(), Some("expires_at"), "{table}");
+        assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+    }
+    let a = queued(&s.store, "exec-ttl", "tgt-ttl").await;
+    let item = s
+        .sdk_dynamo()
+        .get_item()
+        .table_name(s.stack.table("AttemptsTable").expect("table"))
+        .key("id", AttributeValue::S(a.id.clone()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("stored");
+    let expires: i64 = item["expires_at"]
+        .as_n()
+        .expect("number")
+        .parse()
+        .expect("int");
+    let created = a.created_at.unix_millis() / 1000;
+    assert_eq!(expires - created, 90 * 24 * 3600, "90 days by default");
+}

@@ -288,12 +288,13 @@ impl Channels {
                 "ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)"
             );
         }
-        let webhook = webhook::WebhookChannel::new(allow_private)
+        // One HTTP client (and TLS root store) for every channel.
+        let client = webhook::vetted_client(allow_private, webhook::TIMEOUT)
             .map_err(|e| invalid("ALLOW_PRIVATE_WEBHOOK_TARGETS", &e))?;
+        let webhook = webhook::WebhookChannel::with_client(client.clone(), allow_private);
         let slack_base =
             optional("SLACK_API_BASE_URL").unwrap_or_else(|| slack::DEFAULT_API_BASE.to_owned());
-        let slack = slack::SlackChannel::new(&slack_base, allow_private)
-            .map_err(|e| invalid("SLACK_API_BASE_URL", &e))?;
+        let slack = slack::SlackChannel::with_client(&slack_base, client, allow_private);
         // Email needs a verified sender; without one its targets fail as
         // channel_unavailable instead of the function refusing to start.
         let email = match optional("EMAIL_FROM_ADDRESS") {

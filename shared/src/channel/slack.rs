@@ -56,18 +56,24 @@ impl SlackChannel {
     /// `api_base` is e.g. `https://slack.com/api`; incoming-webhook URLs go
     /// through the same address vetting as webhooks.
     pub fn new(api_base: &str, allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
-        let api = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("report-delivery/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self {
-            api,
-            api_base: api_base.trim_end_matches('/').to_owned(),
-            hooks: vetted_client(allow_private_hosts, TIMEOUT)?,
+        Ok(Self::with_client(
+            api_base,
+            vetted_client(allow_private_hosts, TIMEOUT)?,
             allow_private_hosts,
-        })
+        ))
+    }
+
+    /// Over a [`vetted_client`] shared with other channels: the Web API and
+    /// incoming webhooks both go through it (no redirects, every address
+    /// vetted), and one TLS root store per process keeps the cold start
+    /// short.
+    pub fn with_client(api_base: &str, client: reqwest::Client, allow_private_hosts: bool) -> Self {
+        Self {
+            api: client.clone(),
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            hooks: client,
+            allow_private_hosts,
+        }
     }
 }
 

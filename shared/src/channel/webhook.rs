@@ -30,10 +30,19 @@ impl WebhookChannel {
     /// Builds the client once. `allow_private_hosts` is the local-testing
     /// switch `ALLOW_PRIVATE_WEBHOOK_TARGETS`, off by default.
     pub fn new(allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            client: vetted_client(allow_private_hosts, TIMEOUT)?,
+        Ok(Self::with_client(
+            vetted_client(allow_private_hosts, TIMEOUT)?,
             allow_private_hosts,
-        })
+        ))
+    }
+
+    /// Over a [`vetted_client`] shared with other channels (one TLS root
+    /// store per process keeps the cold start short).
+    pub fn with_client(client: reqwest::Client, allow_private_hosts: bool) -> Self {
+        Self {
+            client,
+            allow_private_hosts,
+        }
     }
 }
 

@@ -285,6 +285,9 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
             let error = DeliveryError::permanent(code, e.to_string());
             fail(deps, &attempt, &token, error, &[]).await
         }
+        // Temporary (the link keys could not be read): the lease stays
+        // until it expires; by then the message is back.
+        Err(SendFailure::Delivery(e)) if e.is_retryable() => temp(&e),
         Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e, &[]).await,
     }
 }
@@ -444,7 +447,11 @@ async fn prepare<'a>(
         files.push(LinkedFile {
             format,
             file: file.clone(),
-            download_url: deps.links.link(&file.key, link_expires_at),
+            download_url: deps
+                .links
+                .link(&file.key, link_expires_at)
+                .await
+                .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))?,
         });
     }
     if files.is_empty() {
@@ -1134,7 +1141,8 @@ impl Deps {
             })?;
         let sdk = crate::aws::load().await;
         let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
-            .with_stats_retention(crate::config::stats_retention()?);
+            .with_stats_retention(crate::config::stats_retention()?)
+            .with_sealer(crate::keys::from_env(&sdk));
         Ok(Self {
             metrics: Metrics::from_env(),
             stats: Box::new(store.clone()),
@@ -1175,12 +1183,13 @@ impl Deps {
                         })?,
                 },
             },
-            // Deliver signs with the newest key at start-up; after a
-            // rotation ("new,old") the links function accepts both.
-            links: LinkIssuer {
-                signer: crate::config::link_keys(&sdk).await?.signer(),
-                base_url: required("LINKS_BASE_URL")?,
-            },
+            links: LinkIssuer::lazy(
+                Box::new(crate::handlers::links::SecretsManagerKeys::new(
+                    aws_sdk_secretsmanager::Client::new(&sdk),
+                    required("LINK_SIGNING_SECRET_ARN")?,
+                )),
+                required("LINKS_BASE_URL")?,
+            ),
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
             timing: Timing {
                 lease_margin: seconds("LEASE_MARGIN_SECONDS", 30)?,

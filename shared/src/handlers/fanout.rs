@@ -355,7 +355,8 @@ impl Deps {
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
         use crate::config::{required, seconds, tables};
         let sdk = crate::aws::load().await;
-        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
+            .with_record_retention(crate::config::record_retention()?);
         Ok(Self {
             metrics: Metrics::from_env(),
             targets: Box::new(store.clone()),

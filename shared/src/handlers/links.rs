@@ -135,23 +135,60 @@ pub struct Deps {
     pub presign_ttl: Duration,
 }
 
-/// Issues links for the deliver function.
-#[derive(Debug, Clone)]
+/// Issues links for the deliver function. The signing keys are read on
+/// first use, not at start-up, so a cold start makes no Secrets Manager
+/// call (deliver signs with the newest key; after a rotation ("new,old")
+/// the links function accepts both).
 pub struct LinkIssuer {
-    pub signer: LinkSigner,
+    signer: tokio::sync::OnceCell<LinkSigner>,
+    source: Option<Box<dyn KeySource>>,
     /// The function URL, e.g. `https://abc.lambda-url.eu-west-1.on.aws/`.
     pub base_url: String,
 }
 
+impl std::fmt::Debug for LinkIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkIssuer")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LinkIssuer {
-    /// A link to `key` valid until `expires_at`.
-    pub fn link(&self, key: &str, expires_at: Timestamp) -> String {
-        format!(
+    /// An issuer with its signer at hand.
+    pub fn new(signer: LinkSigner, base_url: String) -> Self {
+        Self {
+            signer: tokio::sync::OnceCell::new_with(Some(signer)),
+            source: None,
+            base_url,
+        }
+    }
+
+    /// An issuer that reads its keys from `source` on first use.
+    pub fn lazy(source: Box<dyn KeySource>, base_url: String) -> Self {
+        Self {
+            signer: tokio::sync::OnceCell::new(),
+            source: Some(source),
+            base_url,
+        }
+    }
+
+    /// A link to `key` valid until `expires_at`; fails (temporarily) when
+    /// the keys cannot be read.
+    pub async fn link(&self, key: &str, expires_at: Timestamp) -> Result<String, String> {
+        let signer = self
+            .signer
+            .get_or_try_init(|| async {
+                let source = self.source.as_ref().ok_or("no link keys")?;
+                LinkSigner::from_list(&source.fetch().await?)
+            })
+            .await?;
+        Ok(format!(
             "{}{}{}",
             self.base_url.trim_end_matches('/'),
             PATH_PREFIX,
-            self.signer.issue(key, expires_at)
-        )
+            signer.issue(key, expires_at)
+        ))
     }
 }
 

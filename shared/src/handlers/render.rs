@@ -415,7 +415,8 @@ impl Deps {
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
         use crate::config::{required, tables};
         let sdk = crate::aws::load().await;
-        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
+            .with_record_retention(crate::config::record_retention()?);
         let bucket = required("REPORTS_BUCKET")?;
         Ok(Self {
             metrics: Metrics::from_env(),

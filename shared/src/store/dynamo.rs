@@ -54,6 +54,12 @@ pub struct DynamoStore {
     tables: Tables,
     /// How long statistics are kept (their TTL).
     stats_retention: std::time::Duration,
+    /// How long attempts and executions are kept (their `expires_at`,
+    /// which the tables' TTL acts on).
+    record_retention: std::time::Duration,
+    /// Seals connection secrets (`None`: stored plain, for stacks without
+    /// a key).
+    sealer: Option<std::sync::Arc<crate::keys::Sealer>>,
 }
 
 impl DynamoStore {
@@ -63,7 +69,28 @@ impl DynamoStore {
             client,
             tables,
             stats_retention: std::time::Duration::from_secs(400 * 24 * 3600),
+            record_retention: std::time::Duration::from_secs(90 * 24 * 3600),
+            sealer: None,
         }
+    }
+
+    /// Keeps attempts and executions this long after they are created.
+    pub fn with_record_retention(mut self, keep: std::time::Duration) -> Self {
+        self.record_retention = keep;
+        self
+    }
+
+    /// The `expires_at` (epoch seconds, for the TTL) of a record created at
+    /// `at`.
+    fn expires_at(&self, at: Timestamp) -> AttributeValue {
+        let keep = i64::try_from(self.record_retention.as_secs()).unwrap_or(i64::MAX);
+        AttributeValue::N((at.unix_millis() / 1000).saturating_add(keep).to_string())
+    }
+
+    /// Seals connection secrets with `sealer` (`None`: stores them plain).
+    pub fn with_sealer(mut self, sealer: Option<std::sync::Arc<crate::keys::Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// Keeps statistics this long.
@@ -645,6 +672,7 @@ impl TargetStore for DynamoStore {
 impl AttemptStore for DynamoStore {
     async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError> {
         let mut item = to_item(attempt)?;
+        item.insert("expires_at".into(), self.expires_at(attempt.created_at));
         if !attempt.is_settled() {
             item.insert("pending_shard".into(), s(pending_shard(&attempt.id)));
         }
@@ -964,7 +992,11 @@ impl ExecutionStore for DynamoStore {
             .client
             .put_item()
             .table_name(&self.tables.executions)
-            .set_item(Some(to_item(e)?))
+            .set_item(Some({
+                let mut item = to_item(e)?;
+                item.insert("expires_at".into(), self.expires_at(e.created_at));
+                item
+            }))
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
@@ -1074,17 +1106,28 @@ fn progress(item: Option<&HashMap<String, AttributeValue>>) -> super::Progress {
     }
 }
 
-/// How a connection is stored. The secrets are plain strings at rest in a
-/// table encrypted with KMS and readable only by the deliver role (and the
-/// API's write path). Retiring secrets (a rotation's grace) are served until
-/// their time.
+/// How a connection is stored. With a key configured (`CONNECTIONS_KEY_ID`,
+/// always in `template.yaml`) the secrets, retiring ones included, are
+/// sealed by envelope encryption ([`crate::keys`]) under a KMS key only
+/// deliver and the operator API may use; the record keeps only counts and
+/// grace ends in the clear. Plain `secrets` are read from records of
+/// stacks without a key.
 #[derive(Serialize, Deserialize)]
 struct ConnectionRecord {
     id: String,
     kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     retiring: Vec<RetiringSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<crate::keys::Sealed>,
+    /// Current secrets (readable without the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_count: Option<usize>,
+    /// When each retiring secret stops signing (readable without the key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retiring_until: Vec<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1098,30 +1141,103 @@ struct RetiringSecret {
     until: Timestamp,
 }
 
-fn connection_record(c: &ServiceConnection, at: Timestamp) -> ConnectionRecord {
-    ConnectionRecord {
-        id: c.id.clone(),
-        kind: c.credentials.kind().to_owned(),
-        secrets: c
-            .credentials
-            .secrets()
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        retiring: Vec::new(),
-        created_at: Some(at),
-        updated_at: Some(at),
+/// The secret part of a connection record, sealed as one JSON document.
+#[derive(Serialize, Deserialize, Default)]
+struct SecretMaterial {
+    secrets: Vec<String>,
+    #[serde(default)]
+    retiring: Vec<RetiringSecret>,
+}
+
+fn seal_context(id: &str) -> crate::keys::Context {
+    crate::keys::Context::from([("connection_id".to_owned(), id.to_owned())])
+}
+
+impl DynamoStore {
+    /// A record holding `material`, sealed when a key is configured.
+    async fn connection_record_of(
+        &self,
+        id: &str,
+        kind: &str,
+        material: SecretMaterial,
+        created_at: Option<Timestamp>,
+        updated_at: Timestamp,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let mut record = ConnectionRecord {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            secrets: Vec::new(),
+            retiring: Vec::new(),
+            sealed: None,
+            secret_count: Some(material.secrets.len()),
+            retiring_until: material.retiring.iter().map(|r| r.until).collect(),
+            created_at,
+            updated_at: Some(updated_at),
+        };
+        match &self.sealer {
+            Some(sealer) => {
+                let plain = serde_json::to_vec(&material).unwrap_or_default();
+                record.sealed = Some(sealer.seal(&seal_context(id), &plain).await?);
+            }
+            None => {
+                record.secrets = material.secrets;
+                record.retiring = material.retiring;
+            }
+        }
+        Ok(record)
+    }
+
+    /// The secrets of a record, opened when sealed.
+    async fn material_of(&self, r: &ConnectionRecord) -> Result<SecretMaterial, StoreError> {
+        let Some(sealed) = &r.sealed else {
+            return Ok(SecretMaterial {
+                secrets: r.secrets.clone(),
+                retiring: r.retiring.clone(),
+            });
+        };
+        let Some(sealer) = &self.sealer else {
+            return Err(StoreError::Refused {
+                code: "no_key".into(),
+                reason: format!(
+                    "connection {} is sealed and no key is configured (CONNECTIONS_KEY_ID)",
+                    r.id
+                ),
+            });
+        };
+        let plain = sealer.open(&seal_context(&r.id), sealed).await?;
+        serde_json::from_slice(&plain).map_err(|_| StoreError::Invalid {
+            id: r.id.clone(),
+            reason: "sealed secrets are not readable".into(),
+        })
+    }
+
+    /// The record of a new or replaced connection.
+    async fn record_of(
+        &self,
+        c: &ServiceConnection,
+        created_at: Timestamp,
+        at: Timestamp,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let material = SecretMaterial {
+            secrets: c
+                .credentials
+                .secrets()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            retiring: Vec::new(),
+        };
+        self.connection_record_of(&c.id, c.credentials.kind(), material, Some(created_at), at)
+            .await
     }
 }
 
 #[async_trait]
 impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, c: &ServiceConnection) -> Result<(), StoreError> {
-        self.put_item(
-            &self.tables.connections,
-            &connection_record(c, Timestamp::now()),
-        )
-        .await
+        let now = Timestamp::now();
+        let record = self.record_of(c, now, now).await?;
+        self.put_item(&self.tables.connections, &record).await
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<ServiceConnection>, StoreError> {
@@ -1129,11 +1245,13 @@ impl ConnectionStore for DynamoStore {
             return Ok(None);
         };
         let now = Timestamp::now();
-        let mut secrets = r.secrets;
+        let material = self.material_of(&r).await?;
+        let mut secrets = material.secrets;
         // Signing uses every live secret: receivers check any of them.
         if r.kind == "webhook_signing" {
             secrets.extend(
-                r.retiring
+                material
+                    .retiring
                     .into_iter()
                     .filter(|s| s.until > now)
                     .map(|s| s.secret),
@@ -1155,11 +1273,12 @@ impl ConnectionStore for DynamoStore {
         c: &ServiceConnection,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
+        let record = self.record_of(c, at, at).await?;
         let result = self
             .client
             .put_item()
             .table_name(&self.tables.connections)
-            .set_item(Some(to_item(&connection_record(c, at))?))
+            .set_item(Some(to_item(&record)?))
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
@@ -1174,7 +1293,7 @@ impl ConnectionStore for DynamoStore {
         let Some(current) = self.connection_record(&c.id).await? else {
             return Ok(false);
         };
-        let mut record = connection_record(c, at);
+        let mut record = self.record_of(c, at, at).await?;
         record.created_at = current.created_at;
         let result = self
             .client
@@ -1197,24 +1316,24 @@ impl ConnectionStore for DynamoStore {
         let Some(current) = self.connection_record(id).await? else {
             return Ok(false);
         };
-        let mut retiring: Vec<RetiringSecret> = current
+        let material = self.material_of(&current).await?;
+        let mut retiring: Vec<RetiringSecret> = material
             .retiring
             .iter()
             .filter(|s| s.until > at)
             .cloned()
             .collect();
-        retiring.extend(current.secrets.iter().map(|s| RetiringSecret {
+        retiring.extend(material.secrets.iter().map(|s| RetiringSecret {
             secret: s.clone(),
             until: grace_until,
         }));
-        let record = ConnectionRecord {
-            id: id.to_owned(),
-            kind: current.kind.clone(),
+        let next = SecretMaterial {
             secrets: vec![secret.to_owned()],
             retiring,
-            created_at: current.created_at,
-            updated_at: Some(at),
         };
+        let record = self
+            .connection_record_of(id, &current.kind, next, current.created_at, at)
+            .await?;
         // Only over the record that was read: two rotations never interleave.
         let mut req = self
             .client
@@ -1245,22 +1364,21 @@ impl ConnectionStore for DynamoStore {
 
     async fn connection_info(&self, id: &str) -> Result<Option<super::ConnectionInfo>, StoreError> {
         let now = Timestamp::now();
-        Ok(self
-            .connection_record(id)
-            .await?
-            .map(|r| super::ConnectionInfo {
+        Ok(self.connection_record(id).await?.map(|r| {
+            let until: Vec<Timestamp> = if r.sealed.is_some() {
+                r.retiring_until.clone()
+            } else {
+                r.retiring.iter().map(|s| s.until).collect()
+            };
+            super::ConnectionInfo {
+                secrets: r.secret_count.unwrap_or(r.secrets.len()),
+                retiring_until: until.into_iter().filter(|u| *u > now).collect(),
                 id: r.id,
                 kind: r.kind,
-                secrets: r.secrets.len(),
-                retiring_until: r
-                    .retiring
-                    .iter()
-                    .filter(|s| s.until > now)
-                    .map(|s| s.until)
-                    .collect(),
                 created_at: r.created_at,
                 updated_at: r.updated_at,
-            }))
+            }
+        }))
     }
 }
 

@@ -137,7 +137,9 @@ impl Deps {
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
         use crate::config::{optional, required, tables};
         let sdk = crate::aws::load().await;
-        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?)
+            .with_sealer(crate::keys::from_env(&sdk))
+            .with_record_retention(crate::config::record_retention()?);
         let watched = [
             ("executions", "EXECUTIONS_QUEUE_URL", false),
             ("fanout", "FANOUT_QUEUE_URL", false),
