@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak fuzz checkov
+.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -22,9 +22,22 @@ test: venv
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; $(MAKE) --no-print-directory check
 
+## check: lint, build, then the tests with the deploy checks (checkov, the
+## cargo-lambda arm64 build) running niced beside them; both must pass
 check: lint build
-	@set -o pipefail; cargo test --workspace --all-targets 2>&1 | tee .local/test.log
-	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' .local/test.log
+	@mkdir -p .local; set -o pipefail; \
+	  (nice -n 19 bash scripts/deploy-checks.sh > .local/deploy-checks.log 2>&1) & bg=$$!; \
+	  cargo test --workspace --all-targets 2>&1 | tee .local/test.log; rc=$$?; \
+	  awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "tests: %d passed, %d failed\n", p, f}' .local/test.log; \
+	  echo "==> waiting for the deploy checks (.local/deploy-checks.log)"; \
+	  wait $$bg; drc=$$?; grep -E "^(checkov|lambda-build|error)|Passed checks|Failed checks" .local/deploy-checks.log | tail -20; \
+	  [ $$drc -eq 0 ] || echo "deploy checks failed: see .local/deploy-checks.log"; \
+	  [ $$rc -eq 0 ] && [ $$drc -eq 0 ]
+
+## lambda-build: the functions as `sam build` builds them (ARCH=--arm64 or --x86-64), with sizes
+ARCH ?= --arm64
+lambda-build:
+	bash scripts/lambda-build.sh $(ARCH)
 
 lint:
 	cargo fmt --all -- --check
@@ -52,6 +65,12 @@ bench:
 	cargo build --release -p report-delivery-local
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-render 10000 && ./target/release/local bench-fanout 10000
+
+## bench-cold: every function's cold start, 20 starts each (release build; see BENCHMARKS.md)
+bench-cold:
+	cargo build --release --workspace --bins
+	@bash scripts/moto.sh start
+	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-cold $${RUNS:-20}
 
 ## soak: the chaos run at scale (CHAOS_DELIVERIES, default 1000; see RELIABILITY.md)
 soak: venv build

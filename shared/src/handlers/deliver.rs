@@ -34,9 +34,9 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{Span, error, info, warn};
 
@@ -154,6 +154,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
         received: Instant::now(),
         deadline,
     };
+    let executions = Executions::default();
     process_batch(
         &event,
         super::DeadLetters {
@@ -163,7 +164,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
             metrics: &deps.metrics,
         },
         deps.concurrency,
-        |m: &SqsMessage| process(deps, m, clock),
+        |m: &SqsMessage| process(deps, m, clock, &executions),
     )
     .await
 }
@@ -213,7 +214,28 @@ fn parse_task(body: &str) -> Result<Task, Outcome> {
     })
 }
 
-async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
+/// The executions one invocation has read: a batch's messages mostly share
+/// one, and what deliver reads of it (files, name, times) never changes, so
+/// it is read once per invocation (strongly consistent, since fan-out may
+/// have just written it).
+#[derive(Default)]
+struct Executions {
+    read: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<ReportExecution>>>>>,
+}
+
+impl Executions {
+    async fn get(&self, deps: &Deps, id: &str) -> Result<Option<ReportExecution>, StoreError> {
+        let cell = match self.read.lock() {
+            Ok(mut read) => read.entry(id.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        cell.get_or_try_init(|| deps.executions.get_execution(id))
+            .await
+            .cloned()
+    }
+}
+
+async fn process(deps: &Deps, m: &SqsMessage, clock: Clock, executions: &Executions) -> Outcome {
     let body = match body_of(m) {
         Ok(b) => b,
         Err(outcome) => return outcome,
@@ -259,7 +281,7 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock) -> Outcome {
         }
         Err(e) => return store_outcome(&e),
     };
-    match prepare(deps, &attempt).await {
+    match prepare(deps, &attempt, executions).await {
         Ok(send) => {
             if let Some(slot) = rate_slot(deps, &send, &attempt).await {
                 // Over the destination's shared limit: not a try; the
@@ -390,6 +412,7 @@ struct Prepared<'a> {
 async fn prepare<'a>(
     deps: &'a Deps,
     attempt: &DeliveryAttempt,
+    executions: &Executions,
 ) -> Result<Prepared<'a>, SendFailure> {
     let missing = |code: &str, what: &str| {
         SendFailure::Delivery(DeliveryError::permanent(code, what.to_owned()))
@@ -411,9 +434,8 @@ async fn prepare<'a>(
             "the delivery target was deactivated",
         ));
     }
-    let execution = deps
-        .executions
-        .get_execution(&attempt.report_execution_id)
+    let execution = executions
+        .get(deps, &attempt.report_execution_id)
         .await?
         .ok_or_else(|| {
             missing(

@@ -331,16 +331,20 @@ async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Res
             round, "SQS refused some batch entries"
         );
     }
+    // The batch's marks go out together (each its own conditional update).
     let now = Timestamp::now();
-    for (i, a) in batch.iter().enumerate() {
-        if to_send.iter().any(|m| m.entry_id == i.to_string()) {
-            continue;
-        }
-        deps.attempts
-            .mark_enqueued(&a.id, now)
-            .await
-            .map_err(|e| store_outcome(&e))?;
-    }
+    let sent: Vec<&DeliveryAttempt> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !to_send.iter().any(|m| m.entry_id == i.to_string()))
+        .map(|(_, a)| *a)
+        .collect();
+    futures::stream::iter(sent)
+        .map(|a| deps.attempts.mark_enqueued(&a.id, now))
+        .buffer_unordered(10)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(|e| store_outcome(&e))?;
     if to_send.is_empty() {
         Ok(())
     } else {
