@@ -381,6 +381,24 @@ async fn statistics_count_every_delivery_failure_and_retry_exactly() {
             AttemptStatus::Delivered
         ]
     );
+    // Deliver writes an invocation's statistics at its end, just after the
+    // attempt settled: wait for the last one to land.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = shared::domain::Timestamp::now();
+        let counted: u64 = s
+            .store
+            .target_days("solo", start, now)
+            .await
+            .expect("target stats")
+            .iter()
+            .map(|(_, c)| c.attempted)
+            .sum();
+        if counted >= 4 || std::time::Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let end = shared::domain::Timestamp::now();
     let ms_sum: u64 = attempts
         .iter()
@@ -485,13 +503,21 @@ async fn health_and_stats_answer_through_the_iam_function_url() {
         .expect("answers");
     assert_eq!(unsigned.status().as_u16(), 403);
 
-    // Healthy: every check passes and the details are there
-    let r = signed(&client, &format!("{base}health"))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(r.status().as_u16(), 200);
-    let h: Value = r.json().await.expect("json");
+    // Healthy: every check passes and the details are there (once the
+    // delivery's statistics, written at the end of its invocation, landed)
+    let mut h = Value::Null;
+    for _ in 0..50 {
+        let r = signed(&client, &format!("{base}health"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status().as_u16(), 200);
+        h = r.json().await.expect("json");
+        if h["checks"]["last_hour"]["delivered"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(h["status"], "healthy", "{h:#}");
     assert_eq!(h["checks"]["dynamodb"]["status"], "ok");
     assert_eq!(h["checks"]["bucket"]["status"], "ok");

@@ -624,3 +624,66 @@ async fn attempts_and_executions_expire_by_ttl_after_the_retention() {
     let created = a.created_at.unix_millis() / 1000;
     assert_eq!(expires - created, 90 * 24 * 3600, "90 days by default");
 }
+
+#[tokio::test]
+async fn a_batch_of_settled_attempts_is_counted_exactly_with_one_write_per_counter_item() {
+    use shared::domain::stats::Settled;
+    use shared::store::StatsStore;
+    let s = stack("storage-stats-batch").await;
+    let now = Timestamp::now();
+    let settled = |attempt: &str, target: &str, delivered: bool, ms: u64| Settled {
+        target_id: target.into(),
+        report_id: "rpt-batch".into(),
+        attempt_id: attempt.into(),
+        at: now,
+        delivered,
+        tries: if delivered { 1 } else { 2 },
+        retries: 0,
+        delivery_ms: delivered.then_some(ms),
+        error_code: (!delivered).then(|| "http_410".to_owned()),
+    };
+    let batch = [
+        settled("att-1", "tgt-a", true, 120),
+        settled("att-2", "tgt-a", false, 0),
+        settled("att-3", "tgt-b", true, 900),
+    ];
+    s.store.record_all(&batch).await.expect("recorded");
+    // And the same again one by one: the sums must match twice over
+    for one in &batch {
+        s.store.record(one).await.expect("recorded");
+    }
+    let day = |target: &str| {
+        let store = &s.store;
+        let target = target.to_owned();
+        async move {
+            let days = store.target_days(&target, now, now).await.expect("read");
+            assert_eq!(days.len(), 1, "{days:?}");
+            days[0].1.clone()
+        }
+    };
+    let a = day("tgt-a").await;
+    assert_eq!((a.attempted, a.delivered, a.failed, a.tries), (4, 2, 2, 6));
+    assert_eq!(a.delivery_ms_sum, 240);
+    assert_eq!(a.last_error_code.as_deref(), Some("http_410"));
+    assert!(a.last_success_at.is_some());
+    let b = day("tgt-b").await;
+    assert_eq!((b.attempted, b.delivered, b.failed), (2, 2, 0));
+    let report = s
+        .store
+        .report_days("rpt-batch", now, now)
+        .await
+        .expect("read");
+    assert_eq!(report.len(), 1);
+    assert_eq!((report[0].1.attempted, report[0].1.delivered), (6, 4));
+    let service = s.store.service_hours(now, now).await.expect("read");
+    assert_eq!(
+        (service.attempted, service.delivered, service.failed),
+        (6, 4, 2)
+    );
+    assert_eq!(
+        service.latency.iter().sum::<u64>(),
+        4,
+        "{:?}",
+        service.latency
+    );
+}

@@ -50,6 +50,8 @@ pub struct Deps {
     pub connections: Box<dyn ConnectionStore>,
     /// Delivery statistics.
     pub stats: Box<dyn crate::store::StatsStore>,
+    /// This invocation's statistics, written once at its end.
+    pub stats_batch: super::StatsBatch,
     /// Shared per-destination rate limits (Slack channels).
     pub rate_limits: Box<dyn RateLimiter>,
     pub blobs: Box<dyn BlobStore>,
@@ -155,7 +157,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
         deadline,
     };
     let executions = Executions::default();
-    process_batch(
+    let response = process_batch(
         &event,
         super::DeadLetters {
             queue: deps.queue.as_ref(),
@@ -166,7 +168,9 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
         deps.concurrency,
         |m: &SqsMessage| process(deps, m, clock, &executions),
     )
-    .await
+    .await;
+    deps.stats_batch.flush(deps.stats.as_ref()).await;
+    response
 }
 
 fn temp(e: &dyn std::fmt::Display) -> Outcome {
@@ -744,7 +748,7 @@ async fn delivered(
             count_outcome(deps, &done, crate::metrics::Outcome::Delivered);
             if done.kind == AttemptKind::Delivery {
                 super::record_settled(
-                    deps.stats.as_ref(),
+                    super::StatsSink::Batch(&deps.stats_batch),
                     deps.targets.as_ref(),
                     &done,
                     failures_before,
@@ -846,7 +850,13 @@ async fn exhaust(
     match apply_settling(deps, &attempt.id, &fail).await {
         Ok(Applied::Yes(failed)) => {
             count_outcome(deps, &failed, crate::metrics::Outcome::FailedExhausted);
-            super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0).await;
+            super::record_settled(
+                super::StatsSink::Batch(&deps.stats_batch),
+                deps.targets.as_ref(),
+                &failed,
+                0,
+            )
+            .await;
             outcomes(deps).attempt_settled(&failed).await;
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
             crate::chaos::point("deliver.after_exhausted");
@@ -1008,9 +1018,13 @@ async fn fail(
                     info!(attempt_id = %failed.id, code = e.code(), "test send failed");
                     return Outcome::Done;
                 }
-                let run =
-                    super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
-                        .await;
+                let run = super::record_settled(
+                    super::StatsSink::Batch(&deps.stats_batch),
+                    deps.targets.as_ref(),
+                    &failed,
+                    0,
+                )
+                .await;
                 outcomes(deps).attempt_settled(&failed).await;
                 let changed = match gone {
                     Some(done) => Some(done),
@@ -1168,6 +1182,7 @@ impl Deps {
         Ok(Self {
             metrics: Metrics::from_env(),
             stats: Box::new(store.clone()),
+            stats_batch: super::StatsBatch::default(),
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),

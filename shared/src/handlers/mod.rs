@@ -138,13 +138,55 @@ where
     response
 }
 
+/// Where a settled attempt's statistics go.
+#[derive(Clone, Copy)]
+pub enum StatsSink<'a> {
+    /// Written at once.
+    Store(&'a dyn crate::store::StatsStore),
+    /// Kept for the invocation's one write per counter item.
+    Batch(&'a StatsBatch),
+}
+
+/// Statistics of one invocation's settled attempts, written together at
+/// its end ([`StatsBatch::flush`]): a batch of deliveries shares its
+/// report's and the service's counter items. Like every statistics write
+/// it is best effort: the attempt records are the truth, and a run that
+/// dies before the flush loses only its counts.
+#[derive(Debug, Default)]
+pub struct StatsBatch {
+    pending: std::sync::Mutex<Vec<crate::domain::stats::Settled>>,
+}
+
+impl StatsBatch {
+    fn push(&self, settled: crate::domain::stats::Settled) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(settled);
+        }
+    }
+
+    /// Writes what was kept, and empties the batch.
+    pub async fn flush(&self, store: &dyn crate::store::StatsStore) {
+        let all = self
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        if all.is_empty() {
+            return;
+        }
+        if let Err(e) = store.record_all(&all).await {
+            warn!(settled = all.len(), error = %e, "statistics not updated");
+        }
+    }
+}
+
 /// Counts a settled attempt in the statistics, and keeps its target's runs
 /// of failures (a success writes only when it ends a run); returns the run
 /// of permanent failures (0 after a delivery). Best effort: the
 /// attempt is already settled, so a failed write is logged, not retried,
 /// and never counts twice (only the run whose write settled it calls this).
 pub async fn record_settled(
-    stats: &dyn crate::store::StatsStore,
+    stats: StatsSink<'_>,
     targets: &dyn crate::store::TargetStore,
     attempt: &crate::domain::DeliveryAttempt,
     failures_before: u32,
@@ -170,8 +212,13 @@ pub async fn record_settled(
             .and_then(|ms| u64::try_from(ms).ok()),
         error_code: attempt.last_error.as_ref().map(|e| e.code.clone()),
     };
-    if let Err(e) = stats.record(&settled).await {
-        warn!(attempt_id = %attempt.id, error = %e, "statistics not updated");
+    match stats {
+        StatsSink::Store(store) => {
+            if let Err(e) = store.record(&settled).await {
+                warn!(attempt_id = %attempt.id, error = %e, "statistics not updated");
+            }
+        }
+        StatsSink::Batch(batch) => batch.push(settled),
     }
     if delivered && failures_before == 0 {
         return 0;

@@ -287,8 +287,13 @@ async fn reconcile_one(
                             (Dim::Outcome, Outcome::FailedExhausted.as_str()),
                         ],
                     );
-                    super::record_settled(deps.stats.as_ref(), deps.targets.as_ref(), &failed, 0)
-                        .await;
+                    super::record_settled(
+                        super::StatsSink::Store(deps.stats.as_ref()),
+                        deps.targets.as_ref(),
+                        &failed,
+                        0,
+                    )
+                    .await;
                     super::outcomes::Outcomes {
                         queue: deps.queue.as_ref(),
                         url: deps.outcomes_url.as_deref(),

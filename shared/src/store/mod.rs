@@ -106,6 +106,14 @@ pub trait StatsStore: Send + Sync {
     /// Adds one settled attempt to its target's day, its report's hour and
     /// the service's hour.
     async fn record(&self, settled: &crate::domain::stats::Settled) -> Result<(), StoreError>;
+    /// Adds several at once (an invocation's), with as few writes as the
+    /// counters allow.
+    async fn record_all(&self, all: &[crate::domain::stats::Settled]) -> Result<(), StoreError> {
+        for settled in all {
+            self.record(settled).await?;
+        }
+        Ok(())
+    }
     /// A target's counters per UTC day (`2026-11-27`), `from` to `to`.
     async fn target_days(
         &self,

@@ -16,54 +16,82 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// What one counter item gains from the attempts of a batch that fall in it.
+#[derive(Default)]
+struct Gain {
+    attempted: u64,
+    delivered: u64,
+    failed: u64,
+    tries: u64,
+    retries: u64,
+    delivery_ms: u64,
+    /// Latency bucket → deliveries (only on items that keep the histogram).
+    latency: BTreeMap<usize, u64>,
+    last_success: Option<Timestamp>,
+    last_error: Option<(Timestamp, String)>,
+    expires_at: i64,
+}
+
+impl Gain {
+    fn add(&mut self, s: &Settled, expires_at: i64, histogram: bool) {
+        self.attempted += 1;
+        self.delivered += u64::from(s.delivered);
+        self.failed += u64::from(!s.delivered);
+        self.tries += u64::from(s.tries);
+        self.retries += u64::from(s.retries);
+        self.delivery_ms += s.delivery_ms.unwrap_or(0);
+        if histogram && s.delivered {
+            *self
+                .latency
+                .entry(latency_bucket(s.delivery_ms.unwrap_or(0)))
+                .or_default() += 1;
+        }
+        if s.delivered {
+            self.last_success = self.last_success.max(Some(s.at));
+        } else if self.last_error.as_ref().is_none_or(|(at, _)| s.at >= *at) {
+            let code = s.error_code.clone().unwrap_or_else(|| "unknown".into());
+            self.last_error = Some((s.at, code));
+        }
+        self.expires_at = self.expires_at.max(expires_at);
+    }
+}
+
 impl DynamoStore {
-    /// Adds one settled attempt to one counter item.
-    async fn add_to(
-        &self,
-        pk: String,
-        sk: String,
-        settled: &Settled,
-        expires_at: i64,
-        last: bool,
-        histogram: bool,
-    ) -> Result<(), StoreError> {
+    /// Adds a gain to one counter item: one `UpdateItem` of atomic `ADD`s
+    /// (with the last success and error when `last`).
+    async fn add_to(&self, pk: String, sk: String, g: Gain, last: bool) -> Result<(), StoreError> {
         let mut adds = vec![
-            "attempted :one",
-            "delivered :d",
-            "failed :f",
-            "tries :t",
-            "retries :r",
-            "delivery_ms_sum :ms",
+            "attempted :a".to_owned(),
+            "delivered :d".to_owned(),
+            "failed :f".to_owned(),
+            "tries :t".to_owned(),
+            "retries :r".to_owned(),
+            "delivery_ms_sum :ms".to_owned(),
         ];
         let mut sets = vec!["expires_at = :ttl"];
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
-            (":one".into(), n(1)),
-            (":d".into(), n(u64::from(settled.delivered))),
-            (":f".into(), n(u64::from(!settled.delivered))),
-            (":t".into(), n(u64::from(settled.tries))),
-            (":r".into(), n(u64::from(settled.retries))),
-            (":ms".into(), n(settled.delivery_ms.unwrap_or(0))),
-            (":ttl".into(), AttributeValue::N(expires_at.to_string())),
+            (":a".into(), n(g.attempted)),
+            (":d".into(), n(g.delivered)),
+            (":f".into(), n(g.failed)),
+            (":t".into(), n(g.tries)),
+            (":r".into(), n(g.retries)),
+            (":ms".into(), n(g.delivery_ms)),
+            (":ttl".into(), AttributeValue::N(g.expires_at.to_string())),
         ]);
-        let bucket;
-        if histogram && settled.delivered {
-            bucket = format!(
-                "lat_{} :one",
-                latency_bucket(settled.delivery_ms.unwrap_or(0))
-            );
-            adds.push(&bucket);
+        for (bucket, count) in &g.latency {
+            adds.push(format!("lat_{bucket} :l{bucket}"));
+            values.insert(format!(":l{bucket}"), n(*count));
         }
         if last {
-            values.insert(":now".into(), s(settled.at.to_string()));
-            if settled.delivered {
-                sets.push("last_success_at = :now");
-            } else {
-                sets.push("last_error_at = :now");
+            if let Some(at) = g.last_success {
+                sets.push("last_success_at = :ok");
+                values.insert(":ok".into(), s(at.to_string()));
+            }
+            if let Some((at, code)) = g.last_error {
+                sets.push("last_error_at = :err");
                 sets.push("last_error_code = :code");
-                values.insert(
-                    ":code".into(),
-                    s(settled.error_code.as_deref().unwrap_or("unknown")),
-                );
+                values.insert(":err".into(), s(at.to_string()));
+                values.insert(":code".into(), s(code));
             }
         }
         self.client
@@ -151,39 +179,52 @@ fn counters(item: &HashMap<String, AttributeValue>) -> Counters {
 #[async_trait]
 impl StatsStore for DynamoStore {
     async fn record(&self, settled: &Settled) -> Result<(), StoreError> {
-        let ttl = settled.at.plus(
-            time::Duration::try_from(self.stats_retention).unwrap_or(time::Duration::days(400)),
-        );
-        let expires_at = ttl.unix_millis() / 1000;
-        let (hour, day) = (hour_key(settled.at), day_key(settled.at));
-        let report_shard = shard(&settled.attempt_id, REPORT_SHARDS);
-        let global_shard = shard(&settled.attempt_id, GLOBAL_SHARDS);
-        futures::try_join!(
-            self.add_to(
-                target_key(&settled.target_id),
-                day,
-                settled,
-                expires_at,
-                true,
-                false
-            ),
-            self.add_to(
-                report_key(&settled.report_id, report_shard),
-                hour.clone(),
-                settled,
-                expires_at,
-                false,
-                false
-            ),
-            self.add_to(
-                global_key(global_shard),
-                hour,
-                settled,
-                expires_at,
-                false,
-                true
-            ),
-        )?;
+        self.record_all(std::slice::from_ref(settled)).await
+    }
+
+    /// One write per counter item the batch touches: each target's day,
+    /// and per report and for the service one hour shard (picked by the
+    /// first attempt that falls in it), so a batch of ten deliveries of one
+    /// report costs about 1.2 writes each instead of 3.
+    async fn record_all(&self, all: &[Settled]) -> Result<(), StoreError> {
+        let keep =
+            time::Duration::try_from(self.stats_retention).unwrap_or(time::Duration::days(400));
+        // (pk, sk) → (gain, keeps last success/error)
+        let mut items: BTreeMap<(String, String), (Gain, bool)> = BTreeMap::new();
+        let mut report_shards: BTreeMap<(String, String), u32> = BTreeMap::new();
+        let mut global_shards: BTreeMap<String, u32> = BTreeMap::new();
+        for settled in all {
+            let expires_at = settled.at.plus(keep).unix_millis() / 1000;
+            let (hour, day) = (hour_key(settled.at), day_key(settled.at));
+            let report_shard = *report_shards
+                .entry((settled.report_id.clone(), hour.clone()))
+                .or_insert_with(|| shard(&settled.attempt_id, REPORT_SHARDS));
+            let global_shard = *global_shards
+                .entry(hour.clone())
+                .or_insert_with(|| shard(&settled.attempt_id, GLOBAL_SHARDS));
+            for (pk, sk, last, histogram) in [
+                (target_key(&settled.target_id), day, true, false),
+                (
+                    report_key(&settled.report_id, report_shard),
+                    hour.clone(),
+                    false,
+                    false,
+                ),
+                (global_key(global_shard), hour, false, true),
+            ] {
+                items
+                    .entry((pk, sk))
+                    .or_insert_with(|| (Gain::default(), last))
+                    .0
+                    .add(settled, expires_at, histogram);
+            }
+        }
+        futures::future::try_join_all(
+            items
+                .into_iter()
+                .map(|((pk, sk), (gain, last))| self.add_to(pk, sk, gain, last)),
+        )
+        .await?;
         Ok(())
     }
 
