@@ -288,9 +288,9 @@ impl Channels {
                 "ALLOW_PRIVATE_WEBHOOK_TARGETS is on: webhooks may reach private addresses (local testing only)"
             );
         }
-        // One HTTP client (and TLS root store) for every channel.
-        let client = webhook::vetted_client(allow_private, webhook::TIMEOUT)
-            .map_err(|e| invalid("ALLOW_PRIVATE_WEBHOOK_TARGETS", &e))?;
+        // One HTTP client (and TLS root store) for every channel, built at
+        // the first send.
+        let client = webhook::LazyClient::new(allow_private, webhook::TIMEOUT);
         let webhook = webhook::WebhookChannel::with_client(client.clone(), allow_private);
         let slack_base =
             optional("SLACK_API_BASE_URL").unwrap_or_else(|| slack::DEFAULT_API_BASE.to_owned());

@@ -7,7 +7,7 @@
 //! The API base URL is configurable so tests run against a local
 //! Slack-compatible server.
 
-use super::webhook::{retry_after, send_error, vetted_client};
+use super::webhook::{LazyClient, retry_after, send_error};
 use super::{Channel, DeliveryContext, DeliveryError, Receipt};
 use crate::domain::connection::Credentials;
 use crate::domain::target::{SlackChannelId, SlackConfig};
@@ -46,28 +46,28 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The Slack channel.
 pub struct SlackChannel {
-    api: reqwest::Client,
+    api: LazyClient,
     api_base: String,
-    hooks: reqwest::Client,
+    hooks: LazyClient,
     allow_private_hosts: bool,
 }
 
 impl SlackChannel {
     /// `api_base` is e.g. `https://slack.com/api`; incoming-webhook URLs go
     /// through the same address vetting as webhooks.
-    pub fn new(api_base: &str, allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
-        Ok(Self::with_client(
+    pub fn new(api_base: &str, allow_private_hosts: bool) -> Self {
+        Self::with_client(
             api_base,
-            vetted_client(allow_private_hosts, TIMEOUT)?,
+            LazyClient::new(allow_private_hosts, TIMEOUT),
             allow_private_hosts,
-        ))
+        )
     }
 
     /// Over a [`vetted_client`] shared with other channels: the Web API and
     /// incoming webhooks both go through it (no redirects, every address
     /// vetted), and one TLS root store per process keeps the cold start
     /// short.
-    pub fn with_client(api_base: &str, client: reqwest::Client, allow_private_hosts: bool) -> Self {
+    pub fn with_client(api_base: &str, client: LazyClient, allow_private_hosts: bool) -> Self {
         Self {
             api: client.clone(),
             api_base: api_base.trim_end_matches('/').to_owned(),
@@ -180,6 +180,7 @@ impl SlackChannel {
     ) -> Result<Value, DeliveryError> {
         let req = self
             .api
+            .get()?
             .post(format!("{}/{method}", self.api_base))
             .bearer_auth(token);
         let req = match body {
@@ -261,6 +262,7 @@ impl SlackChannel {
             };
             let response = self
                 .api
+                .get()?
                 .post(url)
                 .header("content-type", "application/octet-stream")
                 .body(bytes)
@@ -428,6 +430,7 @@ impl SlackChannel {
         })?;
         let response = self
             .hooks
+            .get()?
             .post(url.as_url().clone())
             .header("content-type", "application/json")
             .body(block_message(ctx).to_string())

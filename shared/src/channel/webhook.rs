@@ -22,23 +22,54 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The webhook channel.
 pub struct WebhookChannel {
-    client: reqwest::Client,
+    client: LazyClient,
     allow_private_hosts: bool,
+}
+
+/// A [`vetted_client`] built on first use and shared by clones: loading
+/// the TLS root store is most of what a client costs at start-up, and an
+/// instance that only sends email never needs one.
+#[derive(Clone)]
+pub struct LazyClient {
+    built: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
+    allow_private_hosts: bool,
+    timeout: Duration,
+}
+
+impl LazyClient {
+    /// A client to be built as [`vetted_client`] builds it.
+    pub fn new(allow_private_hosts: bool, timeout: Duration) -> Self {
+        Self {
+            built: Arc::default(),
+            allow_private_hosts,
+            timeout,
+        }
+    }
+
+    /// The client, built now if it is the first use.
+    pub fn get(&self) -> Result<&reqwest::Client, DeliveryError> {
+        self.built
+            .get_or_init(|| {
+                vetted_client(self.allow_private_hosts, self.timeout).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| DeliveryError::temporary("http_client", e.clone()))
+    }
 }
 
 impl WebhookChannel {
     /// Builds the client once. `allow_private_hosts` is the local-testing
     /// switch `ALLOW_PRIVATE_WEBHOOK_TARGETS`, off by default.
-    pub fn new(allow_private_hosts: bool) -> Result<Self, reqwest::Error> {
-        Ok(Self::with_client(
-            vetted_client(allow_private_hosts, TIMEOUT)?,
+    pub fn new(allow_private_hosts: bool) -> Self {
+        Self::with_client(
+            LazyClient::new(allow_private_hosts, TIMEOUT),
             allow_private_hosts,
-        ))
+        )
     }
 
-    /// Over a [`vetted_client`] shared with other channels (one TLS root
-    /// store per process keeps the cold start short).
-    pub fn with_client(client: reqwest::Client, allow_private_hosts: bool) -> Self {
+    /// Over a client shared with other channels (one TLS root store per
+    /// process, loaded at the first send).
+    pub fn with_client(client: LazyClient, allow_private_hosts: bool) -> Self {
         Self {
             client,
             allow_private_hosts,
@@ -241,6 +272,7 @@ impl Channel for WebhookChannel {
         let timestamp = ctx.now.unix_millis() / 1000;
         let mut req = self
             .client
+            .get()?
             .post(url.as_url().clone())
             .header("content-type", "application/json")
             .header("webhook-id", &ctx.attempt.id)
