@@ -174,7 +174,7 @@ pub async fn provision(
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let out = secrets
+        secrets
             .create_secret()
             .name(format!("{prefix}-{id}"))
             .secret_string(value)
@@ -184,7 +184,6 @@ pub async fn provision(
         // `!Ref` gives the name (Secrets Manager takes it wherever an ARN
         // goes): unlike moto's ARN, it stays the same when the stack is
         // provisioned again after a moto restart.
-        let _ = out.arn;
         stack.secrets.insert(id.clone(), format!("{prefix}-{id}"));
     }
 

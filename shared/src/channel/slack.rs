@@ -46,32 +46,21 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The Slack channel.
 pub struct SlackChannel {
-    api: LazyClient,
+    /// The Web API and incoming webhooks both go through it (no redirects,
+    /// every address vetted).
+    client: LazyClient,
     api_base: String,
-    hooks: LazyClient,
     allow_private_hosts: bool,
 }
 
 impl SlackChannel {
-    /// `api_base` is e.g. `https://slack.com/api`; incoming-webhook URLs go
-    /// through the same address vetting as webhooks.
-    pub fn new(api_base: &str, allow_private_hosts: bool) -> Self {
-        Self::with_client(
-            api_base,
-            LazyClient::new(allow_private_hosts, TIMEOUT),
-            allow_private_hosts,
-        )
-    }
-
-    /// Over a [`vetted_client`] shared with other channels: the Web API and
-    /// incoming webhooks both go through it (no redirects, every address
-    /// vetted), and one TLS root store per process keeps the cold start
-    /// short.
+    /// Over a [`LazyClient`] shared with other channels (one TLS root store
+    /// per process, loaded at the first send); `api_base` is e.g.
+    /// `https://slack.com/api`.
     pub fn with_client(api_base: &str, client: LazyClient, allow_private_hosts: bool) -> Self {
         Self {
-            api: client.clone(),
+            client,
             api_base: api_base.trim_end_matches('/').to_owned(),
-            hooks: client,
             allow_private_hosts,
         }
     }
@@ -179,7 +168,7 @@ impl SlackChannel {
         body: RequestBody,
     ) -> Result<Value, DeliveryError> {
         let req = self
-            .api
+            .client
             .get()?
             .post(format!("{}/{method}", self.api_base))
             .bearer_auth(token);
@@ -261,7 +250,7 @@ impl SlackChannel {
                 ));
             };
             let response = self
-                .api
+                .client
                 .get()?
                 .post(url)
                 .header("content-type", "application/octet-stream")
@@ -429,7 +418,7 @@ impl SlackChannel {
             DeliveryError::permanent("invalid_credentials", format!("incoming webhook URL: {e}"))
         })?;
         let response = self
-            .hooks
+            .client
             .get()?
             .post(url.as_url().clone())
             .header("content-type", "application/json")

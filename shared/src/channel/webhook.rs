@@ -58,17 +58,9 @@ impl LazyClient {
 }
 
 impl WebhookChannel {
-    /// Builds the client once. `allow_private_hosts` is the local-testing
-    /// switch `ALLOW_PRIVATE_WEBHOOK_TARGETS`, off by default.
-    pub fn new(allow_private_hosts: bool) -> Self {
-        Self::with_client(
-            LazyClient::new(allow_private_hosts, TIMEOUT),
-            allow_private_hosts,
-        )
-    }
-
     /// Over a client shared with other channels (one TLS root store per
-    /// process, loaded at the first send).
+    /// process, loaded at the first send). `allow_private_hosts` is the
+    /// local-testing switch `ALLOW_PRIVATE_WEBHOOK_TARGETS`, off by default.
     pub fn with_client(client: LazyClient, allow_private_hosts: bool) -> Self {
         Self {
             client,

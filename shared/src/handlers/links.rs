@@ -141,7 +141,7 @@ pub struct Deps {
 /// the links function accepts both).
 pub struct LinkIssuer {
     signer: tokio::sync::OnceCell<LinkSigner>,
-    source: Option<Box<dyn KeySource>>,
+    source: Box<dyn KeySource>,
     /// The function URL, e.g. `https://abc.lambda-url.eu-west-1.on.aws/`.
     pub base_url: String,
 }
@@ -155,20 +155,11 @@ impl std::fmt::Debug for LinkIssuer {
 }
 
 impl LinkIssuer {
-    /// An issuer with its signer at hand.
-    pub fn new(signer: LinkSigner, base_url: String) -> Self {
-        Self {
-            signer: tokio::sync::OnceCell::new_with(Some(signer)),
-            source: None,
-            base_url,
-        }
-    }
-
     /// An issuer that reads its keys from `source` on first use.
     pub fn lazy(source: Box<dyn KeySource>, base_url: String) -> Self {
         Self {
             signer: tokio::sync::OnceCell::new(),
-            source: Some(source),
+            source,
             base_url,
         }
     }
@@ -178,10 +169,7 @@ impl LinkIssuer {
     pub async fn link(&self, key: &str, expires_at: Timestamp) -> Result<String, String> {
         let signer = self
             .signer
-            .get_or_try_init(|| async {
-                let source = self.source.as_ref().ok_or("no link keys")?;
-                LinkSigner::from_list(&source.fetch().await?)
-            })
+            .get_or_try_init(|| async { LinkSigner::from_list(&self.source.fetch().await?) })
             .await?;
         Ok(format!(
             "{}{}{}",

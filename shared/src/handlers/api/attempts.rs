@@ -188,18 +188,9 @@ pub async fn retry(
     principal: Principal,
     body: axum::body::Bytes,
 ) -> Response {
-    // The body is optional; when there is one it is JSON, whatever the
-    // content type says (curl -d sends form encoding).
-    let force = if body.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        match serde_json::from_slice::<RetryInput>(&body) {
-            Ok(i) => i.force,
-            Err(e) => {
-                return Problem::bad_request("invalid_body", format!("not a retry body: {e}"))
-                    .into_response();
-            }
-        }
+    let force = match super::optional_body::<RetryInput>(&body, "retry") {
+        Ok(i) => i.force,
+        Err(p) => return p.into_response(),
     };
     let a = match load(&deps, &id).await {
         Ok(a) => a,

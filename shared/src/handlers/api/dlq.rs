@@ -50,16 +50,9 @@ pub async fn redrive(
     principal: Principal,
     body: Bytes,
 ) -> Response {
-    let input: RedriveInput = if body.iter().all(u8::is_ascii_whitespace) {
-        RedriveInput::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(i) => i,
-            Err(e) => {
-                return Problem::bad_request("invalid_body", format!("not a redrive body: {e}"))
-                    .into_response();
-            }
-        }
+    let input: RedriveInput = match super::optional_body(&body, "redrive") {
+        Ok(i) => i,
+        Err(p) => return p.into_response(),
     };
     let limit = input.limit.unwrap_or(10);
     if !(1..=MAX_LIMIT).contains(&limit) {

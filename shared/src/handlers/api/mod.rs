@@ -47,6 +47,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// An optional JSON body: empty (or blank) is `T::default()`; otherwise it
+/// is read as JSON whatever the content type says (`curl -d` sends form
+/// encoding), and refused with `invalid_body` when it is not a `what` body.
+pub fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, problem::Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        problem::Problem::bad_request("invalid_body", format!("not a {what} body: {e}"))
+    })
+}
+
 /// A queue the health check watches.
 #[derive(Debug, Clone)]
 pub struct WatchedQueue {

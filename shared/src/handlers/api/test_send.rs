@@ -34,11 +34,7 @@ pub struct TestInput {
 
 /// Reads the optional JSON body.
 fn input(body: &[u8]) -> Result<TestInput, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(TestInput::default());
-    }
-    let i: TestInput = serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request("invalid_body", format!("not a test body: {e}")))?;
+    let i: TestInput = super::optional_body(body, "test")?;
     if i.wait_seconds > MAX_WAIT_SECONDS {
         return Err(Problem::bad_request(
             "invalid_wait",
