@@ -2,7 +2,7 @@
 # Installs the system tools the render tests use to check PDFs independently
 # (qpdf, and pdftotext/pdfinfo from poppler-utils), from Debian's packages.
 set -euo pipefail
-if command -v qpdf >/dev/null && command -v pdftotext >/dev/null && command -v pdfinfo >/dev/null; then
+if command -v qpdf >/dev/null && command -v pdftotext >/dev/null && command -v pdfinfo >/dev/null && command -v pdffonts >/dev/null; then
   exit 0
 fi
 SUDO=""

@@ -79,8 +79,9 @@ pub fn synthetic_table(rows: usize) -> Table {
     }
 }
 
-/// Runs the render benchmark and prints its figures.
-pub fn render(rows: usize) {
+/// Runs the render benchmark and prints its figures; with `out`, writes
+/// `bench.pdf` and `bench.csv` there.
+pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
     let baseline = peak_rss_kib();
     let table = synthetic_table(rows);
     let after_data = peak_rss_kib();
@@ -132,6 +133,19 @@ pub fn render(rows: usize) {
         "  peak RSS            {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
+    println!(
+        "  font programs       {}",
+        pdf.windows(b"/FontFile2".len())
+            .filter(|w| w == b"/FontFile2")
+            .count()
+    );
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(format!("{dir}/bench.pdf"), &pdf)?;
+        std::fs::write(format!("{dir}/bench.csv"), &csv)?;
+        println!("  written to          {dir}/bench.pdf, {dir}/bench.csv");
+    }
+    Ok(())
 }
 
 fn jiff_utc() -> jiff::tz::TimeZone {

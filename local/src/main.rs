@@ -25,13 +25,12 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("demo") => demo(args.get(1).cloned(), args.get(2).cloned()).await,
         Some("bench-render") => {
-            local::bench::render(count(args.get(1), 10_000)?);
-            Ok(())
+            local::bench::render(count(args.get(1), 10_000)?, args.get(2).map(String::as_str))
         }
         Some("bench-fanout") => local::bench::fanout(count(args.get(1), 10_000)?).await,
         Some("bench-cold") => local::bench::cold_starts(count(args.get(1), 20)?).await,
         _ => bail!(
-            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] | bench-fanout [TARGETS] | bench-cold [RUNS]"
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-cold [RUNS]"
         ),
     }
 }

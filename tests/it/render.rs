@@ -146,13 +146,28 @@ fn long_text_is_cut_to_its_column_not_overflowing() {
 }
 
 #[test]
-fn a_report_bigger_than_one_render_chunk_is_merged_into_one_valid_pdf() {
-    // Given enough rows for 60 pages (rendered in chunks, then merged)
+fn a_61_page_report_is_one_valid_pdf_with_each_font_embedded_once() {
+    // Given enough rows for 60 pages (written out page by page)
     let rows = rows_per_page() * 60;
-    let path = render_to_file(&table(rows), "chunked");
+    let path = render_to_file(&table(rows), "long");
     let file = path.to_str().expect("utf-8 path");
-    // Then the merged file is valid, has every page in order, and keeps the title
+    // Then the file is valid, has every page in order, and keeps the title
     tool("qpdf", &["--check", file]);
+    // And each face is embedded once, subset (not once per group of pages)
+    let fonts = tool("pdffonts", &[file]);
+    let embedded: Vec<&str> = fonts.lines().skip(2).collect();
+    assert!(
+        embedded.len() <= 3 && embedded.iter().all(|l| l.contains("CID TrueType")),
+        "{fonts}"
+    );
+    assert!(
+        embedded.iter().all(|l| l
+            .split_whitespace()
+            .skip(4)
+            .take(3)
+            .eq(["yes", "yes", "yes"])),
+        "embedded, subset, with ToUnicode: {fonts}"
+    );
     let info = tool("pdfinfo", &[file]);
     assert!(
         info.lines()

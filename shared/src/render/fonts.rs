@@ -11,11 +11,21 @@ static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
 static FALLBACK: &[u8] = include_bytes!("../../assets/fonts/DroidSansFallback.ttf");
 
 /// Which face a run of text uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Face {
     Regular,
     Bold,
     Fallback,
+}
+
+/// One character as drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Glyph {
+    pub face: Face,
+    /// Glyph id in `face`'s font program.
+    pub gid: u16,
+    /// Advance width in ems.
+    pub advance: f32,
 }
 
 /// The parsed faces. The CJK fallback (the largest) is parsed only when a
@@ -70,15 +80,24 @@ impl Fonts {
         }
     }
 
+    /// How `c` is drawn: its face, glyph id there (0, `.notdef`, when no
+    /// face has it) and advance in ems.
+    pub fn glyph(&self, c: char, bold: bool) -> Glyph {
+        let face = self.face_for(c, bold);
+        let font = self.face(face);
+        let per_em = font.font_metrics.units_per_em.max(1);
+        let gid = font.lookup_glyph_index(c as u32);
+        let units = gid.map_or(per_em / 2, |g| font.get_horizontal_advance(g));
+        Glyph {
+            face,
+            gid: gid.unwrap_or(0),
+            advance: f32::from(units) / f32::from(per_em),
+        }
+    }
+
     /// Advance width of `c` in points at `size`.
     pub fn advance(&self, c: char, bold: bool, size: f32) -> f32 {
-        let face = self.face(self.face_for(c, bold));
-        let per_em = face.font_metrics.units_per_em.max(1);
-        let units = face
-            .lookup_glyph_index(c as u32)
-            .map(|g| face.get_horizontal_advance(g))
-            .unwrap_or(per_em / 2);
-        f32::from(units) / f32::from(per_em) * size
+        self.glyph(c, bold).advance * size
     }
 
     /// Width of `s` in points.

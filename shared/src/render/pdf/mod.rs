@@ -14,16 +14,18 @@
 //! All text from the message is cleaned and bounded first
 //! ([`super::display`]).
 
+mod file;
+mod font;
+
 use super::display::{
     MAX_CELL, MAX_COLUMN_NAME, MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_REPORT_NAME, display,
 };
 use super::fonts::{Face, Fonts, fonts};
 use super::{ReportMeta, format_cell, local_time, totals};
 use crate::contract::{ColumnType, Table};
-use printpdf::{
-    Color, FontId, Line, LinePoint, Mm, Op, PaintMode, PdfDocument, PdfFontHandle, PdfPage,
-    PdfSaveOptions, Point, Pt, Rect, Rgb, TextItem, TextMatrix,
-};
+use file::{PdfFile, text_string};
+use font::{GlyphBook, resource};
+use std::io::Write as _;
 
 const PAGE_W: f32 = 841.89; // A4 landscape, points
 const PAGE_H: f32 = 595.28;
@@ -51,16 +53,13 @@ pub fn page_count(rows: usize, with_totals: bool) -> usize {
     lines.div_ceil(rows_per_page()).max(1)
 }
 
-/// Builds one page's operations: shapes first, then every piece of text in
-/// a single text object, positioned absolutely and switching fonts only
-/// when they change. Few operations per cell keep memory low for big reports.
+/// Builds one page's content stream: shapes first, then every piece of text
+/// in a single text object, positioned absolutely and switching fonts only
+/// when they change. Text is written as glyph ids (see [`font`]).
 struct Writer<'f> {
-    fonts: &'f Fonts,
-    regular: FontId,
-    bold: FontId,
-    fallback: Option<FontId>,
-    shapes: Vec<Op>,
-    text: Vec<Op>,
+    book: GlyphBook<'f>,
+    shapes: Vec<u8>,
+    text: Vec<u8>,
     current: Option<(Face, u32)>,
     /// The table's type size (see [`column_layout`]).
     size: f32,
@@ -71,46 +70,48 @@ impl Writer<'_> {
         if s.is_empty() {
             return;
         }
-        self.text.push(Op::SetTextMatrix {
-            matrix: TextMatrix::Translate(Pt(x), Pt(y)),
-        });
-        for (face, run) in self.fonts.runs(s, bold) {
-            let key = (face, size.to_bits());
+        let _ = writeln!(self.text, "1 0 0 1 {x:.2} {y:.2} Tm");
+        let mut open = false;
+        for c in s.chars() {
+            let g = self.book.glyph(c, bold);
+            self.book.mark(c, g);
+            let key = (g.face, size.to_bits());
             if self.current != Some(key) {
-                let id = match face {
-                    Face::Regular => &self.regular,
-                    Face::Bold => &self.bold,
-                    Face::Fallback => self.fallback.as_ref().unwrap_or(&self.regular),
-                };
-                self.text.push(Op::SetFont {
-                    font: PdfFontHandle::External(id.clone()),
-                    size: Pt(size),
-                });
+                if open {
+                    self.text.extend_from_slice(b"> Tj\n");
+                    open = false;
+                }
+                let _ = writeln!(self.text, "{} {size} Tf", resource(g.face));
                 self.current = Some(key);
             }
-            self.text.push(Op::ShowText {
-                items: vec![TextItem::Text(run)],
-            });
+            if !open {
+                self.text.push(b'<');
+                open = true;
+            }
+            let _ = write!(self.text, "{:04X}", g.gid);
+        }
+        if open {
+            self.text.extend_from_slice(b"> Tj\n");
         }
     }
 
-    /// The page's operations, leaving the writer empty for the next page.
-    fn take_page(&mut self) -> Vec<Op> {
+    /// The page's content, leaving the writer empty for the next page.
+    fn take_page(&mut self) -> Vec<u8> {
         let mut ops = std::mem::take(&mut self.shapes);
-        ops.reserve(self.text.len() + 2);
-        ops.push(Op::StartTextSection);
+        ops.reserve(self.text.len() + 8);
+        ops.extend_from_slice(b"BT\n");
         ops.append(&mut self.text);
-        ops.push(Op::EndTextSection);
+        ops.extend_from_slice(b"ET\n");
         self.current = None;
         ops
     }
 
-    fn width(&self, s: &str, bold: bool, size: f32) -> f32 {
-        self.fonts.width(s, bold, size)
+    fn width(&mut self, s: &str, bold: bool, size: f32) -> f32 {
+        self.book.width(s, bold, size)
     }
 
     /// `s` cut to fit `max` points at `size`, with an ellipsis when cut.
-    fn fit(&self, s: &str, bold: bool, size: f32, max: f32) -> String {
+    fn fit(&mut self, s: &str, bold: bool, size: f32, max: f32) -> String {
         if self.width(s, bold, size) <= max {
             return s.to_owned();
         }
@@ -118,7 +119,7 @@ impl Writer<'_> {
         let mut used = 0.0;
         let mut out = String::new();
         for c in s.chars() {
-            used += self.fonts.advance(c, bold, size);
+            used += self.book.glyph(c, bold).advance * size;
             if used > budget {
                 break;
             }
@@ -129,35 +130,15 @@ impl Writer<'_> {
     }
 
     fn fill(&mut self, x: f32, y: f32, w: f32, h: f32, grey: f32) {
-        self.shapes.extend([
-            Op::SaveGraphicsState,
-            Op::SetFillColor {
-                col: Color::Rgb(Rgb::new(grey, grey, grey, None)),
-            },
-            Op::DrawRectangle {
-                rectangle: Rect {
-                    mode: Some(PaintMode::Fill),
-                    ..Rect::from_xywh(Pt(x), Pt(y), Pt(w), Pt(h))
-                },
-            },
-            Op::RestoreGraphicsState,
-        ]);
+        let _ = writeln!(self.shapes, "{grey} g {x:.2} {y:.2} {w:.2} {h:.2} re f");
     }
 
     fn rule(&mut self, y: f32, width: f32) {
-        let p = |x| LinePoint {
-            p: Point { x: Pt(x), y: Pt(y) },
-            bezier: false,
-        };
-        self.shapes.extend([
-            Op::SetOutlineThickness { pt: Pt(0.5) },
-            Op::DrawLine {
-                line: Line {
-                    points: vec![p(MARGIN), p(MARGIN + width)],
-                    is_closed: false,
-                },
-            },
-        ]);
+        let _ = writeln!(
+            self.shapes,
+            "0 g 0.5 w {MARGIN} {y:.2} m {:.2} {y:.2} l S",
+            MARGIN + width
+        );
     }
 
     /// Draws one table line of a band: each cell fitted to its column,
@@ -182,7 +163,9 @@ impl Writer<'_> {
     }
 }
 
-/// Renders the PDF bytes. Fails only if merging the rendered parts fails.
+/// Renders the PDF bytes: pages are written out as they are drawn, and each
+/// font is embedded once, subset to what the pages used. Fails only if a
+/// font cannot be subset.
 pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, String> {
     let f = fonts();
     let tz = meta.time_zone;
@@ -206,18 +189,6 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
             None => String::new(),
         })
         .collect();
-
-    // Only strings can hold characters the primary fonts lack.
-    let needs_fallback = table
-        .rows
-        .iter()
-        .flatten()
-        .filter_map(serde_json::Value::as_str)
-        .chain(table.columns.iter().map(|c| c.name.as_str()))
-        .chain(meta.parameters.values().map(String::as_str))
-        .chain(meta.parameters.keys().map(String::as_str))
-        .chain([meta.report_name])
-        .any(|s| s.chars().any(|c| f.face_for(c, false) == Face::Fallback));
     let when = format!(
         "Generated {} ({})   ·   Execution {}",
         local_time(meta.generated_at, tz),
@@ -251,65 +222,101 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
     let layout = column_layout(f, table, &names, &sample);
     drop(sample);
     let row_pages = page_count(row_count, has_totals);
-    let pages = row_pages * layout.bands.len();
-    // Big reports are rendered CHUNK_PAGES at a time into separate documents
-    // and merged, so memory stays flat however many rows there are.
-    let mut chunks = Vec::new();
-    for first in (0..pages).step_by(CHUNK_PAGES) {
-        let mut doc = PdfDocument::new(&title);
-        let regular = doc.add_font(&f.regular);
-        let bold = doc.add_font(&f.bold);
-        let fallback = needs_fallback.then(|| doc.add_font(f.fallback()));
-        let mut w = Writer {
-            fonts: f,
-            regular,
-            bold,
-            fallback,
-            shapes: Vec::new(),
-            text: Vec::new(),
-            current: None,
-            size: layout.size,
+    let bands = layout.bands.len();
+    let pages = row_pages * bands;
+
+    let mut file = PdfFile::new();
+    let pages_id = file.reserve();
+    let resources = file.reserve();
+    let mut w = Writer {
+        book: GlyphBook::new(f),
+        shapes: Vec::new(),
+        text: Vec::new(),
+        current: None,
+        size: layout.size,
+    };
+    let mut kids = String::with_capacity(pages * 10);
+    for page in 0..pages {
+        let spec = PageSpec {
+            page,
+            pages,
+            row_page: page / bands,
+            row_pages,
+            band: &layout.bands[page % bands],
+            bands,
+            row_count,
+            title: &title,
+            when: &when,
+            params: &params,
+            names: &names,
+            totals: has_totals.then_some(totals_line.as_slice()),
         };
-        let mut out_pages = Vec::with_capacity(CHUNK_PAGES);
-        for page in first..(first + CHUNK_PAGES).min(pages) {
-            let bands = layout.bands.len();
-            let spec = PageSpec {
-                page,
-                pages,
-                row_page: page / bands,
-                row_pages,
-                band: &layout.bands[page % bands],
-                bands,
-                row_count,
-                title: &title,
-                when: &when,
-                params: &params,
-                names: &names,
-                totals: has_totals.then_some(totals_line.as_slice()),
-            };
-            draw_page(&mut w, table, &format_row, spec);
-            let ops = w.take_page();
-            out_pages.push(PdfPage::new(
-                Mm::from(Pt(PAGE_W)),
-                Mm::from(Pt(PAGE_H)),
-                ops,
-            ));
-        }
-        chunks.push(
-            doc.with_pages(out_pages)
-                .save(&PdfSaveOptions::default(), &mut Vec::new()),
+        draw_page(&mut w, table, &format_row, spec);
+        let content = file.reserve();
+        file.stream(content, "", &w.take_page(), true);
+        let id = file.reserve();
+        file.object(
+            id,
+            format!(
+                "<< /Type /Page /Parent {pages_id} /MediaBox [0 0 {PAGE_W} {PAGE_H}] /Resources {resources} /Contents {content} >>"
+            )
+            .as_bytes(),
         );
+        kids.push_str(&format!("{id} "));
     }
-    if chunks.len() == 1
-        && let Some(only) = chunks.pop()
-    {
-        return Ok(only);
-    }
-    merge(chunks).map_err(|e| format!("merging the rendered parts failed: {e}"))
+    let fonts = w.book.write_fonts(&mut file)?;
+    file.object(
+        resources,
+        format!("<< /Font << {fonts}>> /ProcSet [/PDF /Text] >>").as_bytes(),
+    );
+    file.object(
+        pages_id,
+        format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").as_bytes(),
+    );
+    let info = file.reserve();
+    let created = creation_date(meta.generated_at);
+    file.object(
+        info,
+        format!(
+            "<< /Title {} /Producer (report-delivery) /CreationDate ({created}) /ModDate ({created}) >>",
+            text_string(&title)
+        )
+        .as_bytes(),
+    );
+    let catalog = file.reserve();
+    file.object(
+        catalog,
+        format!("<< /Type /Catalog /Pages {pages_id} >>").as_bytes(),
+    );
+    Ok(file.finish(catalog, info, &document_id(meta)))
 }
 
-/// Pages per intermediate document for big reports.
-const CHUNK_PAGES: usize = 25;
+/// `D:YYYYMMDDHHmmSSZ`, the PDF date form, in UTC.
+fn creation_date(t: crate::domain::Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.unix_millis())
+        .ok()
+        .and_then(|ts| {
+            jiff::fmt::strtime::format(
+                "D:%Y%m%d%H%M%SZ",
+                &ts.to_zoned_datetime(jiff::tz::TimeZone::UTC),
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| "D:19700101000000Z".to_owned())
+}
+
+/// The file identifier: the same execution renders the same bytes.
+fn document_id(meta: &ReportMeta<'_>) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(meta.execution_id.as_bytes());
+    h.update([0]);
+    h.update(meta.generated_at.unix_millis().to_be_bytes());
+    let digest = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
 
 /// Rows sampled to size the columns.
 const SAMPLE_ROWS: usize = 1000;
@@ -411,53 +418,6 @@ fn draw_page(
         let cx = x - 24.0 - w.width(&columns, false, 8.0);
         w.text(cx, MARGIN, 8.0, false, &columns);
     }
-}
-
-/// Concatenates the pages of several PDFs into one document. Each part keeps
-/// its own (subset) font objects.
-fn merge(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, lopdf::Error> {
-    use lopdf::{Document, Object, dictionary};
-    let mut out = Document::with_version("1.7");
-    let pages_id = out.new_object_id();
-    let mut kids: Vec<lopdf::ObjectId> = Vec::new();
-    let mut info = None;
-    for bytes in parts {
-        let mut doc = Document::load_mem(&bytes)?;
-        doc.renumber_objects_with(out.max_id + 1);
-        kids.extend(doc.get_pages().into_values());
-        if info.is_none() {
-            info = doc.trailer.get(b"Info").ok().cloned();
-        }
-        out.max_id = doc.max_id;
-        for (id, object) in doc.objects {
-            if matches!(object.type_name(), Ok(b"Catalog") | Ok(b"Pages")) {
-                continue;
-            }
-            out.objects.insert(id, object);
-        }
-    }
-    for id in &kids {
-        if let Ok(page) = out.get_object_mut(*id).and_then(Object::as_dict_mut) {
-            page.set("Parent", pages_id);
-        }
-    }
-    let count = kids.len() as i64;
-    out.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages",
-            "Kids" => kids.into_iter().map(Object::Reference).collect::<Vec<_>>(),
-            "Count" => count,
-        }),
-    );
-    let catalog = out.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    out.trailer.set("Root", catalog);
-    if let Some(info) = info {
-        out.trailer.set("Info", info);
-    }
-    let mut bytes = Vec::new();
-    out.save_to(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Columns shown side by side on one page, with their widths in points.
@@ -564,6 +524,7 @@ mod tests {
     use super::*;
     use crate::contract::Column;
     use crate::domain::Timestamp;
+    use printpdf::PdfDocument;
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -679,6 +640,44 @@ mod tests {
         assert_eq!(page_count(per * 2 + 1, true), 3);
         assert_eq!(page_count_of(&render(&table(per * 2 + 1))), 3);
         assert_eq!(page_count_of(&render(&table(0))), 1);
+    }
+
+    #[test]
+    fn given_a_long_report_with_cjk_when_rendered_then_each_face_is_embedded_once_and_the_text_extracts()
+     {
+        // Given enough rows for many pages, with CJK cells
+        let mut t = table(rows_per_page() * 40);
+        t.rows[0][0] = json!("東京");
+        t.rows[rows_per_page() * 39][0] = json!("大阪");
+        let params = BTreeMap::new();
+        // When it is rendered twice
+        let pdf = render_bytes(&t, "Weekly sales", &params);
+        // Then the three faces are each embedded once, subset
+        let doc = lopdf::Document::load_mem(&pdf).expect("loads");
+        let programs = doc
+            .objects
+            .values()
+            .filter_map(|o| o.as_dict().ok())
+            .filter(|d| d.has(b"FontFile2"))
+            .count();
+        assert_eq!(programs, 3, "regular, bold and the CJK fallback, once each");
+        assert_eq!(doc.get_pages().len(), page_count(t.rows.len(), true));
+        // And the text of the first and the last pages extracts, CJK included
+        let pages = page_texts(&pdf);
+        assert!(pages[0].contains("東京"), "{}", pages[0]);
+        assert!(pages[0].contains("Page 1 of 41"), "{}", pages[0]);
+        assert!(pages[39].contains("大阪"), "{}", pages[39]);
+        assert!(pages[40].contains("Total"), "{}", pages[40]);
+        // And the same input gives the same bytes
+        assert_eq!(pdf, render_bytes(&t, "Weekly sales", &params));
+    }
+
+    #[test]
+    fn given_latin_only_text_when_rendered_then_the_fallback_face_is_not_embedded() {
+        let pdf = render_bytes(&table(3), "Weekly sales", &BTreeMap::new());
+        let text = String::from_utf8_lossy(&pdf);
+        assert!(text.contains("DejaVuSans"));
+        assert!(!text.contains("DroidSansFallback"));
     }
 
     #[test]
