@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold
+.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold bench-reportlab
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -65,6 +65,13 @@ bench:
 	cargo build --release -p report-delivery-local
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-render 10000 && ./target/release/local bench-fanout 10000
+
+## bench-reportlab: the render benchmark against reportlab, same rows and layout (ROWS, default 10000)
+bench-reportlab:
+	cargo build --release -p report-delivery-local
+	@test -x .venv/reportlab/bin/python || (python3 -m venv .venv/reportlab && .venv/reportlab/bin/pip install -q reportlab==5.1.0)
+	./target/release/local bench-render $${ROWS:-10000}
+	.venv/reportlab/bin/python scripts/bench_reportlab.py $${ROWS:-10000}
 
 ## bench-cold: every function's cold start, 20 starts each (release build; see BENCHMARKS.md)
 bench-cold:
