@@ -151,14 +151,19 @@ async fn render_and_store(
     })?;
     // Kept for re-rendering when the files are gone (an operator's retry):
     // the message with its rows inline, since claim-check objects expire.
+    // The table moves into the kept message and back, never copied.
     let input = ExecutionCompletedV1 {
-        data: crate::contract::ReportData::Inline(table.clone()),
+        data: crate::contract::ReportData::Inline(table),
         ..msg.clone()
+    };
+    let input_bytes = serde_json::to_vec(&input).unwrap_or_default();
+    let crate::contract::ReportData::Inline(table) = input.data else {
+        return Err(retry(&"the kept input lost its rows"));
     };
     deps.blobs
         .put(
             &input_key(&msg.report_id, &msg.execution_id),
-            serde_json::to_vec(&input).unwrap_or_default(),
+            input_bytes,
             "application/json",
         )
         .await
