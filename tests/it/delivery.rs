@@ -470,6 +470,34 @@ async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_format
     for name in ["Zürich", "Łódź", "東京", "Αθήνα", "Москва"] {
         assert!(text.contains(name), "{name} in the PDF text");
     }
+    // And when the claim-check object and the PDF are both gone, the files
+    // are rendered again, byte for byte, from the copy render kept
+    let kept = shared::handlers::render::input_rows_key(
+        "rpt-claim",
+        &execution_id,
+        shared::contract::ClaimFormat::Csv,
+    );
+    assert_eq!(s.object(&kept).await.expect("kept rows"), csv);
+    let pdf = s.object(&execution.pdf.key).await.expect("pdf");
+    let bucket = s
+        .stack
+        .buckets
+        .get("ReportsBucket")
+        .expect("bucket")
+        .clone();
+    for key in ["incoming/w48.csv", execution.pdf.key.as_str()] {
+        s.s3.delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("delete");
+    }
+    let blobs = shared::blob::s3::S3Blobs::new(s.s3.clone(), bucket);
+    shared::handlers::render::rerender(&blobs, &execution)
+        .await
+        .expect("re-rendered from the kept rows");
+    assert_eq!(s.object(&execution.pdf.key).await.expect("pdf again"), pdf);
     s.down().await;
 }
 

@@ -7,7 +7,8 @@
 use super::{Outcome, body_of, process_batch, valid_id};
 use crate::blob::{BlobError, BlobStore, ClaimCheckScope};
 use crate::contract::{
-    ClaimCheck, ClaimFormat, ExecutionCompletedV1, ExecutionMessage, FanoutTask, ReportData, Table,
+    ClaimCheck, ClaimFormat, ExecutionCompletedV1, ExecutionMessage, FanoutTask, ReportData,
+    TableError,
 };
 use crate::domain::Timestamp;
 use crate::domain::execution::{ReportExecution, StoredFile};
@@ -144,33 +145,21 @@ async fn render_and_store(
         code: "invalid_time_zone",
         reason: format!("{:?} is not an IANA time zone", display(&msg.time_zone, 64)),
     })?;
-    let table = load_table(deps, &msg.data).await?;
-    table.validate().map_err(|e| Outcome::Reject {
-        code: "invalid_rows",
-        reason: e.to_string(),
+    let rows = load_rows(deps, &msg.data).await?;
+    let summary = crate::contract::summarize(&*rows).map_err(|e| match e {
+        TableError::Unreadable(reason) => Outcome::Reject {
+            code: "invalid_claim_check",
+            reason,
+        },
+        other => Outcome::Reject {
+            code: "invalid_rows",
+            reason: other.to_string(),
+        },
     })?;
-    // Kept for re-rendering when the files are gone (an operator's retry):
-    // the message with its rows inline, since claim-check objects expire.
-    // The table moves into the kept message and back, never copied.
-    let input = ExecutionCompletedV1 {
-        data: crate::contract::ReportData::Inline(table),
-        ..msg.clone()
-    };
-    let input_bytes = serde_json::to_vec(&input).unwrap_or_default();
-    let crate::contract::ReportData::Inline(table) = input.data else {
-        return Err(retry(&"the kept input lost its rows"));
-    };
-    deps.blobs
-        .put(
-            &input_key(&msg.report_id, &msg.execution_id),
-            input_bytes,
-            "application/json",
-        )
-        .await
-        .map_err(|e| retry(&e))?;
+    keep_input(deps, &msg, &*rows).await?;
     let started = std::time::Instant::now();
-    let row_count = table.rows.len() as u64;
-    let (pdf, csv) = render_bytes(msg.clone(), tz, table)
+    let row_count = summary.rows as u64;
+    let (pdf, csv) = render_bytes(msg.clone(), tz, rows)
         .await
         .map_err(|reason| Outcome::Reject {
             code: "render_failed",
@@ -219,9 +208,58 @@ async fn render_and_store(
     same_input(stored, &input_sha256)
 }
 
-/// Where an execution's input (rows inline) is kept for re-rendering.
+/// Where an execution's input (the message) is kept for re-rendering.
 pub fn input_key(report_id: &str, execution_id: &str) -> String {
     format!("reports/{report_id}/{execution_id}/input.json")
+}
+
+/// Where a claim-checked execution's rows are kept for re-rendering.
+pub fn input_rows_key(report_id: &str, execution_id: &str, format: ClaimFormat) -> String {
+    let ext = match format {
+        ClaimFormat::Csv => "csv",
+        ClaimFormat::Json => "json",
+    };
+    format!("reports/{report_id}/{execution_id}/input-rows.{ext}")
+}
+
+/// Keeps what re-rendering needs when the files are gone (an operator's
+/// retry), since claim-check objects expire: the message, and for a claim
+/// check a copy of its object beside the files, which the kept message then
+/// points at. Inline rows stay in the message.
+async fn keep_input(
+    deps: &Deps,
+    msg: &ExecutionCompletedV1,
+    rows: &dyn crate::contract::Rows,
+) -> Result<(), Outcome> {
+    let retry = |e: &dyn std::fmt::Display| Outcome::Retry {
+        reason: e.to_string(),
+    };
+    let kept = match (&msg.data, rows.raw()) {
+        (ReportData::S3(check), Some(raw)) => {
+            let key = input_rows_key(&msg.report_id, &msg.execution_id, check.format);
+            deps.blobs
+                .put(&key, raw.to_vec(), "application/octet-stream")
+                .await
+                .map_err(|e| retry(&e))?;
+            ExecutionCompletedV1 {
+                data: ReportData::S3(ClaimCheck {
+                    uri: format!("s3://{}/{key}", deps.claim_checks.bucket),
+                    format: check.format,
+                    columns: Some(rows.columns().to_vec()),
+                }),
+                ..msg.clone()
+            }
+        }
+        _ => msg.clone(),
+    };
+    deps.blobs
+        .put(
+            &input_key(&msg.report_id, &msg.execution_id),
+            serde_json::to_vec(&kept).unwrap_or_default(),
+            "application/json",
+        )
+        .await
+        .map_err(|e| retry(&e))
 }
 
 /// Renders the PDF and CSV off the async runtime. Deterministic: the same
@@ -229,7 +267,7 @@ pub fn input_key(report_id: &str, execution_id: &str) -> String {
 async fn render_bytes(
     msg: ExecutionCompletedV1,
     tz: jiff::tz::TimeZone,
-    table: crate::contract::Table,
+    rows: Box<dyn crate::contract::Rows>,
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     tokio::task::spawn_blocking(move || {
         let pdf = render_pdf(
@@ -241,9 +279,9 @@ async fn render_bytes(
                 time_zone_name: &msg.time_zone,
                 parameters: &msg.parameters,
             },
-            &table,
+            &*rows,
         );
-        pdf.map(|pdf| (pdf, render_csv(&table)))
+        pdf.map(|pdf| (pdf, render_csv(&*rows)))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -276,14 +314,26 @@ pub async fn rerender(
     })?;
     let msg: ExecutionCompletedV1 = serde_json::from_slice(&bytes)
         .map_err(|e| RerenderError::Failed(format!("stored input: {e}")))?;
-    let crate::contract::ReportData::Inline(table) = msg.data.clone() else {
-        return Err(RerenderError::Failed(
-            "the stored input has no inline rows".into(),
-        ));
+    let rows: Box<dyn crate::contract::Rows> = match &msg.data {
+        ReportData::Inline(table) => Box::new(table.clone()),
+        ReportData::S3(check) => {
+            // Only the copy render kept beside this execution's files.
+            let key = input_rows_key(&execution.report_id, &execution.id, check.format);
+            if !check.uri.starts_with("s3://") || !check.uri.ends_with(&format!("/{key}")) {
+                return Err(RerenderError::Failed(
+                    "the stored input points outside its execution".into(),
+                ));
+            }
+            let bytes = blobs.get(&key).await.map_err(|e| match e {
+                BlobError::NotFound(_) => RerenderError::NoInput(execution.id.clone()),
+                other => RerenderError::Store(other.to_string()),
+            })?;
+            rows_from(check, bytes).map_err(RerenderError::Failed)?
+        }
     };
     let tz = time_zone(&msg.time_zone)
         .ok_or_else(|| RerenderError::Failed("unknown time zone".into()))?;
-    let (pdf, csv) = render_bytes(msg, tz, table)
+    let (pdf, csv) = render_bytes(msg, tz, rows)
         .await
         .map_err(RerenderError::Failed)?;
     let mut files = vec![(&execution.pdf, pdf)];
@@ -369,9 +419,12 @@ async fn store_file(
     })
 }
 
-async fn load_table(deps: &Deps, data: &ReportData) -> Result<Table, Outcome> {
+async fn load_rows(
+    deps: &Deps,
+    data: &ReportData,
+) -> Result<Box<dyn crate::contract::Rows>, Outcome> {
     let check: &ClaimCheck = match data {
-        ReportData::Inline(table) => return Ok(table.clone()),
+        ReportData::Inline(table) => return Ok(Box::new(table.clone())),
         ReportData::S3(check) => check,
     };
     let invalid = |reason: String| Outcome::Reject {
@@ -394,22 +447,28 @@ async fn load_table(deps: &Deps, data: &ReportData) -> Result<Table, Outcome> {
             reason: e.to_string(),
         },
     })?;
+    rows_from(check, bytes).map_err(invalid)
+}
+
+/// A claim-checked object's rows, kept as its bytes (see
+/// [`crate::contract::Rows`]): the CSV header or the JSON table's shape is
+/// checked here, the cells on each pass.
+fn rows_from(check: &ClaimCheck, bytes: Vec<u8>) -> Result<Box<dyn crate::contract::Rows>, String> {
     match check.format {
         ClaimFormat::Csv => {
             let columns = check
                 .columns
                 .clone()
-                .ok_or_else(|| invalid("a CSV claim check must declare its columns".into()))?;
-            Table::from_csv(&bytes, columns).map_err(invalid)
+                .ok_or_else(|| "a CSV claim check must declare its columns".to_owned())?;
+            Ok(Box::new(crate::contract::CsvRows::new(bytes, columns)?))
         }
         ClaimFormat::Json => {
-            let table: Table = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("claim-check object is not a valid table: {e}")))?;
+            let rows = crate::contract::JsonRows::new(bytes)?;
             match &check.columns {
-                Some(declared) if *declared != table.columns => Err(invalid(
-                    "the message's columns differ from the claim-check object's".into(),
-                )),
-                _ => Ok(table),
+                Some(declared) if declared.as_slice() != crate::contract::Rows::columns(&rows) => {
+                    Err("the message's columns differ from the claim-check object's".into())
+                }
+                _ => Ok(Box::new(rows)),
             }
         }
     }

@@ -9,20 +9,21 @@
 //! `-3.5`); a text cell such as `"-2"` in a `string` column is text, so it
 //! gets the quote like any other.
 
-use crate::contract::{ColumnType, Table};
+use crate::contract::{ColumnType, Rows};
 use serde_json::Value;
+use std::ops::ControlFlow;
 
-/// Renders CSV bytes.
-pub fn render_csv(table: &Table) -> Vec<u8> {
+/// Renders CSV bytes, one row at a time. Rows a source cannot read (which
+/// checking refuses before rendering) end the file early.
+pub fn render_csv(rows: &dyn Rows) -> Vec<u8> {
+    let columns = rows.columns();
     let mut w = ::csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(table.columns.iter().map(|c| neutralise(&c.name)));
-    for row in &table.rows {
-        let cells = row
-            .iter()
-            .zip(&table.columns)
-            .map(|(v, c)| cell_text(v, c.kind));
+    let _ = w.write_record(columns.iter().map(|c| neutralise(&c.name)));
+    let _ = rows.scan(&mut |row| {
+        let cells = row.iter().zip(columns).map(|(v, c)| cell_text(v, c.kind));
         let _ = w.write_record(cells);
-    }
+        ControlFlow::Continue(())
+    });
     w.into_inner().unwrap_or_default()
 }
 
@@ -73,6 +74,7 @@ pub fn neutralise(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Table;
 
     fn csv_of(table: serde_json::Value) -> String {
         let table: Table = serde_json::from_value(table).expect("table");

@@ -85,12 +85,20 @@ pub fn group_thousands(num: &str) -> String {
     }
 }
 
-/// Column sums for the totals line: `Some` for numeric columns. A table
-/// that [`Table::validate`](crate::contract::Table::validate) accepted always
-/// has totals; otherwise numeric columns show `n/a`.
-pub fn totals(table: &crate::contract::Table) -> Vec<Option<String>> {
+/// Column sums for the totals line: `Some` for numeric columns. Rows that
+/// [`summarize`](crate::contract::summarize) accepted always have totals;
+/// otherwise numeric columns show `n/a`.
+pub fn totals(rows: &dyn crate::contract::Rows) -> Vec<Option<String>> {
+    shown_totals(rows.columns(), crate::contract::totals_of(rows))
+}
+
+/// Totals as the totals line shows them.
+pub fn shown_totals(
+    columns: &[crate::contract::Column],
+    sums: Result<Vec<Option<crate::contract::Total>>, crate::contract::TableError>,
+) -> Vec<Option<String>> {
     use crate::contract::Total;
-    match table.totals() {
+    match sums {
         Ok(sums) => sums
             .into_iter()
             .map(|t| {
@@ -100,8 +108,7 @@ pub fn totals(table: &crate::contract::Table) -> Vec<Option<String>> {
                 })
             })
             .collect(),
-        Err(_) => table
-            .columns
+        Err(_) => columns
             .iter()
             .map(|c| {
                 matches!(c.kind, ColumnType::Integer | ColumnType::Decimal)

@@ -21,11 +21,12 @@ use super::display::{
     MAX_CELL, MAX_COLUMN_NAME, MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_REPORT_NAME, display,
 };
 use super::fonts::{Face, Fonts, fonts};
-use super::{ReportMeta, format_cell, local_time, totals};
-use crate::contract::{ColumnType, Table};
+use super::{ReportMeta, format_cell, local_time, shown_totals};
+use crate::contract::{Column, ColumnType, Rows, count_and_totals};
 use file::{PdfFile, text_string};
 use font::{GlyphBook, resource};
 use std::io::Write as _;
+use std::ops::ControlFlow;
 
 const PAGE_W: f32 = 841.89; // A4 landscape, points
 const PAGE_H: f32 = 595.28;
@@ -143,11 +144,11 @@ impl Writer<'_> {
 
     /// Draws one table line of a band: each cell fitted to its column,
     /// numbers right-aligned.
-    fn row(&mut self, y: f32, cells: &[String], table: &Table, band: &Band, bold: bool) {
+    fn row(&mut self, y: f32, cells: &[String], columns: &[Column], band: &Band, bold: bool) {
         let mut x = MARGIN;
         let size = self.size;
         for (&i, w) in band.columns.iter().zip(&band.widths) {
-            let (Some(cell), Some(col)) = (cells.get(i), table.columns.get(i)) else {
+            let (Some(cell), Some(col)) = (cells.get(i), columns.get(i)) else {
                 continue;
             };
             let fitted = self.fit(cell, bold, size, w - 2.0 * PAD);
@@ -163,22 +164,22 @@ impl Writer<'_> {
     }
 }
 
-/// Renders the PDF bytes: pages are written out as they are drawn, and each
-/// font is embedded once, subset to what the pages used. Fails only if a
-/// font cannot be subset.
-pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, String> {
+/// Renders the PDF bytes: rows are read in order a page at a time, pages
+/// are written out as they are drawn, and each font is embedded once,
+/// subset to what the pages used. Fails only if a font cannot be subset.
+pub fn render_pdf(meta: &ReportMeta<'_>, rows: &dyn Rows) -> Result<Vec<u8>, String> {
     let f = fonts();
     let tz = meta.time_zone;
-    // Cells are formatted page by page, never all at once, to keep memory flat.
+    let columns = rows.columns();
     let format_row = |row: &[serde_json::Value]| -> Vec<String> {
         row.iter()
-            .zip(&table.columns)
+            .zip(columns)
             .map(|(v, c)| display(&format_cell(v, c.kind, tz), MAX_CELL))
             .collect()
     };
     let title = display(meta.report_name, MAX_REPORT_NAME);
-    let row_count = table.rows.len();
-    let sums = totals(table);
+    let (row_count, sums) = count_and_totals(rows);
+    let sums = shown_totals(columns, sums);
     let has_totals = sums.iter().any(Option::is_some) && row_count > 0;
     let totals_line: Vec<String> = sums
         .iter()
@@ -208,87 +209,166 @@ pub fn render_pdf(meta: &ReportMeta<'_>, table: &Table) -> Result<Vec<u8>, Strin
         params.push_str(": ");
         params.push_str(&display(v, MAX_PARAMETER_VALUE));
     }
-    let names: Vec<String> = table
-        .columns
+    let names: Vec<String> = columns
         .iter()
         .map(|c| display(&c.name, MAX_COLUMN_NAME))
         .collect();
-    let sample: Vec<Vec<String>> = table
-        .rows
-        .iter()
-        .take(SAMPLE_ROWS)
-        .map(|r| format_row(r))
-        .collect();
-    let layout = column_layout(f, table, &names, &sample);
+    let mut sample: Vec<Vec<String>> = Vec::new();
+    let _ = rows.scan(&mut |row| {
+        sample.push(format_row(row));
+        if sample.len() < SAMPLE_ROWS {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    });
+    let layout = column_layout(f, columns, &names, &sample);
     drop(sample);
     let row_pages = page_count(row_count, has_totals);
-    let bands = layout.bands.len();
-    let pages = row_pages * bands;
 
-    let mut file = PdfFile::new();
-    let pages_id = file.reserve();
-    let resources = file.reserve();
-    let mut w = Writer {
-        book: GlyphBook::new(f),
-        shapes: Vec::new(),
-        text: Vec::new(),
-        current: None,
-        size: layout.size,
+    let mut doc = Doc {
+        file: PdfFile::new(),
+        pages_id: file::Ref(0),
+        resources: file::Ref(0),
+        kids: String::new(),
+        pages: 0,
+        w: Writer {
+            book: GlyphBook::new(f),
+            shapes: Vec::new(),
+            text: Vec::new(),
+            current: None,
+            size: layout.size,
+        },
     };
-    let mut kids = String::with_capacity(pages * 10);
-    for page in 0..pages {
-        let spec = PageSpec {
-            page,
-            pages,
-            row_page: page / bands,
-            row_pages,
-            band: &layout.bands[page % bands],
-            bands,
-            row_count,
-            title: &title,
-            when: &when,
-            params: &params,
-            names: &names,
-            totals: has_totals.then_some(totals_line.as_slice()),
-        };
-        draw_page(&mut w, table, &format_row, spec);
-        let content = file.reserve();
-        file.stream(content, "", &w.take_page(), true);
-        let id = file.reserve();
+    doc.pages_id = doc.file.reserve();
+    doc.resources = doc.file.reserve();
+    let frame = Frame {
+        pages: row_pages * layout.bands.len(),
+        row_pages,
+        row_count,
+        layout: &layout,
+        title: &title,
+        when: &when,
+        params: &params,
+        names: &names,
+        columns,
+        totals: has_totals.then_some(totals_line.as_slice()),
+    };
+    // Rows come in order; each full page of them is drawn band after band.
+    let per_page = rows_per_page();
+    let mut page_rows: Vec<Vec<String>> = Vec::with_capacity(per_page);
+    let mut row_page = 0;
+    let _ = rows.scan(&mut |row| {
+        page_rows.push(format_row(row));
+        if page_rows.len() == per_page && row_page < row_pages {
+            doc.row_page(&frame, row_page, &page_rows);
+            page_rows.clear();
+            row_page += 1;
+        }
+        ControlFlow::Continue(())
+    });
+    // The last rows, and a page for the totals line alone when it spills.
+    while row_page < row_pages {
+        doc.row_page(&frame, row_page, &page_rows);
+        page_rows.clear();
+        row_page += 1;
+    }
+    doc.finish(meta, &title)
+}
+
+/// What every page shows besides its rows.
+struct Frame<'a> {
+    pages: usize,
+    row_pages: usize,
+    row_count: usize,
+    layout: &'a ColumnLayout,
+    title: &'a str,
+    when: &'a str,
+    params: &'a str,
+    names: &'a [String],
+    columns: &'a [Column],
+    totals: Option<&'a [String]>,
+}
+
+/// The document being written.
+struct Doc<'f> {
+    file: PdfFile,
+    pages_id: file::Ref,
+    resources: file::Ref,
+    kids: String,
+    pages: usize,
+    w: Writer<'f>,
+}
+
+impl Doc<'_> {
+    /// Draws and writes one group of rows, a page per band.
+    fn row_page(&mut self, frame: &Frame<'_>, row_page: usize, rows: &[Vec<String>]) {
+        let bands = frame.layout.bands.len();
+        for (b, band) in frame.layout.bands.iter().enumerate() {
+            let spec = PageSpec {
+                page: row_page * bands + b,
+                pages: frame.pages,
+                row_page,
+                row_pages: frame.row_pages,
+                band,
+                bands,
+                row_count: frame.row_count,
+                title: frame.title,
+                when: frame.when,
+                params: frame.params,
+                names: frame.names,
+                totals: frame.totals,
+            };
+            draw_page(&mut self.w, frame.columns, rows, spec);
+            let content = self.file.reserve();
+            self.file.stream(content, "", &self.w.take_page(), true);
+            let id = self.file.reserve();
+            self.file.object(
+                id,
+                format!(
+                    "<< /Type /Page /Parent {} /MediaBox [0 0 {PAGE_W} {PAGE_H}] /Resources {} /Contents {content} >>",
+                    self.pages_id, self.resources
+                )
+                .as_bytes(),
+            );
+            self.kids.push_str(&format!("{id} "));
+            self.pages += 1;
+        }
+    }
+
+    /// Writes the fonts, the page tree, the catalog and the trailer.
+    fn finish(mut self, meta: &ReportMeta<'_>, title: &str) -> Result<Vec<u8>, String> {
+        let fonts = self.w.book.write_fonts(&mut self.file)?;
+        let file = &mut self.file;
         file.object(
-            id,
+            self.resources,
+            format!("<< /Font << {fonts}>> /ProcSet [/PDF /Text] >>").as_bytes(),
+        );
+        file.object(
+            self.pages_id,
             format!(
-                "<< /Type /Page /Parent {pages_id} /MediaBox [0 0 {PAGE_W} {PAGE_H}] /Resources {resources} /Contents {content} >>"
+                "<< /Type /Pages /Kids [{}] /Count {} >>",
+                self.kids, self.pages
             )
             .as_bytes(),
         );
-        kids.push_str(&format!("{id} "));
+        let info = file.reserve();
+        let created = creation_date(meta.generated_at);
+        file.object(
+            info,
+            format!(
+                "<< /Title {} /Producer (report-delivery) /CreationDate ({created}) /ModDate ({created}) >>",
+                text_string(title)
+            )
+            .as_bytes(),
+        );
+        let catalog = file.reserve();
+        file.object(
+            catalog,
+            format!("<< /Type /Catalog /Pages {} >>", self.pages_id).as_bytes(),
+        );
+        Ok(self.file.finish(catalog, info, &document_id(meta)))
     }
-    let fonts = w.book.write_fonts(&mut file)?;
-    file.object(
-        resources,
-        format!("<< /Font << {fonts}>> /ProcSet [/PDF /Text] >>").as_bytes(),
-    );
-    file.object(
-        pages_id,
-        format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").as_bytes(),
-    );
-    let info = file.reserve();
-    let created = creation_date(meta.generated_at);
-    file.object(
-        info,
-        format!(
-            "<< /Title {} /Producer (report-delivery) /CreationDate ({created}) /ModDate ({created}) >>",
-            text_string(&title)
-        )
-        .as_bytes(),
-    );
-    let catalog = file.reserve();
-    file.object(
-        catalog,
-        format!("<< /Type /Catalog /Pages {pages_id} >>").as_bytes(),
-    );
-    Ok(file.finish(catalog, info, &document_id(meta)))
 }
 
 /// `D:YYYYMMDDHHmmSSZ`, the PDF date form, in UTC.
@@ -339,12 +419,9 @@ struct PageSpec<'a> {
     totals: Option<&'a [String]>,
 }
 
-fn draw_page(
-    w: &mut Writer<'_>,
-    table: &Table,
-    format_row: &dyn Fn(&[serde_json::Value]) -> Vec<String>,
-    spec: PageSpec<'_>,
-) {
+/// Draws one page: the header, the column headers, `rows` (this row
+/// group's, already formatted), the totals on the last group, the footer.
+fn draw_page(w: &mut Writer<'_>, columns: &[Column], rows: &[Vec<String>], spec: PageSpec<'_>) {
     let per_page = rows_per_page();
     let band = spec.band;
     let table_w = band.widths.iter().sum::<f32>().min(AVAIL);
@@ -366,12 +443,10 @@ fn draw_page(
     // Column headers, repeated on every page
     let mut y = top - HEADER_H;
     w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.85);
-    w.row(y, spec.names, table, band, true);
+    w.row(y, spec.names, columns, band, true);
     w.rule(y - ROW_H, table_w);
     y -= ROW_H;
     // Rows
-    let start = spec.row_page * per_page;
-    let end = (start + per_page).min(spec.row_count);
     if spec.row_count == 0 {
         w.text(
             MARGIN + PAD,
@@ -381,24 +456,18 @@ fn draw_page(
             "No rows in this execution.",
         );
     }
-    for (i, row) in table
-        .rows
-        .get(start..end)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
+    for (i, row) in rows.iter().take(per_page).enumerate() {
         if i % 2 == 1 {
             w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.95);
         }
-        w.row(y, &format_row(row), table, band, false);
+        w.row(y, row, columns, band, false);
         y -= ROW_H;
     }
     if let Some(totals) = spec.totals
         && spec.row_page + 1 == spec.row_pages
     {
         w.rule(y, table_w);
-        w.row(y, totals, table, band, true);
+        w.row(y, totals, columns, band, true);
     }
     // Footer
     w.rule(MARGIN + FOOTER_H - 8.0, AVAIL);
@@ -413,7 +482,7 @@ fn draw_page(
         let last = shown.last().copied().unwrap_or(1);
         let columns = format!(
             "Columns {first}–{last} of {} (column 1 repeated)",
-            table.columns.len()
+            columns.len()
         );
         let cx = x - 24.0 - w.width(&columns, false, 8.0);
         w.text(cx, MARGIN, 8.0, false, &columns);
@@ -446,12 +515,12 @@ pub struct ColumnLayout {
 /// that fit, each repeating column 0.
 pub fn column_layout(
     fonts: &Fonts,
-    table: &Table,
+    columns: &[Column],
     names: &[String],
     cells: &[Vec<String>],
 ) -> ColumnLayout {
     let natural = |size: f32| -> Vec<f32> {
-        (0..table.columns.len())
+        (0..columns.len())
             .map(|i| {
                 let header = names.get(i).map_or(0.0, |n| fonts.width(n, true, size));
                 let widest = cells
@@ -523,6 +592,7 @@ fn split_into_bands(widths: &[f32], avail: f32) -> Vec<Band> {
 mod tests {
     use super::*;
     use crate::contract::Column;
+    use crate::contract::Table;
     use crate::domain::Timestamp;
     use printpdf::PdfDocument;
     use serde_json::json;
@@ -610,7 +680,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        (column_layout(fonts(), t, &names, &cells), names)
+        (column_layout(fonts(), &t.columns, &names, &cells), names)
     }
 
     /// The text of every page, in order (the fonts map glyphs back to text).

@@ -1,6 +1,10 @@
 //! Queue message contracts. Every payload is a tagged, versioned enum, so a
 //! later version can live beside the old one while messages drain.
 
+mod rows;
+
+pub use rows::{CsvRows, JsonRows, Rows, Summary, count_and_totals, summarize, totals_of};
+
 use crate::domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -199,6 +203,10 @@ pub enum TableError {
     /// A numeric column whose total cannot be represented.
     #[error("column {column:?}: {reason}")]
     Total { column: String, reason: String },
+    /// The claim-checked object itself cannot be read as rows (bad CSV,
+    /// malformed JSON, a cell that is not of its column's type).
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 /// A numeric column's total.
@@ -211,17 +219,17 @@ pub enum Total {
 }
 
 /// A column name bounded and cleaned for an error message.
-fn shown(name: &str) -> String {
+pub(crate) fn shown(name: &str) -> String {
     crate::render::display::display(name, 100)
 }
 
 /// Why an integer above `i64::MAX` is refused.
-const OUTSIDE_I64: &str =
+pub(crate) const OUTSIDE_I64: &str =
     "integer is outside the 64-bit signed range (-9223372036854775808..=9223372036854775807)";
 
 /// A decimal cell's value: `Ok(None)` for the wrong type, `Err` for a
 /// number that is not finite.
-fn decimal_value(cell: &serde_json::Value) -> Result<Option<f64>, &'static str> {
+pub(crate) fn decimal_value(cell: &serde_json::Value) -> Result<Option<f64>, &'static str> {
     let f = match cell {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => s.parse::<f64>().ok(),
@@ -240,204 +248,31 @@ impl Table {
     /// every number can be totalled exactly (integers within i64, finite
     /// decimals) and that the totals are finite. `null` is allowed anywhere.
     pub fn validate(&self) -> Result<(), TableError> {
-        if self.columns.is_empty() {
-            return Err(TableError::NoColumns);
-        }
-        if self.columns.len() > MAX_COLUMNS {
-            return Err(TableError::TooManyColumns(self.columns.len()));
-        }
-        for (r, row) in self.rows.iter().enumerate() {
-            if row.len() != self.columns.len() {
-                return Err(TableError::Width {
-                    row: r + 1,
-                    got: row.len(),
-                    expected: self.columns.len(),
-                });
-            }
-            for (cell, col) in row.iter().zip(&self.columns) {
-                use serde_json::Value as V;
-                let problem = |reason: &str| TableError::Value {
-                    row: r + 1,
-                    column: shown(&col.name),
-                    reason: reason.to_owned(),
-                };
-                let ok = match (col.kind, cell) {
-                    (_, V::Null) => true,
-                    (ColumnType::String, _) => true,
-                    (ColumnType::Integer, V::Number(n)) => {
-                        if n.is_u64() && !n.is_i64() {
-                            return Err(problem(OUTSIDE_I64));
-                        }
-                        n.is_i64()
-                    }
-                    (ColumnType::Decimal, V::Number(_) | V::String(_)) => {
-                        match decimal_value(cell) {
-                            Ok(found) => found.is_some(),
-                            Err(reason) => return Err(problem(reason)),
-                        }
-                    }
-                    (ColumnType::DateTime, V::String(s)) => match Timestamp::parse(s) {
-                        Ok(_) => true,
-                        Err(e @ crate::domain::time::TimestampError::OutOfRange) => {
-                            return Err(problem(&e.to_string()));
-                        }
-                        Err(_) => false,
-                    },
-                    (ColumnType::Boolean, V::Bool(_)) => true,
-                    _ => false,
-                };
-                if !ok {
-                    return Err(TableError::Cell {
-                        row: r + 1,
-                        column: shown(&col.name),
-                        expected: col.kind,
-                        got: crate::render::display::display(&cell.to_string(), 60),
-                    });
-                }
-            }
-        }
-        self.totals().map(|_| ())
+        summarize(self).map(|_| ())
     }
 
     /// The total of every numeric column (`None` for the others). Integers
     /// are summed exactly in 128 bits; a decimal total that is not finite,
     /// or a cell that cannot be totalled, is an error.
     pub fn totals(&self) -> Result<Vec<Option<Total>>, TableError> {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(i, col)| {
-                let cells =
-                    self.rows.iter().enumerate().filter_map(|(r, row)| {
-                        row.get(i).filter(|v| !v.is_null()).map(|v| (r + 1, v))
-                    });
-                let problem = |row: usize, reason: &str| TableError::Value {
-                    row,
-                    column: shown(&col.name),
-                    reason: reason.to_owned(),
-                };
-                match col.kind {
-                    ColumnType::Integer => {
-                        let mut sum: i128 = 0;
-                        for (row, v) in cells {
-                            let n = v
-                                .as_i64()
-                                .ok_or_else(|| problem(row, "not a 64-bit integer"))?;
-                            sum = sum.checked_add(i128::from(n)).ok_or_else(|| {
-                                TableError::Total {
-                                    column: shown(&col.name),
-                                    reason: "the total overflows".into(),
-                                }
-                            })?;
-                        }
-                        Ok(Some(Total::Integer(sum)))
-                    }
-                    ColumnType::Decimal => {
-                        let mut sum = 0.0_f64;
-                        for (row, v) in cells {
-                            let f = decimal_value(v)
-                                .map_err(|reason| problem(row, reason))?
-                                .ok_or_else(|| problem(row, "not a decimal"))?;
-                            sum += f;
-                        }
-                        if sum.is_finite() {
-                            Ok(Some(Total::Decimal(sum)))
-                        } else {
-                            Err(TableError::Total {
-                                column: shown(&col.name),
-                                reason: "the total is beyond ±1.8e308".into(),
-                            })
-                        }
-                    }
-                    _ => Ok(None),
-                }
-            })
-            .collect()
+        totals_of(self)
     }
-}
 
-impl Table {
-    /// Parses claim-checked CSV against its declared columns: the header must
-    /// name the columns in order; empty cells become `null`; cells are
-    /// converted to their column's type (integers must fit in i64, decimals
-    /// must be finite).
+    /// Parses claim-checked CSV against its declared columns (see
+    /// [`CsvRows`]) into a table.
     pub fn from_csv(bytes: &[u8], columns: Vec<Column>) -> Result<Self, String> {
-        use crate::render::display::display;
-        let mut reader = ::csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(bytes);
-        let header: Vec<String> = reader
-            .headers()
-            .map_err(|e| format!("CSV header: {}", display(&e.to_string(), 200)))?
-            .iter()
-            .map(|h| h.trim_start_matches('\u{feff}').to_owned())
-            .collect();
-        if header.len() != columns.len() {
-            return Err(format!(
-                "CSV header has {} names, the columns are {}",
-                header.len(),
-                columns.len()
-            ));
-        }
-        if let Some((i, (h, c))) = header
-            .iter()
-            .zip(&columns)
-            .enumerate()
-            .find(|(_, (h, c))| **h != c.name)
-        {
-            return Err(format!(
-                "CSV header name {} is {:?}, expected {:?}",
-                i + 1,
-                display(h, 100),
-                shown(&c.name)
-            ));
-        }
+        let source = CsvRows::new(bytes.to_vec(), columns)?;
         let mut rows = Vec::new();
-        for (r, record) in reader.records().enumerate() {
-            let record = record
-                .map_err(|e| format!("CSV row {}: {}", r + 1, display(&e.to_string(), 200)))?;
-            let mut row = Vec::with_capacity(columns.len());
-            for (cell, col) in record.iter().zip(&columns) {
-                use serde_json::Value as V;
-                let bad = |why: &str| {
-                    format!(
-                        "CSV row {}, column {:?}: {:?} {why}",
-                        r + 1,
-                        shown(&col.name),
-                        display(cell, 60),
-                    )
-                };
-                let not_a = || bad(&format!("is not {:?}", col.kind));
-                let value = if cell.is_empty() {
-                    V::Null
-                } else {
-                    match col.kind {
-                        ColumnType::String | ColumnType::DateTime => V::String(cell.to_owned()),
-                        ColumnType::Integer => match cell.parse::<i64>() {
-                            Ok(n) => V::from(n),
-                            Err(_) if cell.parse::<i128>().is_ok() => {
-                                return Err(bad("is outside the 64-bit signed integer range"));
-                            }
-                            Err(_) => return Err(not_a()),
-                        },
-                        ColumnType::Decimal => {
-                            let f = cell.parse::<f64>().map_err(|_| not_a())?;
-                            serde_json::Number::from_f64(f)
-                                .map(V::Number)
-                                .ok_or_else(|| bad("is not a finite number"))?
-                        }
-                        ColumnType::Boolean => match cell.to_ascii_lowercase().as_str() {
-                            "true" => V::Bool(true),
-                            "false" => V::Bool(false),
-                            _ => return Err(not_a()),
-                        },
-                    }
-                };
-                row.push(value);
-            }
-            rows.push(row);
-        }
-        Ok(Table { columns, rows })
+        source
+            .scan(&mut |row| {
+                rows.push(row.to_vec());
+                std::ops::ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Table {
+            columns: source.columns().to_vec(),
+            rows,
+        })
     }
 }
 
@@ -582,7 +417,7 @@ mod tests {
 
     #[test]
     fn sample_event_parses() {
-        let body = include_str!("../../events/execution-completed.json");
+        let body = include_str!("../../../events/execution-completed.json");
         let Ok(ExecutionMessage::CompletedV1(m)) = serde_json::from_str(body) else {
             panic!("sample parses")
         };
@@ -595,7 +430,7 @@ mod tests {
 
     #[test]
     fn claim_check_sample_parses_and_its_csv_matches_its_columns() {
-        let body = include_str!("../../events/execution-completed-claim-check.json");
+        let body = include_str!("../../../events/execution-completed-claim-check.json");
         let Ok(ExecutionMessage::CompletedV1(m)) = serde_json::from_str(body) else {
             panic!("sample parses")
         };
@@ -603,7 +438,7 @@ mod tests {
             panic!("sample is a claim check")
         };
         assert_eq!(check.format, ClaimFormat::Csv);
-        let csv = include_bytes!("../../events/weekly-sales-2026-w48.csv");
+        let csv = include_bytes!("../../../events/weekly-sales-2026-w48.csv");
         let table = Table::from_csv(csv, check.columns.expect("columns")).expect("CSV parses");
         table.validate().expect("typed cells");
         assert_eq!(table.rows.len(), 12);
