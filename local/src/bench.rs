@@ -41,16 +41,6 @@ pub fn synthetic_table(rows: usize) -> Table {
         name: name.into(),
         kind,
     };
-    let cities = [
-        "Zürich",
-        "Łódź",
-        "東京",
-        "Αθήνα",
-        "Lisbon",
-        "Москва",
-        "São Paulo",
-        "Reykjavík",
-    ];
     Table {
         columns: vec![
             col("City", ColumnType::String),
@@ -62,28 +52,66 @@ pub fn synthetic_table(rows: usize) -> Table {
             col("Paid", ColumnType::Boolean),
             col("Notes", ColumnType::String),
         ],
-        rows: (0..rows)
-            .map(|i| {
-                vec![
-                    cities[i % cities.len()].into(),
-                    format!("Product {:05}", i % 977).into(),
-                    ((i % 50) as i64 + 1).into(),
-                    serde_json::json!(((i % 1000) as f64) / 10.0 + 0.99),
-                    serde_json::json!((((i % 50) + 1) as f64) * (((i % 1000) as f64) / 10.0 + 0.99)),
-                    "2026-11-25T18:42:00Z".into(),
-                    (i % 3 != 0).into(),
-                    format!("Delivered to warehouse {} after a short delay in customs, signed by the night shift", i % 17).into(),
-                ]
-            })
-            .collect(),
+        rows: (0..rows).map(synthetic_table_row).collect(),
     }
 }
 
+/// Row `i` of the synthetic report.
+fn synthetic_table_row(i: usize) -> Vec<serde_json::Value> {
+    const CITIES: [&str; 8] = [
+        "Zürich",
+        "Łódź",
+        "東京",
+        "Αθήνα",
+        "Lisbon",
+        "Москва",
+        "São Paulo",
+        "Reykjavík",
+    ];
+    vec![
+        CITIES[i % CITIES.len()].into(),
+        format!("Product {:05}", i % 977).into(),
+        ((i % 50) as i64 + 1).into(),
+        serde_json::json!(((i % 1000) as f64) / 10.0 + 0.99),
+        serde_json::json!((((i % 50) + 1) as f64) * (((i % 1000) as f64) / 10.0 + 0.99)),
+        "2026-11-25T18:42:00Z".into(),
+        (!i.is_multiple_of(3)).into(),
+        format!(
+            "Delivered to warehouse {} after a short delay in customs, signed by the night shift",
+            i % 17
+        )
+        .into(),
+    ]
+}
+
+/// The synthetic report as the CSV claim check a reporting system would
+/// upload, built a line at a time (never as a parsed table).
+pub fn synthetic_csv(rows: usize) -> (Vec<u8>, Vec<Column>) {
+    let columns = synthetic_table(0).columns;
+    let mut w = ::csv::Writer::from_writer(Vec::with_capacity(rows * 160));
+    let _ = w.write_record(columns.iter().map(|c| c.name.as_str()));
+    for i in 0..rows {
+        let row = synthetic_table_row(i);
+        let _ = w.write_record(row.iter().map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }));
+    }
+    (w.into_inner().unwrap_or_default(), columns)
+}
+
 /// Runs the render benchmark and prints its figures; with `out`, writes
-/// `bench.pdf` and `bench.csv` there.
+/// `bench.pdf` and `bench.csv` there. The rows come as a CSV claim check,
+/// read the way render reads one: kept as bytes, parsed on each pass.
 pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
     let baseline = peak_rss_kib();
-    let table = synthetic_table(rows);
+    let (csv_in, columns) = synthetic_csv(rows);
+    let input_bytes = csv_in.len();
+    let table = shared::contract::CsvRows::new(csv_in, columns).map_err(anyhow::Error::msg)?;
+    let checked = std::time::Instant::now();
+    let summary = shared::contract::summarize(&table)?;
+    let check_ms = checked.elapsed().as_millis();
+    anyhow::ensure!(summary.rows == rows, "{} rows read back", summary.rows);
     let after_data = peak_rss_kib();
     let started = Instant::now();
     let fonts = shared::render::fonts::fonts();
@@ -101,12 +129,17 @@ pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
         parameters: &params,
     };
     let t = Instant::now();
-    let pdf = shared::render::render_pdf(&meta, &table).unwrap_or_default();
+    let pdf = shared::render::render_pdf(&meta, &table).map_err(anyhow::Error::msg)?;
     let pdf_ms = t.elapsed().as_millis();
     let t = Instant::now();
     let csv = shared::render::csv::render_csv(&table);
     let csv_ms = t.elapsed().as_millis();
-    println!("render: {rows} rows x {} columns", table.columns.len());
+    println!(
+        "render: {rows} rows x {} columns, from a {} KiB CSV claim check",
+        shared::contract::Rows::columns(&table).len(),
+        input_bytes / 1024
+    );
+    println!("  check + totals      {check_ms} ms");
     println!(
         "  pages               {}",
         shared::render::page_count(rows, true)
@@ -122,7 +155,7 @@ pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
     );
     println!("  RSS at start        {:.1} MiB", baseline as f64 / 1024.0);
     println!(
-        "  RSS with input rows {:.1} MiB",
+        "  RSS with input held {:.1} MiB",
         after_data as f64 / 1024.0
     );
     println!(
@@ -245,28 +278,7 @@ pub async fn seed_webhook_targets(
     active: usize,
     inactive: usize,
 ) -> Result<()> {
-    let now = Timestamp::now();
-    let targets = (0..active + inactive)
-        .map(|i| {
-            Ok(DeliveryTarget {
-                id: format!("{report}-t{i:05}"),
-                report_id: report.into(),
-                service_connection_id: None,
-                config: TargetConfig::from_json(
-                    "webhook",
-                    serde_json::json!({"url": format!("https://hooks.example.com/{i}")}),
-                    false,
-                )?,
-                formats: Vec::new(),
-                active: i < active,
-                disable_requested: None,
-                consecutive_failures: 0,
-                version: 0,
-                created_at: now,
-                updated_at: now,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let targets = webhook_target_records(report, active, inactive, "https://hooks.example.com")?;
     futures::stream::iter(&targets)
         .map(|t| store.put_target(t))
         .buffer_unordered(16)
@@ -280,33 +292,71 @@ pub async fn seed_webhook_targets(
 /// Records an execution as rendered (with a placeholder file), so fan-out
 /// can run without render.
 pub async fn record_rendered(store: &DynamoStore, execution_id: &str, report: &str) -> Result<()> {
-    let now = Timestamp::now();
     store
-        .put_rendered(&ReportExecution {
-            id: execution_id.into(),
-            report_id: report.into(),
-            report_name: "Fan-out".into(),
-            generated_at: now,
-            time_zone: "UTC".into(),
-            row_count: 0,
-            pdf: StoredFile {
-                key: format!("reports/{report}/{execution_id}/report.pdf"),
-                content_type: "application/pdf".into(),
-                size: 1,
-                sha256: "00".into(),
-            },
-            csv: None,
-            rendered_at: now,
-            fanned_out_at: None,
-            target_count: None,
-            fanout_note: None,
-            created_at: now,
-            updated_at: now,
-            input_sha256: None,
-            test_target_id: None,
-        })
+        .put_rendered(&rendered_execution(execution_id, report))
         .await?;
     Ok(())
+}
+
+/// A rendered execution record (files not stored).
+pub fn rendered_execution(execution_id: &str, report: &str) -> ReportExecution {
+    let now = Timestamp::now();
+    ReportExecution {
+        id: execution_id.into(),
+        report_id: report.into(),
+        report_name: "Fan-out".into(),
+        generated_at: now,
+        time_zone: "UTC".into(),
+        row_count: 0,
+        pdf: StoredFile {
+            key: format!("reports/{report}/{execution_id}/report.pdf"),
+            content_type: "application/pdf".into(),
+            size: 1,
+            sha256: "00".into(),
+        },
+        csv: None,
+        rendered_at: now,
+        fanned_out_at: None,
+        target_count: None,
+        fanout_note: None,
+        created_at: now,
+        updated_at: now,
+        input_sha256: None,
+        test_target_id: None,
+    }
+}
+
+/// `active` then `inactive` webhook targets of `report`, posting to
+/// `{base}/{i}`, unsigned.
+pub fn webhook_target_records(
+    report: &str,
+    active: usize,
+    inactive: usize,
+    base: &str,
+) -> Result<Vec<DeliveryTarget>> {
+    let now = Timestamp::now();
+    (0..active + inactive)
+        .map(|i| {
+            Ok(DeliveryTarget {
+                id: format!("{report}-t{i:05}"),
+                report_id: report.into(),
+                service_connection_id: None,
+                config: TargetConfig::from_json(
+                    "webhook",
+                    serde_json::json!({"url": format!("{base}/{i}")}),
+                    // A local receiver (http on 127.0.0.1), as the local stack allows.
+                    base.starts_with("http://127.0.0.1"),
+                )?,
+                formats: Vec::new(),
+                active: i < active,
+                disable_requested: None,
+                consecutive_failures: 0,
+                version: 0,
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect()
 }
 
 /// Fan-out deps over a local stack's tables and queues, with the given
@@ -398,4 +448,131 @@ async fn wait_for(ready: impl Fn() -> bool, limit: Duration) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// Deliver throughput: per round, one execution to a single webhook target
+/// and one to ten, against a receiver that answers every request after
+/// 200 ms, through the local runner (real deliver processes, real SQS
+/// batches from moto). Prints the deliver invocations' durations by batch
+/// size, and the deliver processes' CPU time per delivery.
+pub async fn deliver(rounds: usize) -> Result<()> {
+    use crate::sinks::Fault;
+    let work = crate::stack::project_root().join(".local/bench-deliver");
+    let prefix = format!("dlv-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut s = LocalStack::up(&prefix, &work).await?;
+    s.start_runner(&[]).await?;
+    let targets = |report: &str, n: usize| {
+        let list: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("{report}-{i}"),
+                    "report_id": report,
+                    "target_type": "webhook",
+                    "active": true,
+                    "service_connection_id": "conn-bench-signing",
+                    "config": {"url": format!("{{{{webhook_sink_url}}}}/hooks/{report}/{i}")},
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "connections": [{"id": "conn-bench-signing", "kind": "webhook_signing",
+                "secrets": ["whsec_dGVzdC1zaWduaW5nLXNlY3JldC0zMi1ieXRlcy1sb25nIQ=="]}],
+            "targets": list,
+        })
+        .to_string()
+    };
+    s.seed(&targets("rpt-bench-1", 1)).await?;
+    s.seed(&targets("rpt-bench-10", 10)).await?;
+    let sample: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        crate::stack::project_root().join("events/execution-completed.json"),
+    )?)?;
+    let host = s.function("deliver")?;
+    let run = |report: &'static str, n: usize| {
+        let mut msg = sample.clone();
+        let id = format!("exec-{}", uuid::Uuid::new_v4().simple());
+        msg["execution_id"] = id.clone().into();
+        msg["report_id"] = report.into();
+        (id, msg.to_string(), n)
+    };
+    let moto = moto_pid();
+    let cpu_before = host.cpu_ticks().await;
+    let moto_before = moto.and_then(crate::runner::cpu_ticks_of).unwrap_or(0);
+    let mut deliveries = 0;
+    for _ in 0..rounds {
+        for (id, body, n) in [run("rpt-bench-1", 1), run("rpt-bench-10", 10)] {
+            for _ in 0..n {
+                s.webhook
+                    .push_fault(Fault::Delay(Duration::from_millis(200)));
+            }
+            s.send("ExecutionsQueue", &body).await?;
+            let settled = s.wait_settled(&id, n, Duration::from_secs(60)).await?;
+            anyhow::ensure!(
+                settled
+                    .iter()
+                    .all(|a| a.status == shared::domain::AttemptStatus::Delivered),
+                "every delivery succeeds"
+            );
+            deliveries += n;
+        }
+    }
+    // The last invocation answers after its attempts settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = host.cpu_ticks().await.saturating_sub(cpu_before);
+    let moto_cpu = moto
+        .and_then(crate::runner::cpu_ticks_of)
+        .map(|t| t.saturating_sub(moto_before));
+    let timings = host.timings.lock().map(|t| t.clone()).unwrap_or_default();
+    s.down().await;
+    println!(
+        "deliver: {rounds} rounds of 1 + 10 signed webhooks, receiver answers after 200 ms, binaries from {}",
+        crate::stack::binaries_dir()?.display()
+    );
+    let mut sizes: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (records, d) in timings {
+        sizes
+            .entry(records)
+            .or_default()
+            .push(d.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "{:>6} {:>12} {:>10} {:>10} {:>10}",
+        "batch", "invocations", "median ms", "p95 ms", "max ms"
+    );
+    let mut medians = BTreeMap::new();
+    for (records, mut ms) in sizes {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        medians.insert(records, at(0.5));
+        println!(
+            "{records:>6} {:>12} {:>10.1} {:>10.1} {:>10.1}",
+            ms.len(),
+            at(0.5),
+            at(0.95),
+            ms.last().copied().unwrap_or_default()
+        );
+    }
+    if let (Some(one), Some(ten)) = (medians.get(&1), medians.get(&10)) {
+        println!("  batch of 10 / batch of 1 (medians): {:.2}x", ten / one);
+    }
+    println!(
+        "  deliver CPU: {:.1} ms per delivery ({} ms over {deliveries} deliveries, user + system)",
+        cpu as f64 * 10.0 / deliveries as f64,
+        cpu * 10
+    );
+    if let Some(m) = moto_cpu {
+        println!(
+            "  moto server CPU: {:.1} ms per delivery (one Python process serves every call)",
+            m as f64 * 10.0 / deliveries as f64
+        );
+    }
+    Ok(())
+}
+
+/// The moto server `scripts/moto.sh` started, if its pid file is there.
+fn moto_pid() -> Option<u32> {
+    std::fs::read_to_string(crate::stack::project_root().join(".local/moto/pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

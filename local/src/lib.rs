@@ -4,7 +4,9 @@
 //! (sinks) that speak the channels' protocols and can inject faults.
 
 pub mod bench;
+pub mod bench_model;
 pub mod chaos;
+pub mod model;
 pub mod provision;
 pub mod runner;
 pub mod seed;

@@ -28,11 +28,24 @@ async fn main() -> Result<()> {
             local::bench::render(count(args.get(1), 10_000)?, args.get(2).map(String::as_str))
         }
         Some("bench-fanout") => local::bench::fanout(count(args.get(1), 10_000)?).await,
+        Some("bench-deliver") => local::bench::deliver(count(args.get(1), 10)?).await,
+        Some("bench-fanout-model") => {
+            local::bench_model::fanout(count(args.get(1), 10_000)?, millis(args.get(2), 6)?).await
+        }
+        Some("bench-deliver-model") => {
+            local::bench_model::deliver(count(args.get(1), 20)?, millis(args.get(2), 6)?).await
+        }
         Some("bench-cold") => local::bench::cold_starts(count(args.get(1), 20)?).await,
         _ => bail!(
-            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-cold [RUNS]"
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-deliver [ROUNDS] | bench-fanout-model [TARGETS] [CALL_MS] | bench-deliver-model [ROUNDS] [CALL_MS] | bench-cold [RUNS]"
         ),
     }
+}
+
+fn millis(arg: Option<&String>, default: u64) -> Result<std::time::Duration> {
+    Ok(std::time::Duration::from_millis(
+        arg.map_or(Ok(default), |a| a.parse().context("expected milliseconds"))?,
+    ))
 }
 
 fn count(arg: Option<&String>, default: usize) -> Result<usize> {

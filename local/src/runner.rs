@@ -66,6 +66,14 @@ pub struct ColdStart {
     pub peak_rss_kib: Option<u64>,
 }
 
+/// A process's user + system CPU time in clock ticks, from
+/// `/proc/<pid>/stat` (fields 14 and 15, after the command name).
+pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// A process's peak resident set so far (KiB), from `/proc/<pid>/status`.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -96,6 +104,9 @@ pub struct FunctionHost {
     /// Every cold start so far: process spawn → first Runtime API request,
     /// and the process's peak RSS then (KiB, from `/proc`).
     pub cold_starts: std::sync::Mutex<Vec<ColdStart>>,
+    /// Every event-source invocation so far: records in the batch and the
+    /// time from invoke to the batch response, as Lambda bills it.
+    pub timings: std::sync::Mutex<Vec<(usize, Duration)>>,
     /// Batches still to throttle: received, not invoked, and left on the
     /// queue, as Lambda does when it has no concurrency to spare.
     throttle: std::sync::atomic::AtomicU32,
@@ -182,6 +193,13 @@ impl FunctionHost {
 
     /// Kills one environment's process, e.g. the one whose invocation
     /// timed out, or a random one in a chaos run.
+    /// CPU time (user + system) the live execution environments have used,
+    /// from `/proc/<pid>/stat`, in clock ticks (100 a second on Linux).
+    pub async fn cpu_ticks(&self) -> u64 {
+        let pids: Vec<u32> = self.pids.lock().await.iter().flatten().copied().collect();
+        pids.iter().filter_map(|pid| cpu_ticks_of(*pid)).sum()
+    }
+
     pub async fn kill_slot(&self, slot: usize) {
         let pid = self.pids.lock().await.get(slot).copied().flatten();
         if let Some(pid) = pid {
@@ -254,6 +272,7 @@ impl Runner {
                 running: Mutex::new(HashMap::new()),
                 invocations: 0.into(),
                 cold_starts: std::sync::Mutex::new(Vec::new()),
+                timings: std::sync::Mutex::new(Vec::new()),
                 throttle: 0.into(),
             });
             for slot in 0..spec.pool {
@@ -747,6 +766,9 @@ async fn poll(
                 .filter_map(|m| m.message_id.clone())
                 .collect(),
         };
+        if let Ok(mut t) = host.timings.lock() {
+            t.push((messages.len(), started.elapsed()));
+        }
         info!(
             function = %host.spec.binary,
             records = messages.len(),
