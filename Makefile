@@ -60,11 +60,17 @@ venv:
 clean:
 	rm -rf .local target
 
-## bench: render 10,000 rows x 8 columns and fan out to 10,000 targets (release build; see BENCHMARKS.md)
+## bench: render (10,000 and 100,000 rows), fan-out (moto and the model), deliver throughput (moto and the model); release build, see BENCHMARKS.md
 bench:
-	cargo build --release -p report-delivery-local
+	cargo build --release --workspace --bins
 	@bash scripts/moto.sh start
-	@trap 'bash scripts/moto.sh stop' EXIT; ./target/release/local bench-render 10000 && ./target/release/local bench-fanout 10000
+	@trap 'bash scripts/moto.sh stop' EXIT; set -e; \
+	  ./target/release/local bench-render 10000; \
+	  ./target/release/local bench-render 100000; \
+	  ./target/release/local bench-fanout 1000; \
+	  ./target/release/local bench-fanout-model 10000; \
+	  RUST_LOG=warn ./target/release/local bench-deliver 10; \
+	  ./target/release/local bench-deliver-model 20
 
 ## bench-reportlab: the render benchmark against reportlab, same rows and layout (ROWS, default 10000)
 bench-reportlab:

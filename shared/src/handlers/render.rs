@@ -159,14 +159,23 @@ async fn render_and_store(
     keep_input(deps, &msg, &*rows).await?;
     let started = std::time::Instant::now();
     let row_count = summary.rows as u64;
-    let (pdf, csv) = render_bytes(msg.clone(), tz, rows)
+    let rows: std::sync::Arc<dyn crate::contract::Rows> = rows.into();
+    let failed = |reason| Outcome::Reject {
+        code: "render_failed",
+        reason,
+    };
+    // One file in memory at a time: each is stored before the next renders.
+    let pdf = render_file(&msg, &tz, &rows, Format::Pdf)
         .await
-        .map_err(|reason| Outcome::Reject {
-            code: "render_failed",
-            reason,
-        })?;
-    let render_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        .map_err(failed)?;
+    let mut render_ms = started.elapsed().as_millis();
     let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
+    let csv_started = std::time::Instant::now();
+    let csv = render_file(&msg, &tz, &rows, Format::Csv)
+        .await
+        .map_err(failed)?;
+    render_ms += csv_started.elapsed().as_millis();
+    let render_ms = u64::try_from(render_ms).unwrap_or(u64::MAX);
     let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;
     info!(
         execution_id = %msg.execution_id,
@@ -262,15 +271,24 @@ async fn keep_input(
         .map_err(|e| retry(&e))
 }
 
-/// Renders the PDF and CSV off the async runtime. Deterministic: the same
-/// message gives the same bytes.
-async fn render_bytes(
-    msg: ExecutionCompletedV1,
-    tz: jiff::tz::TimeZone,
-    rows: Box<dyn crate::contract::Rows>,
-) -> Result<(Vec<u8>, Vec<u8>), String> {
-    tokio::task::spawn_blocking(move || {
-        let pdf = render_pdf(
+/// The files render writes.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Pdf,
+    Csv,
+}
+
+/// Renders one file off the async runtime. Deterministic: the same message
+/// gives the same bytes.
+async fn render_file(
+    msg: &ExecutionCompletedV1,
+    tz: &jiff::tz::TimeZone,
+    rows: &std::sync::Arc<dyn crate::contract::Rows>,
+    format: Format,
+) -> Result<Vec<u8>, String> {
+    let (msg, tz, rows) = (msg.clone(), tz.clone(), rows.clone());
+    tokio::task::spawn_blocking(move || match format {
+        Format::Pdf => render_pdf(
             &ReportMeta {
                 report_name: &msg.report_name,
                 execution_id: &msg.execution_id,
@@ -280,8 +298,8 @@ async fn render_bytes(
                 parameters: &msg.parameters,
             },
             &*rows,
-        );
-        pdf.map(|pdf| (pdf, render_csv(&*rows)))
+        ),
+        Format::Csv => Ok(render_csv(&*rows)),
     })
     .await
     .map_err(|e| e.to_string())?
@@ -333,14 +351,15 @@ pub async fn rerender(
     };
     let tz = time_zone(&msg.time_zone)
         .ok_or_else(|| RerenderError::Failed("unknown time zone".into()))?;
-    let (pdf, csv) = render_bytes(msg, tz, rows)
-        .await
-        .map_err(RerenderError::Failed)?;
-    let mut files = vec![(&execution.pdf, pdf)];
+    let rows: std::sync::Arc<dyn crate::contract::Rows> = rows.into();
+    let mut files = vec![(&execution.pdf, Format::Pdf)];
     if let Some(c) = &execution.csv {
-        files.push((c, csv));
+        files.push((c, Format::Csv));
     }
-    for (file, bytes) in files {
+    for (file, format) in files {
+        let bytes = render_file(&msg, &tz, &rows, format)
+            .await
+            .map_err(RerenderError::Failed)?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if sha != file.sha256 {
             warn!(key = %file.key, "re-rendered bytes differ from the recorded hash");

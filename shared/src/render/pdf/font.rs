@@ -16,8 +16,9 @@ pub struct GlyphBook<'f> {
     fonts: &'f Fonts,
     ascii: [[Option<Glyph>; 128]; 2],
     other: std::collections::HashMap<(char, bool), Glyph>,
-    /// Per face (regular, bold, fallback): glyph id → the text it shows.
-    used: [BTreeMap<u16, char>; 3],
+    /// Per face (regular, bold, fallback), indexed by glyph id: the
+    /// character it showed first (`'\0'`: not drawn).
+    used: [Vec<char>; 3],
 }
 
 fn slot(face: Face) -> usize {
@@ -67,7 +68,14 @@ impl<'f> GlyphBook<'f> {
 
     /// Records that `g` (showing `c`) was drawn.
     pub fn mark(&mut self, c: char, g: Glyph) {
-        self.used[slot(g.face)].entry(g.gid).or_insert(c);
+        let used = &mut self.used[slot(g.face)];
+        let i = usize::from(g.gid);
+        if i >= used.len() {
+            used.resize(i + 1, '\0');
+        }
+        if used[i] == '\0' {
+            used[i] = c;
+        }
     }
 
     /// Writes every face that drew something, and returns the font
@@ -75,11 +83,16 @@ impl<'f> GlyphBook<'f> {
     pub fn write_fonts(&self, file: &mut PdfFile) -> Result<String, String> {
         let mut entries = String::new();
         for face in [Face::Regular, Face::Bold, Face::Fallback] {
-            let used = &self.used[slot(face)];
+            let used: BTreeMap<u16, char> = self.used[slot(face)]
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != '\0')
+                .filter_map(|(g, c)| Some((u16::try_from(g).ok()?, *c)))
+                .collect();
             if used.is_empty() {
                 continue;
             }
-            let id = write_face(file, self.fonts, face, used)?;
+            let id = write_face(file, self.fonts, face, &used)?;
             let _ = write!(entries, "{} {id} ", resource(face));
         }
         Ok(entries)

@@ -71,7 +71,11 @@ impl Writer<'_> {
         if s.is_empty() {
             return;
         }
-        let _ = writeln!(self.text, "1 0 0 1 {x:.2} {y:.2} Tm");
+        self.text.extend_from_slice(b"1 0 0 1 ");
+        number(&mut self.text, x);
+        self.text.push(b' ');
+        number(&mut self.text, y);
+        self.text.extend_from_slice(b" Tm\n");
         let mut open = false;
         for c in s.chars() {
             let g = self.book.glyph(c, bold);
@@ -79,20 +83,23 @@ impl Writer<'_> {
             let key = (g.face, size.to_bits());
             if self.current != Some(key) {
                 if open {
-                    self.text.extend_from_slice(b"> Tj\n");
+                    self.text.extend_from_slice(b") Tj\n");
                     open = false;
                 }
-                let _ = writeln!(self.text, "{} {size} Tf", resource(g.face));
+                self.text.extend_from_slice(resource(g.face).as_bytes());
+                self.text.push(b' ');
+                number(&mut self.text, size);
+                self.text.extend_from_slice(b" Tf\n");
                 self.current = Some(key);
             }
             if !open {
-                self.text.push(b'<');
+                self.text.push(b'(');
                 open = true;
             }
-            let _ = write!(self.text, "{:04X}", g.gid);
+            code(&mut self.text, g.gid);
         }
         if open {
-            self.text.extend_from_slice(b"> Tj\n");
+            self.text.extend_from_slice(b") Tj\n");
         }
     }
 
@@ -160,6 +167,50 @@ impl Writer<'_> {
             };
             self.text(tx, y - ROW_H + 4.0, size, bold, &fitted);
             x += w;
+        }
+    }
+}
+
+/// Appends `v` with at most two decimals (`12.5`, `-3`, `841.89`): content
+/// stream numbers, written without the formatting machinery (the writer's
+/// hottest path).
+fn number(out: &mut Vec<u8>, v: f32) {
+    let hundredths = (f64::from(v) * 100.0).round() as i64;
+    if hundredths < 0 {
+        out.push(b'-');
+    }
+    let n = hundredths.unsigned_abs();
+    let (whole, frac) = (n / 100, n % 100);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut w = whole;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (w % 10) as u8;
+        w /= 10;
+        if w == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    if frac != 0 {
+        out.push(b'.');
+        out.push(b'0' + (frac / 10) as u8);
+        if frac % 10 != 0 {
+            out.push(b'0' + (frac % 10) as u8);
+        }
+    }
+}
+
+/// Appends a glyph id as its two bytes inside a literal string: half the
+/// size of hex, so less to deflate. `(`, `)` and `\` are escaped, and a
+/// carriage return is written `\r` (readers turn a raw one into a line feed).
+fn code(out: &mut Vec<u8>, v: u16) {
+    for b in v.to_be_bytes() {
+        match b {
+            b'(' | b')' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
         }
     }
 }
@@ -695,6 +746,22 @@ mod tests {
 
     fn page_count_of(doc: &PdfDocument) -> usize {
         doc.pages.len()
+    }
+
+    #[test]
+    fn content_numbers_and_glyph_codes_are_written_plainly() {
+        let mut out = Vec::new();
+        for v in [0.0, 12.5, -3.0, 841.89, 0.05, -0.004, 595.28, 100.0] {
+            number(&mut out, v);
+            out.push(b' ');
+        }
+        for gid in [0x0041, 0x2829, 0x5C0D, 0xFF00] {
+            code(&mut out, gid);
+        }
+        assert_eq!(
+            out,
+            b"0 12.5 -3 841.89 0.05 0 595.28 100 \0A\\(\\)\\\\\\r\xFF\0"
+        );
     }
 
     #[test]
