@@ -531,26 +531,7 @@ pub async fn deliver(rounds: usize) -> Result<()> {
             .or_default()
             .push(d.as_secs_f64() * 1000.0);
     }
-    println!(
-        "{:>6} {:>12} {:>10} {:>10} {:>10}",
-        "batch", "invocations", "median ms", "p95 ms", "max ms"
-    );
-    let mut medians = BTreeMap::new();
-    for (records, mut ms) in sizes {
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-        medians.insert(records, at(0.5));
-        println!(
-            "{records:>6} {:>12} {:>10.1} {:>10.1} {:>10.1}",
-            ms.len(),
-            at(0.5),
-            at(0.95),
-            ms.last().copied().unwrap_or_default()
-        );
-    }
-    if let (Some(one), Some(ten)) = (medians.get(&1), medians.get(&10)) {
-        println!("  batch of 10 / batch of 1 (medians): {:.2}x", ten / one);
-    }
+    print_batches(sizes);
     println!(
         "  deliver CPU: {:.1} ms per delivery ({} ms over {deliveries} deliveries, user + system)",
         cpu as f64 * 10.0 / deliveries as f64,
@@ -563,6 +544,31 @@ pub async fn deliver(rounds: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints invocation wall times (ms) by batch size: count, median, p95 and
+/// max, and the batch of 10 against the batch of 1.
+pub fn print_batches(by_size: BTreeMap<usize, Vec<f64>>) {
+    println!(
+        "{:>6} {:>12} {:>10} {:>10} {:>10}",
+        "batch", "invocations", "median ms", "p95 ms", "max ms"
+    );
+    let mut medians = BTreeMap::new();
+    for (size, mut ms) in by_size {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        medians.insert(size, at(0.5));
+        println!(
+            "{size:>6} {:>12} {:>10.1} {:>10.1} {:>10.1}",
+            ms.len(),
+            at(0.5),
+            at(0.95),
+            ms.last().copied().unwrap_or_default()
+        );
+    }
+    if let (Some(one), Some(ten)) = (medians.get(&1), medians.get(&10)) {
+        println!("  batch of 10 / batch of 1 (medians): {:.2}x", ten / one);
+    }
 }
 
 /// The moto server `scripts/moto.sh` started, if its pid file is there.

@@ -205,26 +205,7 @@ pub async fn deliver(rounds: usize, latency: Duration) -> Result<()> {
         "deliver (model, {} ms per store/queue call): {rounds} rounds of 1 + 10 signed webhooks, receiver answers after 200 ms",
         latency.as_millis()
     );
-    println!(
-        "{:>6} {:>12} {:>10} {:>10} {:>10}",
-        "batch", "invocations", "median ms", "p95 ms", "max ms"
-    );
-    let mut medians = BTreeMap::new();
-    for (n, mut ms) in walls {
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-        medians.insert(n, at(0.5));
-        println!(
-            "{n:>6} {:>12} {:>10.1} {:>10.1} {:>10.1}",
-            ms.len(),
-            at(0.5),
-            at(0.95),
-            ms.last().copied().unwrap_or_default()
-        );
-    }
-    if let (Some(one), Some(ten)) = (medians.get(&1), medians.get(&10)) {
-        println!("  batch of 10 / batch of 1 (medians): {:.2}x", ten / one);
-    }
+    crate::bench::print_batches(walls);
     println!(
         "  CPU: {:.2} ms per delivery ({} ms over {deliveries} deliveries; this process, the receiver included)",
         cpu as f64 * 10.0 / deliveries.max(1) as f64,
