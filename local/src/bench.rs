@@ -131,7 +131,7 @@ pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
     // As render does: each file is stored (here: measured, written out)
     // and dropped before the next one renders.
     let t = Instant::now();
-    let pdf = shared::render::render_pdf(&meta, &table).map_err(anyhow::Error::msg)?;
+    let pdf = shared::render::render_pdf(&meta, &table, &summary).map_err(anyhow::Error::msg)?;
     let pdf_ms = t.elapsed().as_millis();
     let after_pdf = peak_rss_kib();
     let (pdf_kib, font_programs) = (

@@ -50,7 +50,8 @@ fn render_to_file(t: &Table, name: &str) -> std::path::PathBuf {
     let dir = report_delivery_tests::work_dir().join("render");
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join(format!("{name}-{}.pdf", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, render_pdf(&meta, t).expect("renders")).expect("write");
+    let summary = shared::contract::summarize(t).expect("a valid table");
+    std::fs::write(&path, render_pdf(&meta, t, &summary).expect("renders")).expect("write");
     path
 }
 

@@ -3,7 +3,7 @@
 
 mod rows;
 
-pub use rows::{CsvRows, JsonRows, Rows, Summary, count_and_totals, summarize, totals_of};
+pub use rows::{CsvRows, JsonRows, Rows, Summary, summarize, totals_of};
 
 use crate::domain::Timestamp;
 use serde::{Deserialize, Serialize};

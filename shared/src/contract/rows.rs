@@ -90,31 +90,24 @@ pub fn summarize(rows: &dyn Rows) -> Result<Summary, TableError> {
 /// The totals of the numeric columns, in one pass, without the type checks
 /// of [`summarize`] beyond what totalling needs.
 pub fn totals_of(rows: &dyn Rows) -> Result<Vec<Option<Total>>, TableError> {
-    count_and_totals(rows).1
-}
-
-/// Counts every row and totals the numeric columns in one pass; totalling
-/// stops at the first cell that cannot be totalled (its error is returned),
-/// counting does not.
-pub fn count_and_totals(rows: &dyn Rows) -> (usize, Result<Vec<Option<Total>>, TableError>) {
     let columns = rows.columns();
     let mut sums = Sums::new(columns);
     let mut count = 0;
     let mut failed = None;
-    let scanned = rows.scan(&mut |row| {
+    rows.scan(&mut |row| {
         count += 1;
-        if failed.is_none()
-            && let Err(e) = sums.add(columns, count, row)
-        {
-            failed = Some(e);
+        match sums.add(columns, count, row) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
         }
-        ControlFlow::Continue(())
-    });
-    let totals = match (scanned, failed) {
-        (Err(e), _) | (Ok(()), Some(e)) => Err(e),
-        (Ok(()), None) => sums.finish(columns),
-    };
-    (count, totals)
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => sums.finish(columns),
+    }
 }
 
 /// Checks one row (1-based `r`) against the columns.

@@ -165,13 +165,13 @@ async fn render_and_store(
         reason,
     };
     // One file in memory at a time: each is stored before the next renders.
-    let pdf = render_file(&msg, &tz, &rows, Format::Pdf)
+    let pdf = render_file(&msg, &tz, &rows, &summary, Format::Pdf)
         .await
         .map_err(failed)?;
     let mut render_ms = started.elapsed().as_millis();
     let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
     let csv_started = std::time::Instant::now();
-    let csv = render_file(&msg, &tz, &rows, Format::Csv)
+    let csv = render_file(&msg, &tz, &rows, &summary, Format::Csv)
         .await
         .map_err(failed)?;
     render_ms += csv_started.elapsed().as_millis();
@@ -284,9 +284,10 @@ async fn render_file(
     msg: &ExecutionCompletedV1,
     tz: &jiff::tz::TimeZone,
     rows: &std::sync::Arc<dyn crate::contract::Rows>,
+    summary: &crate::contract::Summary,
     format: Format,
 ) -> Result<Vec<u8>, String> {
-    let (msg, tz, rows) = (msg.clone(), tz.clone(), rows.clone());
+    let (msg, tz, rows, summary) = (msg.clone(), tz.clone(), rows.clone(), summary.clone());
     tokio::task::spawn_blocking(move || match format {
         Format::Pdf => render_pdf(
             &ReportMeta {
@@ -298,6 +299,7 @@ async fn render_file(
                 parameters: &msg.parameters,
             },
             &*rows,
+            &summary,
         ),
         Format::Csv => Ok(render_csv(&*rows)),
     })
@@ -351,13 +353,15 @@ pub async fn rerender(
     };
     let tz = time_zone(&msg.time_zone)
         .ok_or_else(|| RerenderError::Failed("unknown time zone".into()))?;
+    let summary = crate::contract::summarize(&*rows)
+        .map_err(|e| RerenderError::Failed(format!("stored input: {e}")))?;
     let rows: std::sync::Arc<dyn crate::contract::Rows> = rows.into();
     let mut files = vec![(&execution.pdf, Format::Pdf)];
     if let Some(c) = &execution.csv {
         files.push((c, Format::Csv));
     }
     for (file, format) in files {
-        let bytes = render_file(&msg, &tz, &rows, format)
+        let bytes = render_file(&msg, &tz, &rows, &summary, format)
             .await
             .map_err(RerenderError::Failed)?;
         let sha = hex::encode(Sha256::digest(&bytes));

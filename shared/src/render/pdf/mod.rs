@@ -22,7 +22,7 @@ use super::display::{
 };
 use super::fonts::{Face, Fonts, fonts};
 use super::{ReportMeta, format_cell, local_time, shown_totals};
-use crate::contract::{Column, ColumnType, Rows, count_and_totals};
+use crate::contract::{Column, ColumnType, Rows, Summary};
 use file::{PdfFile, text_string};
 use font::{GlyphBook, resource};
 use std::io::Write as _;
@@ -215,10 +215,16 @@ fn code(out: &mut Vec<u8>, v: u16) {
     }
 }
 
-/// Renders the PDF bytes: rows are read in order a page at a time, pages
-/// are written out as they are drawn, and each font is embedded once,
-/// subset to what the pages used. Fails only if a font cannot be subset.
-pub fn render_pdf(meta: &ReportMeta<'_>, rows: &dyn Rows) -> Result<Vec<u8>, String> {
+/// Renders the PDF bytes from rows that [`summarize`](crate::contract::summarize)
+/// accepted (its `summary` gives the page count and the totals line, so the
+/// rows are not read again for them): rows are read in order a page at a
+/// time, pages are written out as they are drawn, and each font is embedded
+/// once, subset to what the pages used. Fails only if a font cannot be subset.
+pub fn render_pdf(
+    meta: &ReportMeta<'_>,
+    rows: &dyn Rows,
+    summary: &Summary,
+) -> Result<Vec<u8>, String> {
     let f = fonts();
     let tz = meta.time_zone;
     let columns = rows.columns();
@@ -229,8 +235,8 @@ pub fn render_pdf(meta: &ReportMeta<'_>, rows: &dyn Rows) -> Result<Vec<u8>, Str
             .collect()
     };
     let title = display(meta.report_name, MAX_REPORT_NAME);
-    let (row_count, sums) = count_and_totals(rows);
-    let sums = shown_totals(columns, sums);
+    let row_count = summary.rows;
+    let sums = shown_totals(columns, Ok(summary.totals.clone()));
     let has_totals = sums.iter().any(Option::is_some) && row_count > 0;
     let totals_line: Vec<String> = sums
         .iter()
@@ -277,10 +283,12 @@ pub fn render_pdf(meta: &ReportMeta<'_>, rows: &dyn Rows) -> Result<Vec<u8>, Str
     drop(sample);
     let row_pages = page_count(row_count, has_totals);
 
+    let mut file = PdfFile::new();
+    let (pages_id, resources) = (file.reserve(), file.reserve());
     let mut doc = Doc {
-        file: PdfFile::new(),
-        pages_id: file::Ref(0),
-        resources: file::Ref(0),
+        file,
+        pages_id,
+        resources,
         kids: String::new(),
         pages: 0,
         w: Writer {
@@ -291,8 +299,6 @@ pub fn render_pdf(meta: &ReportMeta<'_>, rows: &dyn Rows) -> Result<Vec<u8>, Str
             size: layout.size,
         },
     };
-    doc.pages_id = doc.file.reserve();
-    doc.resources = doc.file.reserve();
     let frame = Frame {
         pages: row_pages * layout.bands.len(),
         row_pages,
@@ -677,7 +683,8 @@ mod tests {
             time_zone_name: "Europe/Zurich",
             parameters: params,
         };
-        let pdf = render_pdf(&meta, t).expect("renders");
+        let summary = crate::contract::summarize(t).expect("a valid table");
+        let pdf = render_pdf(&meta, t, &summary).expect("renders");
         assert!(pdf.starts_with(b"%PDF"));
         pdf
     }
