@@ -37,10 +37,7 @@ pub fn peak_rss_kib() -> u64 {
 /// A synthetic report: `rows` × 8 columns of every type, with Unicode names
 /// and some long text.
 pub fn synthetic_table(rows: usize) -> Table {
-    let col = |name: &str, kind| Column {
-        name: name.into(),
-        kind,
-    };
+    let col = |name: &str, kind| Column::new(name, kind);
     Table {
         columns: vec![
             col("City", ColumnType::String),
@@ -312,6 +309,8 @@ pub fn rendered_execution(execution_id: &str, report: &str) -> ReportExecution {
             sha256: "00".into(),
         },
         csv: None,
+        preview: None,
+        chart: None,
         rendered_at: now,
         fanned_out_at: None,
         target_count: None,
@@ -345,6 +344,7 @@ pub fn webhook_target_records(
                     base.starts_with("http://127.0.0.1"),
                 )?,
                 formats: Vec::new(),
+                preview_rows: None,
                 active: i < active,
                 disable_requested: None,
                 consecutive_failures: 0,

@@ -41,6 +41,9 @@ pub struct SeedTarget {
     /// `pdf` (default) and/or `csv`.
     #[serde(default)]
     pub formats: Vec<shared::domain::target::Format>,
+    /// Rows shown in the message (0–50; default 10, none for webhooks).
+    #[serde(default)]
+    pub preview_rows: Option<u8>,
     pub config: serde_json::Value,
 }
 
@@ -82,12 +85,15 @@ pub fn parse(
         .map(|t| {
             let config = TargetConfig::from_json(&t.target_type, t.config, allow_private_hosts)
                 .with_context(|| format!("target {}", t.id))?;
+            shared::domain::target::check_preview_rows(t.preview_rows)
+                .map_err(|e| anyhow!("target {}: {e}", t.id))?;
             Ok(DeliveryTarget {
                 id: t.id,
                 report_id: t.report_id,
                 service_connection_id: t.service_connection_id,
                 config,
                 formats: t.formats,
+                preview_rows: t.preview_rows,
                 active: t.active,
                 disable_requested: None,
                 consecutive_failures: 0,

@@ -103,6 +103,8 @@ async fn an_execution_message_ends_as_one_signed_webhook_delivery_and_a_pdf_in_s
     assert_eq!(post.headers.get("webhook-id"), Some(&attempt.id));
     let json = post.json().expect("JSON body");
     assert_eq!(json["type"], "report.ready");
+    assert_eq!(json["schema_version"], "1.1");
+    assert!(json.get("preview").is_none(), "webhook previews are opt-in");
     assert_eq!(json["execution"]["id"], execution_id.as_str());
     assert_eq!(json["report"]["name"], "Weekly sales");
     let files = json["files"].as_array().expect("files");
@@ -346,8 +348,10 @@ async fn a_duplicate_delivery_message_never_sends_twice() {
         .keys(&format!("reports/rpt-dup/{execution_id}/"))
         .await
         .expect("list");
-    // The PDF, the CSV and the input kept for re-rendering; nothing twice
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    // The PDF, the CSV, the preview and the input kept for re-rendering;
+    // nothing twice
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/preview-")), "{keys:?}");
     assert!(keys.iter().any(|k| k.ends_with("/input.json")), "{keys:?}");
     s.down().await;
 }

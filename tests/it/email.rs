@@ -86,8 +86,48 @@ async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
     // multipart/alternative: a text and an HTML body
     let text = m.body_text(0).expect("text body").into_owned();
     let html = m.body_html(0).expect("html body").into_owned();
-    assert!(text.contains("Weekly sales") && text.contains("Rows: 5"));
-    assert!(html.contains("<h2>Weekly sales</h2>"));
+    assert!(
+        text.contains("Generated: Thu 26 Nov 2026, 08:00 CET"),
+        "{text}"
+    );
+    assert!(text.contains("region: EMEA"), "{text}");
+    assert!(
+        text.contains("Zurich") && text.contains("98,231.50"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Total") && text.contains("231,610.65"),
+        "{text}"
+    );
+    // The HTML, read by a real HTML5 parser: the preview table has every
+    // row (the sample has five, under the default of ten), five cells a
+    // row, numbers right-aligned, and the totals line.
+    let doc = scraper::Html::parse_document(&html);
+    let select = |css: &str| {
+        doc.select(&scraper::Selector::parse(css).expect("selector"))
+            .collect::<Vec<_>>()
+    };
+    let cells = |e: &scraper::ElementRef<'_>| -> Vec<String> {
+        e.children()
+            .filter_map(scraper::ElementRef::wrap)
+            .map(|c| c.text().collect::<String>())
+            .collect()
+    };
+    assert_eq!(select("h1")[0].text().collect::<String>(), "Weekly sales");
+    let rows = select("table.preview tbody tr");
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| cells(r).len() == 5));
+    assert_eq!(
+        cells(&rows[0]),
+        ["Zurich", "412", "98,231.50", "2026-11-25 19:42 CET", "Yes"]
+    );
+    let totals = select("table.preview tfoot tr");
+    assert_eq!(cells(&totals[0]), ["Total", "1,151", "231,610.65", "", ""]);
+    assert_eq!(
+        select("table.preview tbody td[align=right]").len(),
+        10,
+        "the two numeric columns align right"
+    );
     // The attachments are byte-for-byte the rendered files in S3
     let (e, pdf) = rendered(&s, &execution_id).await;
     let csv = s

@@ -10,10 +10,7 @@ use std::process::Command;
 const NAMES: [&str; 5] = ["Zürich", "Łódź", "東京", "Ελλάδα", "Москва"];
 
 fn table(rows: usize) -> Table {
-    let col = |name: &str, kind| Column {
-        name: name.into(),
-        kind,
-    };
+    let col = |name: &str, kind| Column::new(name, kind);
     Table {
         columns: vec![
             col("City", ColumnType::String),

@@ -53,6 +53,10 @@ async fn a_bot_token_target_uploads_the_pdf_with_the_three_step_flow() {
     assert_eq!(m.channel_id.as_deref(), Some("C0SALES2026"));
     let comment = m.payload["initial_comment"].as_str().expect("comment");
     assert!(comment.contains("Weekly sales") && comment.contains("5 rows"));
+    assert!(
+        comment.contains("```") && comment.contains("98,231.50"),
+        "the comment shows the preview: {comment}"
+    );
     let (_, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(m.files.len(), 1);
     assert_eq!(m.files[0].bytes.as_deref(), Some(pdf.as_slice()));
@@ -301,8 +305,22 @@ async fn an_incoming_webhook_posts_block_kit_with_a_working_download_button() {
     assert_eq!(blocks[0]["type"], "header");
     assert_eq!(blocks[0]["text"]["text"], "Weekly sales");
     let fields = blocks[1]["fields"].to_string();
-    assert!(fields.contains("2026-11-26 08:00 CET"), "{fields}");
-    let button = &blocks[2]["elements"][0];
+    assert!(fields.contains("Thu 26 Nov 2026, 08:00 CET"), "{fields}");
+    let preview = blocks
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .find(|t| t.starts_with("```"))
+        .expect("a preview block");
+    assert_eq!(
+        preview.lines().count(),
+        2 + 5 + 2 + 2,
+        "names, rule, 5 rows, rule, totals, fences: {preview}"
+    );
+    let actions = blocks
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .expect("buttons");
+    let button = &actions["elements"][0];
     assert_eq!(button["type"], "button");
     let (_, pdf) = rendered(&s, &execution_id).await;
     assert_eq!(download(button["url"].as_str().expect("url")).await, pdf);

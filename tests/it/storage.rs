@@ -23,6 +23,7 @@ fn webhook(id: &str, report: &str, active: bool) -> DeliveryTarget {
         )
         .expect("valid"),
         formats: Vec::new(),
+        preview_rows: None,
         active,
         disable_requested: None,
         consecutive_failures: 0,

@@ -6,6 +6,7 @@
 use super::{Channel, DeliveryContext, DeliveryError, LinkedFile, Receipt, error_chain};
 use crate::domain::TargetConfig;
 use crate::domain::target::{EmailAddress, EmailConfig};
+use askama::Template;
 use async_trait::async_trait;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
@@ -85,23 +86,215 @@ pub fn subject(template: Option<&str>, report_name: &str, date: &str) -> String 
     )
 }
 
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The HTML part: a table-based layout with inline CSS, as email clients
+/// need (`templates/email.html`; askama escapes every value).
+#[derive(Template)]
+#[template(path = "email.html")]
+struct EmailHtml<'a> {
+    v: &'a EmailView,
+}
+
+/// The text part, saying the same (`templates/email.txt`).
+#[derive(Template)]
+#[template(path = "email.txt")]
+struct EmailText<'a> {
+    v: &'a EmailView,
+}
+
+/// What the message shows, worked out once for both parts.
+#[derive(Debug, Clone)]
+pub struct EmailView {
+    pub report_name: String,
+    /// The hidden line inbox lists show after the subject.
+    pub preheader: String,
+    /// When the report was generated, in its zone.
+    pub generated: String,
+    pub parameters: Vec<(String, String)>,
+    pub chart: Option<ChartView>,
+    pub table: Option<TableView>,
+    /// The preview as aligned plain text (empty without one).
+    pub text_table: Vec<String>,
+    /// Why the files are linked instead of attached.
+    pub size_note: Option<String>,
+    pub files: Vec<FileView>,
+    /// Where the files are and until when the links work.
+    pub files_note: String,
+    pub execution_id: String,
+}
+
+/// The inline chart.
+#[derive(Debug, Clone)]
+pub struct ChartView {
+    /// The attachment's Content-ID.
+    pub cid: String,
+    pub alt: String,
+}
+
+/// The preview table.
+#[derive(Debug, Clone)]
+pub struct TableView {
+    pub columns: Vec<CellView>,
+    pub rows: Vec<Vec<CellView>>,
+    pub totals: Option<Vec<CellView>>,
+    /// "…and 1,190 more rows in the attached PDF and CSV."
+    pub note: Option<String>,
+}
+
+/// One cell, and how it aligns (numbers right).
+#[derive(Debug, Clone)]
+pub struct CellView {
+    pub text: String,
+    pub numeric: bool,
+    pub align: &'static str,
+}
+
+/// A file to download.
+#[derive(Debug, Clone)]
+pub struct FileView {
+    /// `PDF`, `CSV`.
+    pub label: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl CellView {
+    fn new(text: impl Into<String>, numeric: bool) -> Self {
+        Self {
+            text: text.into(),
+            numeric,
+            align: if numeric { "right" } else { "left" },
+        }
+    }
+}
+
+/// Parameters a message lists; the rest are in the PDF.
+const MAX_PARAMETERS: usize = 20;
+
+impl EmailView {
+    /// The view of one send: `attached` says whether the files travel as
+    /// attachments (else they are linked, being over `limit` bytes).
+    pub fn new(ctx: &DeliveryContext<'_>, attached: bool, limit: u64) -> Self {
+        let labels: Vec<String> = ctx
+            .files
+            .iter()
+            .map(|f| f.format.as_str().to_uppercase())
+            .collect();
+        let formats = labels.join(" and ");
+        let expires = ctx.expires_local();
+        let table = ctx.preview_rows().map(|(p, n)| {
+            let numeric: Vec<bool> = p.columns.iter().map(|c| c.is_numeric()).collect();
+            let row = |cells: &[String]| -> Vec<CellView> {
+                cells
+                    .iter()
+                    .zip(&numeric)
+                    .map(|(c, &num)| CellView::new(c.as_str(), num))
+                    .collect()
+            };
+            let shown = p.first(n);
+            let more = p.rows_after(n);
+            let mut note = Vec::new();
+            if more > 0 {
+                let place = if attached {
+                    format!("the attached {formats}")
+                } else {
+                    format!("the {formats} linked below")
+                };
+                note.push(format!(
+                    "…and {} more row{} in {place}.",
+                    crate::render::group_thousands(&more.to_string()),
+                    if more == 1 { "" } else { "s" }
+                ));
+            }
+            if p.hidden_columns > 0 {
+                note.push(format!(
+                    "The table shows the first {} of {} columns.",
+                    p.columns.len(),
+                    p.columns.len() + p.hidden_columns
+                ));
+            }
+            TableView {
+                columns: p
+                    .columns
+                    .iter()
+                    .map(|c| CellView::new(c.name.as_str(), c.is_numeric()))
+                    .collect(),
+                rows: shown.iter().map(|r| row(r)).collect(),
+                totals: p
+                    .totals_line()
+                    .filter(|_| !shown.is_empty())
+                    .map(|t| row(&t)),
+                note: (!note.is_empty()).then(|| note.join(" ")),
+            }
+        });
+        let text_table = ctx
+            .preview_rows()
+            .map(|(p, n)| p.text_table(n, 30))
+            .unwrap_or_default();
+        let total: u64 = ctx.files.iter().map(|f| f.file.size).sum();
+        let (size_note, files_note) = if attached {
+            (
+                None,
+                format!("The {formats} is attached. The links work until {expires}."),
+            )
+        } else {
+            (
+                Some(format!(
+                    "The files are too large to attach ({}, limit {}).",
+                    megabytes(total),
+                    megabytes(limit)
+                )),
+                format!("Download them with the links; they work until {expires}."),
+            )
+        };
+        let rows = ctx.execution.row_count;
+        Self {
+            report_name: header_text(&ctx.execution.report_name),
+            preheader: format!(
+                "{} row{}, generated {}",
+                crate::render::group_thousands(&rows.to_string()),
+                if rows == 1 { "" } else { "s" },
+                ctx.local_time()
+            ),
+            generated: ctx.local_time(),
+            parameters: ctx
+                .preview
+                .map(|p| p.parameters.iter().take(MAX_PARAMETERS).cloned().collect())
+                .unwrap_or_default(),
+            chart: None,
+            table,
+            text_table,
+            size_note,
+            files: ctx
+                .files
+                .iter()
+                .zip(labels)
+                .map(|(f, label)| FileView {
+                    label: if attached {
+                        label
+                    } else {
+                        format!("{label} ({})", megabytes(f.file.size))
+                    },
+                    name: ctx.file_name(f),
+                    url: f.download_url.clone(),
+                })
+                .collect(),
+            files_note,
+            execution_id: ctx.execution.id.clone(),
+        }
+    }
+}
+
+/// The HTML and text parts of a message.
+pub fn render_parts(view: &EmailView) -> Result<(String, String), DeliveryError> {
+    let failed = |e: askama::Error| DeliveryError::permanent("invalid_payload", e.to_string());
+    Ok((
+        EmailHtml { v: view }.render().map_err(failed)?,
+        EmailText { v: view }.render().map_err(failed)?,
+    ))
 }
 
 /// Whether the files go as attachments or as links.
@@ -131,64 +324,7 @@ pub fn build_message(
     limit: u64,
 ) -> Result<Vec<u8>, DeliveryError> {
     let name = header_text(&ctx.execution.report_name);
-    let when = ctx.local_time();
-    let expires = ctx.link_expires_at.to_string();
-    let total: u64 = ctx.files.iter().map(|f| f.file.size).sum();
-    let mut text = format!(
-        "Your report \"{name}\" is ready.\n\nGenerated: {when}\nRows: {}\n\n",
-        ctx.execution.row_count
-    );
-    let mut html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif\">\
-         <h2>{}</h2><p>Your report is ready.</p>\
-         <table><tr><td>Generated</td><td>{}</td></tr><tr><td>Rows</td><td>{}</td></tr></table>",
-        html_escape(&name),
-        html_escape(&when),
-        ctx.execution.row_count
-    );
-    if attachments.is_empty() {
-        let note = format!(
-            "The files are too large to attach ({}, limit {}). Download them here; the links work until {expires}:",
-            megabytes(total),
-            megabytes(limit)
-        );
-        text.push_str(&note);
-        text.push('\n');
-        html.push_str(&format!("<p>{}</p><ul>", html_escape(&note)));
-        for f in ctx.files {
-            let file_name = ctx.file_name(f);
-            text.push_str(&format!(
-                "- {file_name} ({}): {}\n",
-                megabytes(f.file.size),
-                f.download_url
-            ));
-            html.push_str(&format!(
-                "<li><a href=\"{}\">{}</a> ({})</li>",
-                html_escape(&f.download_url),
-                html_escape(&file_name),
-                megabytes(f.file.size)
-            ));
-        }
-        html.push_str("</ul>");
-    } else {
-        text.push_str("The report is attached. You can also download it until ");
-        text.push_str(&expires);
-        text.push_str(":\n");
-        html.push_str(&format!(
-            "<p>The report is attached. You can also download it until {}:</p><ul>",
-            html_escape(&expires)
-        ));
-        for (file_name, f, _) in attachments {
-            text.push_str(&format!("- {file_name}: {}\n", f.download_url));
-            html.push_str(&format!(
-                "<li><a href=\"{}\">{}</a></li>",
-                html_escape(&f.download_url),
-                html_escape(file_name)
-            ));
-        }
-        html.push_str("</ul>");
-    }
-    html.push_str("</body></html>");
+    let (html, text) = render_parts(&EmailView::new(ctx, !attachments.is_empty(), limit))?;
     let list = |v: &[EmailAddress]| -> Address<'static> {
         Address::new_list(
             v.iter()
@@ -513,11 +649,174 @@ mod tests {
         assert_eq!(mode(&[file(6), file(5)], 10), Mode::Linked);
     }
 
+    use crate::channel::sample::{Sample, SampleReport};
+    use crate::contract::{Column, ColumnType, Table};
+    use scraper::{Html, Selector};
+    use serde_json::json;
+
+    const HOSTILE: &str = "<script>alert('x')</script> & \"Sales\" <b>bold</b>";
+
+    fn sample(name: &str, rows: usize, preview_rows: Option<u8>) -> Sample {
+        let table = Table {
+            columns: vec![
+                Column::new(HOSTILE, ColumnType::String),
+                Column::new("Orders", ColumnType::Integer),
+                Column::new("Revenue", ColumnType::Decimal),
+                Column::new("On target", ColumnType::Boolean),
+            ],
+            rows: (0..rows)
+                .map(|i| {
+                    json!([
+                        format!("<img src=x onerror=alert({i})>"),
+                        i * 1000,
+                        12.5 * i as f64,
+                        i % 2 == 0
+                    ])
+                })
+                .map(|v| v.as_array().cloned().unwrap_or_default())
+                .collect(),
+        };
+        let params =
+            std::collections::BTreeMap::from([("region".to_owned(), "<EMEA> & \"co\"".to_owned())]);
+        let mut target = crate::domain::DeliveryTarget {
+            id: "tgt-1".into(),
+            report_id: "rpt-1".into(),
+            service_connection_id: None,
+            config: TargetConfig::from_json("email", json!({"to": ["a@example.com"]}), false)
+                .expect("config"),
+            formats: vec![
+                crate::domain::target::Format::Pdf,
+                crate::domain::target::Format::Csv,
+            ],
+            preview_rows,
+            active: true,
+            disable_requested: None,
+            consecutive_failures: 0,
+            version: 1,
+            created_at: crate::domain::Timestamp::MIN,
+            updated_at: crate::domain::Timestamp::MIN,
+        };
+        target.preview_rows = preview_rows;
+        Sample::new(
+            SampleReport {
+                execution_id: "exec-1",
+                report_name: name,
+                generated_at: crate::domain::Timestamp::parse("2026-11-27T05:19:00Z").expect("t"),
+                time_zone: "Europe/Zurich",
+                parameters: &params,
+                rows: &table,
+            },
+            target,
+        )
+        .expect("sample")
+    }
+
+    fn select<'a>(doc: &'a Html, css: &str) -> Vec<scraper::ElementRef<'a>> {
+        doc.select(&Selector::parse(css).expect("selector"))
+            .collect()
+    }
+
+    fn text(e: &scraper::ElementRef<'_>) -> String {
+        e.text().collect::<String>()
+    }
+
     #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            html_escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+    fn given_hostile_names_and_cells_when_the_email_is_rendered_then_a_real_parser_finds_them_as_text_only()
+     {
+        let s = sample(HOSTILE, 3, None);
+        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), true, 10)).expect("render");
+        let doc = Html::parse_document(&html);
+        assert!(select(&doc, "script").is_empty(), "no script element");
+        assert!(select(&doc, "b").is_empty(), "no injected markup");
+        assert!(
+            select(&doc, "td img, th img").is_empty(),
+            "no injected images"
         );
+        assert_eq!(text(&select(&doc, "h1")[0]), HOSTILE.trim());
+        let cut = crate::render::display::display(HOSTILE, crate::render::preview::MAX_CELL);
+        assert_eq!(text(&select(&doc, "table.preview th")[0]), cut);
+        assert!(
+            select(&doc, "td")
+                .iter()
+                .any(|td| text(td) == "<EMEA> & \"co\""),
+            "parameter as text"
+        );
+        assert!(!html.contains("<EMEA>"), "raw markup in the HTML");
+        assert!(
+            select(&doc, "img")
+                .iter()
+                .all(|i| i.value().attr("src").is_some_and(|s| s.starts_with("cid:"))),
+            "no remote images"
+        );
+        // The text part is not HTML: it carries the name as written.
+        assert!(plain.contains(HOSTILE.trim()), "{plain}");
+    }
+
+    #[test]
+    fn given_twelve_rows_and_the_default_preview_when_rendered_then_the_table_has_ten_rows_totals_and_a_note()
+     {
+        let s = sample("Weekly sales", 12, None);
+        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), true, 10)).expect("render");
+        let doc = Html::parse_document(&html);
+        let rows = select(&doc, "table.preview tbody tr");
+        assert_eq!(rows.len(), 10);
+        for row in &rows {
+            let cells: Vec<_> = row
+                .children()
+                .filter_map(scraper::ElementRef::wrap)
+                .collect();
+            assert_eq!(cells.len(), 4);
+            assert_eq!(cells[1].value().attr("align"), Some("right"));
+            assert_eq!(cells[0].value().attr("align"), Some("left"));
+        }
+        assert_eq!(
+            text(
+                &rows[3]
+                    .children()
+                    .filter_map(scraper::ElementRef::wrap)
+                    .nth(1)
+                    .expect("cell")
+            ),
+            "3,000"
+        );
+        let totals: Vec<String> = select(&doc, "table.preview tfoot td")
+            .iter()
+            .map(text)
+            .collect();
+        assert_eq!(totals, ["Total", "66,000", "825.00", ""]);
+        assert!(
+            html.contains("…and 2 more rows in the attached PDF and CSV."),
+            "{html}"
+        );
+        assert!(
+            html.contains("Generated Fri 27 Nov 2026, 06:19 CET"),
+            "{html}"
+        );
+        assert!(html.contains("until Fri 4 Dec 2026, 06:19 CET"), "{html}");
+        assert_eq!(
+            select(&doc, "a[href^='https://links.example.com/']").len(),
+            2
+        );
+        assert!(
+            plain.contains("Generated: Fri 27 Nov 2026, 06:19 CET"),
+            "{plain}"
+        );
+        assert!(plain.contains("  3,000  "), "{plain}");
+        assert!(plain.contains("Total"), "{plain}");
+        assert!(
+            plain.contains("…and 2 more rows in the attached PDF and CSV."),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn given_a_target_without_preview_rows_when_rendered_then_no_table_is_shown() {
+        let s = sample("Weekly sales", 12, Some(0));
+        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), false, 10)).expect("render");
+        let doc = Html::parse_document(&html);
+        assert!(select(&doc, "table.preview").is_empty());
+        assert!(html.contains("too large to attach"));
+        assert!(!plain.contains("Total"));
+        assert!(plain.contains("region: <EMEA>"), "{plain}");
     }
 }

@@ -3,6 +3,7 @@
 //! Every error says whether it is worth retrying.
 
 pub mod email;
+pub mod sample;
 pub mod slack;
 pub mod webhook;
 
@@ -129,6 +130,9 @@ pub struct DeliveryContext<'a> {
     pub files: &'a [LinkedFile],
     /// When the links stop working.
     pub link_expires_at: Timestamp,
+    /// The data's first rows, when the target shows a preview (see
+    /// [`DeliveryContext::preview_rows`]).
+    pub preview: Option<&'a crate::render::preview::Preview>,
     /// Lets the handler run the send without blocking on the clock in tests.
     pub now: Timestamp,
     /// Reads the rendered files (for attachments and uploads).
@@ -186,11 +190,28 @@ impl DeliveryContext<'_> {
             .unwrap_or_else(|_| self.execution.generated_at.to_string()[..10].to_owned())
     }
 
-    /// The report's generation time in its own zone, e.g. `2026-11-26 08:00 CET`.
+    /// The report's zone (UTC if the name is unknown).
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        crate::render::time_zone(&self.execution.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
+    /// When the report was generated, as people write it in its zone:
+    /// `Thu 26 Nov 2026, 08:00 CET`.
     pub fn local_time(&self) -> String {
-        let tz =
-            crate::render::time_zone(&self.execution.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-        crate::render::local_time(self.execution.generated_at, &tz)
+        crate::render::human_time(self.execution.generated_at, &self.zone())
+    }
+
+    /// When the links stop working, as people write it in the report's
+    /// zone: `Fri 4 Dec 2026, 06:19 CET`.
+    pub fn expires_local(&self) -> String {
+        crate::render::human_time(self.link_expires_at, &self.zone())
+    }
+
+    /// The preview and how many of its rows to show, when there is one to
+    /// show.
+    pub fn preview_rows(&self) -> Option<(&crate::render::preview::Preview, usize)> {
+        let n = self.target.preview_rows();
+        self.preview.filter(|_| n > 0).map(|p| (p, n))
     }
 }
 

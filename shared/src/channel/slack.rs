@@ -128,6 +128,81 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// Longest text of a section block (Slack refuses longer).
+pub const MAX_SECTION_TEXT: usize = 3000;
+/// Longest cell in the monospaced preview, in characters.
+const PREVIEW_CELL: usize = 24;
+
+/// The preview as Slack shows it: a monospaced table in a code block (or,
+/// for a two-column report, label/value fields), cut to fit a section,
+/// and a line saying what was left out. `None` without a preview.
+pub struct SlackPreview {
+    /// One section block.
+    pub block: Value,
+    /// The monospaced text (also used in the bot's comment).
+    pub text: String,
+    /// "…and 12 more rows in the PDF."
+    pub note: Option<String>,
+}
+
+/// Builds the Slack preview for a send.
+pub fn preview(ctx: &DeliveryContext<'_>) -> Option<SlackPreview> {
+    let (p, n) = ctx.preview_rows()?;
+    let formats: Vec<String> = ctx
+        .files
+        .iter()
+        .map(|f| f.format.as_str().to_uppercase())
+        .collect();
+    // The most rows whose table fits a section, code fences included.
+    let mut shown = n.min(p.rows.len());
+    let text = loop {
+        let text = format!("```\n{}\n```", p.text_table(shown, PREVIEW_CELL).join("\n"));
+        if text.chars().count() <= MAX_SECTION_TEXT || shown == 0 {
+            break text;
+        }
+        shown -= 1;
+    };
+    if text.chars().count() > MAX_SECTION_TEXT {
+        return None;
+    }
+    let mut left_out = Vec::new();
+    let more = p.rows_after(shown);
+    if more > 0 {
+        left_out.push(format!(
+            "…and {} more row{} in the {}.",
+            crate::render::group_thousands(&more.to_string()),
+            if more == 1 { "" } else { "s" },
+            formats.join(" and ")
+        ));
+    }
+    if p.hidden_columns > 0 {
+        left_out.push(format!(
+            "Showing {} of {} columns.",
+            p.columns.len(),
+            p.columns.len() + p.hidden_columns
+        ));
+    }
+    let pairs = p.columns.len() == 2 && shown > 0 && shown <= 10;
+    let block = if pairs {
+        let fields: Vec<Value> = p
+            .first(shown)
+            .iter()
+            .map(|r| {
+                let cell = |i: usize| mrkdwn(&truncate(r.get(i).map_or("", String::as_str), 200));
+                json!({"type": "mrkdwn", "text": format!("*{}*\n{}", cell(0), cell(1))})
+            })
+            .collect();
+        json!({"type": "section", "fields": fields})
+    } else {
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(&text)}})
+    };
+    Some(SlackPreview {
+        block,
+        text,
+        note: (!left_out.is_empty()).then(|| left_out.join(" ")),
+    })
+}
+
 /// The Block Kit message an incoming webhook posts.
 pub fn block_message(ctx: &DeliveryContext<'_>) -> Value {
     let name = &ctx.execution.report_name;
@@ -143,20 +218,48 @@ pub fn block_message(ctx: &DeliveryContext<'_>) -> Value {
             })
         })
         .collect();
+    let rows = ctx.execution.row_count;
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(name, 150)}}),
+        json!({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": format!("*Generated*\n{}", ctx.local_time())},
+            {"type": "mrkdwn", "text": format!("*Rows*\n{}", crate::render::group_thousands(&rows.to_string()))},
+        ]}),
+    ];
+    if let Some(params) = parameters(ctx) {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": params}]}));
+    }
+    if let Some(p) = preview(ctx) {
+        blocks.push(p.block);
+        if let Some(note) = p.note {
+            blocks.push(
+                json!({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(&note)}]}),
+            );
+        }
+    }
+    blocks.push(json!({"type": "actions", "elements": buttons}));
+    blocks.push(json!({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": format!("Links work until {}", ctx.expires_local())},
+    ]}));
     json!({
         "text": format!("Report ready: {}", mrkdwn(name)),
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": truncate(name, 150)}},
-            {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": format!("*Generated*\n{}", ctx.local_time())},
-                {"type": "mrkdwn", "text": format!("*Rows*\n{}", ctx.execution.row_count)},
-            ]},
-            {"type": "actions", "elements": buttons},
-            {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": format!("Links work until {}", ctx.link_expires_at)},
-            ]},
-        ],
+        "blocks": blocks,
     })
+}
+
+/// The parameters as one mrkdwn line (bounded), if any.
+fn parameters(ctx: &DeliveryContext<'_>) -> Option<String> {
+    let p = ctx.preview?;
+    if p.parameters.is_empty() {
+        return None;
+    }
+    let line = p
+        .parameters
+        .iter()
+        .map(|(k, v)| format!("*{}:* {}", mrkdwn(k), mrkdwn(v)))
+        .collect::<Vec<_>>()
+        .join("   ");
+    Some(truncate(&line, 2000))
 }
 
 impl SlackChannel {
@@ -279,12 +382,20 @@ impl SlackChannel {
                 .await?;
             files.push((id.to_owned(), title));
         }
-        let comment = format!(
+        let mut comment = format!(
             "*{}* — generated {}, {} rows.",
             mrkdwn(&ctx.execution.report_name),
             ctx.local_time(),
-            ctx.execution.row_count
+            crate::render::group_thousands(&ctx.execution.row_count.to_string())
         );
+        if let Some(p) = preview(ctx) {
+            comment.push('\n');
+            comment.push_str(&mrkdwn(&p.text));
+            if let Some(note) = p.note {
+                comment.push('\n');
+                comment.push_str(&mrkdwn(&note));
+            }
+        }
         let payload = json!({
             "files": files.iter().map(|(id, title)| json!({"id": id, "title": title})).collect::<Vec<_>>(),
             "channel_id": channel.as_str(),
@@ -567,6 +678,126 @@ mod tests {
         // without a time does not wait.
         assert_eq!(settle_wait(Some(at(5)), sent), Some(COMPLETE_SETTLE));
         assert_eq!(settle_wait(None, sent), None);
+    }
+
+    fn sample(
+        columns: usize,
+        rows: usize,
+        preview_rows: Option<u8>,
+    ) -> crate::channel::sample::Sample {
+        use crate::contract::{Column, ColumnType, Table};
+        let mut cols = vec![Column::new("Region <!here>", ColumnType::String)];
+        cols.extend((1..columns).map(|i| Column::new(format!("Amount {i}"), ColumnType::Decimal)));
+        let table = Table {
+            rows: (0..rows)
+                .map(|r| {
+                    let mut row = vec![json!(format!("region {r} with a rather long name"))];
+                    row.extend((1..columns).map(|i| json!(123456.789 * (r + i) as f64)));
+                    row
+                })
+                .collect(),
+            columns: cols,
+        };
+        crate::channel::sample::Sample::new(
+            crate::channel::sample::SampleReport {
+                execution_id: "exec-1",
+                report_name: &"Quarterly & <b>".repeat(20),
+                generated_at: Timestamp::parse("2026-11-27T05:19:00Z").expect("t"),
+                time_zone: "America/New_York",
+                parameters: &Default::default(),
+                rows: &table,
+            },
+            crate::channel::sample::target(
+                "slack",
+                json!({"mode": "incoming_webhook"}),
+                preview_rows,
+            )
+            .expect("target"),
+        )
+        .expect("sample")
+    }
+
+    fn limits_hold(message: &Value) {
+        let blocks = message["blocks"].as_array().expect("blocks");
+        assert!(blocks.len() <= 50);
+        for b in blocks {
+            if b["type"] == "header" {
+                assert!(b["text"]["text"].as_str().expect("text").chars().count() <= 150);
+            }
+            if let Some(t) = b["text"]["text"].as_str() {
+                assert!(
+                    t.chars().count() <= MAX_SECTION_TEXT,
+                    "{} chars",
+                    t.chars().count()
+                );
+            }
+            if let Some(fields) = b["fields"].as_array() {
+                assert!(fields.len() <= 10);
+            }
+        }
+    }
+
+    #[test]
+    fn given_a_wide_report_and_fifty_preview_rows_when_posted_then_the_table_is_cut_to_fit_and_says_so()
+     {
+        let s = sample(8, 200, Some(50));
+        let message = block_message(&s.ctx());
+        limits_hold(&message);
+        let text = message.to_string();
+        let table = message["blocks"]
+            .as_array()
+            .and_then(|b| {
+                b.iter().find(|b| {
+                    b["text"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("```"))
+                })
+            })
+            .expect("a monospaced preview");
+        let lines = table["text"]["text"]
+            .as_str()
+            .expect("text")
+            .lines()
+            .count();
+        assert!(lines > 5 && lines < 50, "{lines} lines");
+        assert!(text.contains("more rows in the PDF and CSV"), "{text}");
+        assert!(
+            text.contains("Links work until Fri 4 Dec 2026, 00:19 EST"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Generated*\\nFri 27 Nov 2026, 00:19 EST"),
+            "{text}"
+        );
+        assert!(!text.contains("<!here>"), "mentions are escaped");
+        assert!(
+            text.contains("  246,913.58  "),
+            "numbers follow the one rule: {text}"
+        );
+    }
+
+    #[test]
+    fn given_a_two_column_report_when_posted_then_rows_are_field_pairs() {
+        let s = sample(2, 4, None);
+        let message = block_message(&s.ctx());
+        limits_hold(&message);
+        let fields = message["blocks"]
+            .as_array()
+            .and_then(|b| b.iter().filter(|b| b["fields"].is_array()).nth(1).cloned())
+            .expect("preview fields");
+        assert_eq!(fields["fields"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            fields["fields"][1]["text"],
+            "*region 1 with a rather long name*\n246,913.58"
+        );
+    }
+
+    #[test]
+    fn given_no_preview_rows_when_posted_then_only_the_summary_is_sent() {
+        let s = sample(3, 4, Some(0));
+        let message = block_message(&s.ctx());
+        assert!(!message.to_string().contains("```"));
+        assert_eq!(message["blocks"].as_array().map(Vec::len), Some(4));
     }
 
     #[test]

@@ -126,11 +126,37 @@ pub struct ForbiddenAddress {
 pub struct WebhookEvent<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The event schema's version: `1.1` adds the optional `preview` (and
+    /// `chart`) to 1.0; additions never change or remove a field.
+    pub schema_version: &'static str,
     pub attempt_id: &'a str,
     pub report: ReportRef<'a>,
     pub execution: ExecutionRef<'a>,
     /// The formats the target asked for (PDF by default).
     pub files: Vec<FileRef<'a>>,
+    /// The first rows, when the target opted in (`preview_rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewRef<'a>>,
+}
+
+/// The event's schema version.
+pub const SCHEMA_VERSION: &str = "1.1";
+
+/// The data preview in a webhook event.
+#[derive(Debug, Serialize)]
+pub struct PreviewRef<'a> {
+    pub columns: &'a [crate::render::preview::PreviewColumn],
+    /// The first rows as typed values (strings longer than 200 characters
+    /// are cut).
+    pub rows: &'a [Vec<serde_json::Value>],
+    /// Each column's total (`null` for columns without one), when the
+    /// report has numeric columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totals: Option<&'a [serde_json::Value]>,
+    /// Rows in the whole report.
+    pub row_count: u64,
+    /// Columns of the report left out of the preview.
+    pub omitted_columns: usize,
 }
 
 /// The report in a webhook event.
@@ -158,6 +184,44 @@ pub struct FileRef<'a> {
     pub content_type: &'a str,
     pub size: u64,
     pub sha256: &'a str,
+}
+
+/// The `report.ready` event for a send.
+pub fn event<'a>(ctx: &'a DeliveryContext<'_>) -> WebhookEvent<'a> {
+    WebhookEvent {
+        kind: "report.ready",
+        schema_version: SCHEMA_VERSION,
+        preview: ctx.preview_rows().map(|(p, n)| PreviewRef {
+            columns: &p.columns,
+            rows: &p.values[..n.min(p.values.len())],
+            totals: p.total_values.as_deref(),
+            row_count: p.row_count,
+            omitted_columns: p.hidden_columns,
+        }),
+        attempt_id: &ctx.attempt.id,
+        report: ReportRef {
+            id: &ctx.execution.report_id,
+            name: &ctx.execution.report_name,
+        },
+        execution: ExecutionRef {
+            id: &ctx.execution.id,
+            generated_at: ctx.execution.generated_at.to_string(),
+            time_zone: &ctx.execution.time_zone,
+            row_count: ctx.execution.row_count,
+        },
+        files: ctx
+            .files
+            .iter()
+            .map(|f| FileRef {
+                format: f.format.as_str(),
+                download_url: &f.download_url,
+                expires_at: ctx.link_expires_at.to_string(),
+                content_type: &f.file.content_type,
+                size: f.file.size,
+                sha256: &f.file.sha256,
+            })
+            .collect(),
+    }
 }
 
 /// Standard Webhooks signature header value for one or more `whsec_` secrets:
@@ -233,32 +297,7 @@ impl Channel for WebhookChannel {
         // Stored URLs are checked again with today's rules.
         let url = WebhookUrl::parse(config.url.as_str(), self.allow_private_hosts)
             .map_err(|e| DeliveryError::permanent("forbidden_url", e.to_string()))?;
-        let event = WebhookEvent {
-            kind: "report.ready",
-            attempt_id: &ctx.attempt.id,
-            report: ReportRef {
-                id: &ctx.execution.report_id,
-                name: &ctx.execution.report_name,
-            },
-            execution: ExecutionRef {
-                id: &ctx.execution.id,
-                generated_at: ctx.execution.generated_at.to_string(),
-                time_zone: &ctx.execution.time_zone,
-                row_count: ctx.execution.row_count,
-            },
-            files: ctx
-                .files
-                .iter()
-                .map(|f| FileRef {
-                    format: f.format.as_str(),
-                    download_url: &f.download_url,
-                    expires_at: ctx.link_expires_at.to_string(),
-                    content_type: &f.file.content_type,
-                    size: f.file.size,
-                    sha256: &f.file.sha256,
-                })
-                .collect(),
-        };
+        let event = event(ctx);
         let body = serde_json::to_vec(&event)
             .map_err(|e| DeliveryError::permanent("invalid_payload", e.to_string()))?;
         let timestamp = ctx.now.unix_millis() / 1000;
@@ -379,6 +418,63 @@ fn is_vetting_error(e: &reqwest::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_a_target_that_opted_in_when_the_event_is_built_then_it_carries_typed_preview_rows() {
+        use crate::contract::{Column, ColumnType, Table};
+        use crate::domain::Timestamp;
+        use serde_json::json;
+        let table = Table {
+            columns: vec![
+                Column::new("City", ColumnType::String),
+                Column::new("Orders", ColumnType::Integer),
+            ],
+            rows: (0..5)
+                .map(|i| vec![json!(format!("c{i}")), json!(i * 10)])
+                .collect(),
+        };
+        let sample = |preview_rows| {
+            crate::channel::sample::Sample::new(
+                crate::channel::sample::SampleReport {
+                    execution_id: "exec-1",
+                    report_name: "R",
+                    generated_at: Timestamp::parse("2026-11-27T05:19:00Z").expect("t"),
+                    time_zone: "Europe/Zurich",
+                    parameters: &Default::default(),
+                    rows: &table,
+                },
+                crate::channel::sample::target(
+                    "webhook",
+                    json!({"url": "https://hooks.example.com/x"}),
+                    preview_rows,
+                )
+                .expect("target"),
+            )
+            .expect("sample")
+        };
+        let opted_in = sample(Some(3));
+        let body = serde_json::to_value(event(&opted_in.ctx())).expect("json");
+        assert_eq!(body["schema_version"], "1.1");
+        assert_eq!(
+            body["preview"]["columns"][1],
+            json!({"name": "Orders", "type": "integer"})
+        );
+        assert_eq!(
+            body["preview"]["rows"],
+            json!([["c0", 0], ["c1", 10], ["c2", 20]])
+        );
+        assert_eq!(body["preview"]["totals"], json!([null, 100]));
+        assert_eq!(body["preview"]["row_count"], 5);
+        // Times stay machine-readable UTC.
+        assert_eq!(
+            body["execution"]["generated_at"],
+            "2026-11-27T05:19:00.000Z"
+        );
+        let default = sample(None);
+        let body = serde_json::to_value(event(&default.ctx())).expect("json");
+        assert!(body.get("preview").is_none(), "webhooks opt in");
+        assert_eq!(body["schema_version"], "1.1");
+    }
 
     #[test]
     fn status_codes_map_to_categories() {

@@ -40,10 +40,7 @@ pub struct TestSendV1 {
 impl TestSendV1 {
     /// A small sample report for a test send to `target_id`, stamped `now`.
     pub fn sample(target_id: &str, report_id: &str, now: Timestamp) -> Self {
-        let column = |name: &str, kind| Column {
-            name: name.to_owned(),
-            kind,
-        };
+        let column = |name: &str, kind| Column::new(name, kind);
         let rows = [
             ("Zurich", 1250, "1234.50", true),
             ("Lisbon", 830, "987.25", true),
@@ -77,6 +74,12 @@ impl TestSendV1 {
                         })
                         .collect(),
                 }),
+                chart: Some(ChartSpec {
+                    kind: ChartKind::Bar,
+                    x: "City".into(),
+                    y: vec!["Revenue".into()],
+                    title: "Revenue by city".into(),
+                }),
             },
         }
     }
@@ -96,6 +99,81 @@ pub struct ExecutionCompletedV1 {
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
     pub data: ReportData,
+    /// A chart of the rows, drawn on the PDF's first page and sent as a
+    /// picture with the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSpec>,
+}
+
+/// What chart to draw: `kind` over the `x` column, one line or bar series
+/// per `y` column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartSpec {
+    #[serde(rename = "type")]
+    pub kind: ChartKind,
+    /// The column along the horizontal axis.
+    pub x: String,
+    /// One to [`MAX_CHART_SERIES`] numeric columns.
+    pub y: Vec<String>,
+    pub title: String,
+}
+
+/// The chart types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChartKind {
+    Bar,
+    Line,
+}
+
+/// Most series one chart draws.
+pub const MAX_CHART_SERIES: usize = 3;
+/// Longest chart title, in characters.
+pub const MAX_CHART_TITLE: usize = 120;
+
+/// A chart spec resolved against the table: column positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartColumns {
+    pub x: usize,
+    pub y: Vec<usize>,
+}
+
+impl ChartSpec {
+    /// Checks the spec against the table's columns: `x` names a column,
+    /// `y` names one to three distinct numeric columns, the title is short.
+    pub fn resolve(&self, columns: &[Column]) -> Result<ChartColumns, String> {
+        let find = |name: &str| columns.iter().position(|c| c.name == name);
+        let x = find(&self.x)
+            .ok_or_else(|| format!("chart x column {:?} is not a column", shown(&self.x)))?;
+        if self.y.is_empty() || self.y.len() > MAX_CHART_SERIES {
+            return Err(format!(
+                "chart needs 1 to {MAX_CHART_SERIES} y columns, got {}",
+                self.y.len()
+            ));
+        }
+        let mut y = Vec::new();
+        for name in &self.y {
+            let i = find(name)
+                .ok_or_else(|| format!("chart y column {:?} is not a column", shown(name)))?;
+            if !columns[i].is_numeric() {
+                return Err(format!(
+                    "chart y column {:?} is not numeric (integer or decimal)",
+                    shown(name)
+                ));
+            }
+            if y.contains(&i) {
+                return Err(format!("chart y column {:?} is named twice", shown(name)));
+            }
+            y.push(i);
+        }
+        if self.title.chars().count() > MAX_CHART_TITLE {
+            return Err(format!(
+                "chart title is longer than {MAX_CHART_TITLE} characters"
+            ));
+        }
+        Ok(ChartColumns { x, y })
+    }
 }
 
 fn utc() -> String {
@@ -152,6 +230,41 @@ pub struct Column {
     pub name: String,
     #[serde(rename = "type", default)]
     pub kind: ColumnType,
+    /// Decimal places shown for a `decimal` column (default
+    /// [`DEFAULT_DECIMALS`], at most [`MAX_DECIMALS`]); not allowed on other
+    /// types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u8>,
+}
+
+/// Decimal places a `decimal` column shows unless it declares its own.
+pub const DEFAULT_DECIMALS: u8 = 2;
+/// Most decimal places a column may declare.
+pub const MAX_DECIMALS: u8 = 9;
+
+impl Column {
+    /// A column of `kind` with the default presentation.
+    pub fn new(name: impl Into<String>, kind: ColumnType) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            decimals: None,
+        }
+    }
+
+    /// Decimal places people see: the declared ones for a decimal column,
+    /// none for the others.
+    pub fn shown_decimals(&self) -> usize {
+        match self.kind {
+            ColumnType::Decimal => usize::from(self.decimals.unwrap_or(DEFAULT_DECIMALS)),
+            _ => 0,
+        }
+    }
+
+    /// Whether the column holds numbers (right-aligned, totalled).
+    pub fn is_numeric(&self) -> bool {
+        matches!(self.kind, ColumnType::Integer | ColumnType::Decimal)
+    }
 }
 
 /// Column types the renderer formats.
@@ -203,6 +316,10 @@ pub enum TableError {
     /// A numeric column whose total cannot be represented.
     #[error("column {column:?}: {reason}")]
     Total { column: String, reason: String },
+    /// A column's declaration is not usable (decimals on a non-decimal
+    /// column, too many decimals).
+    #[error("column {column:?}: {reason}")]
+    Declaration { column: String, reason: String },
     /// The claim-checked object itself cannot be read as rows (bad CSV,
     /// malformed JSON, a cell that is not of its column's type).
     #[error("{0}")]

@@ -6,7 +6,8 @@
 //! table of JSON values several times that size.
 
 use super::{
-    Column, ColumnType, MAX_COLUMNS, OUTSIDE_I64, Table, TableError, Total, decimal_value, shown,
+    Column, ColumnType, MAX_COLUMNS, MAX_DECIMALS, OUTSIDE_I64, Table, TableError, Total,
+    decimal_value, shown,
 };
 use crate::domain::Timestamp;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
@@ -65,6 +66,7 @@ pub fn summarize(rows: &dyn Rows) -> Result<Summary, TableError> {
     if columns.len() > MAX_COLUMNS {
         return Err(TableError::TooManyColumns(columns.len()));
     }
+    check_declarations(columns)?;
     let mut sums = Sums::new(columns);
     let mut count = 0;
     let mut failed = None;
@@ -85,6 +87,31 @@ pub fn summarize(rows: &dyn Rows) -> Result<Summary, TableError> {
         rows: count,
         totals: sums.finish(columns)?,
     })
+}
+
+/// Checks what each column declares beyond its type.
+fn check_declarations(columns: &[Column]) -> Result<(), TableError> {
+    for c in columns {
+        let refuse = |reason: String| TableError::Declaration {
+            column: shown(&c.name),
+            reason,
+        };
+        match (c.kind, c.decimals) {
+            (_, None) => {}
+            (ColumnType::Decimal, Some(d)) if d <= MAX_DECIMALS => {}
+            (ColumnType::Decimal, Some(d)) => {
+                return Err(refuse(format!(
+                    "{d} decimals is more than the {MAX_DECIMALS} allowed"
+                )));
+            }
+            (kind, Some(_)) => {
+                return Err(refuse(format!(
+                    "decimals are for decimal columns, not {kind:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The totals of the numeric columns, in one pass, without the type checks
@@ -484,14 +511,8 @@ mod tests {
 
     fn columns() -> Vec<Column> {
         vec![
-            Column {
-                name: "City".into(),
-                kind: ColumnType::String,
-            },
-            Column {
-                name: "Orders".into(),
-                kind: ColumnType::Integer,
-            },
+            Column::new("City", ColumnType::String),
+            Column::new("Orders", ColumnType::Integer),
         ]
     }
 

@@ -33,6 +33,13 @@ pub struct ReportExecution {
     /// The same rows as CSV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<StoredFile>,
+    /// The first rows formatted for messages (a
+    /// [`Preview`](crate::render::preview::Preview) as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<StoredFile>,
+    /// The chart as a PNG, when the execution asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<StoredFile>,
     pub rendered_at: Timestamp,
     /// Set once fan-out has queued every active target.
     #[serde(default, skip_serializing_if = "Option::is_none")]

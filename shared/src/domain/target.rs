@@ -272,6 +272,10 @@ pub struct DeliveryTarget {
     pub config: TargetConfig,
     /// The files it gets; empty means PDF only.
     pub formats: Vec<Format>,
+    /// Rows of the data shown in the message itself (at most
+    /// [`MAX_PREVIEW_ROWS`]; 0 for none). Unset: [`DEFAULT_PREVIEW_ROWS`]
+    /// for email and Slack, none for webhooks (receivers opt in).
+    pub preview_rows: Option<u8>,
     pub active: bool,
     /// Set when a receiver answered that the target is gone (HTTP 410,
     /// Slack `no_service`); an operator confirms by deactivating it.
@@ -292,7 +296,31 @@ pub struct DisableRequest {
     pub reason: String,
 }
 
+/// Preview rows a message shows unless its target says otherwise.
+pub const DEFAULT_PREVIEW_ROWS: u8 = 10;
+/// Most preview rows a target may ask for (render keeps this many).
+pub const MAX_PREVIEW_ROWS: u8 = 50;
+
+/// Checks a target's `preview_rows`.
+pub fn check_preview_rows(n: Option<u8>) -> Result<(), String> {
+    match n {
+        Some(n) if n > MAX_PREVIEW_ROWS => Err(format!(
+            "preview_rows is {n}, more than the {MAX_PREVIEW_ROWS} allowed"
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl DeliveryTarget {
+    /// How many preview rows its messages show (0: no preview).
+    pub fn preview_rows(&self) -> usize {
+        let default = match self.config {
+            TargetConfig::Webhook(_) => 0,
+            _ => DEFAULT_PREVIEW_ROWS,
+        };
+        usize::from(self.preview_rows.unwrap_or(default).min(MAX_PREVIEW_ROWS))
+    }
+
     /// The formats it gets, defaulting to PDF.
     pub fn formats(&self) -> Vec<Format> {
         if self.formats.is_empty() {

@@ -29,6 +29,7 @@ use crate::domain::{
 use crate::handlers::links::LinkIssuer;
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{DeadLetter, Queue, queue_url_from_arn};
+use crate::render::preview::Preview;
 use crate::store::{
     Applied, AttemptStore, ConnectionStore, ExecutionStore, RateLimiter, StoreError, TargetStore,
 };
@@ -224,8 +225,12 @@ fn parse_task(body: &str) -> Result<Task, Outcome> {
 /// have just written it).
 #[derive(Default)]
 struct Executions {
-    read: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<ReportExecution>>>>>,
+    read: Cache<Option<ReportExecution>>,
+    previews: Cache<Option<Arc<Preview>>>,
 }
+
+/// Values read once per invocation, by execution id.
+type Cache<T> = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<T>>>>;
 
 impl Executions {
     async fn get(&self, deps: &Deps, id: &str) -> Result<Option<ReportExecution>, StoreError> {
@@ -236,6 +241,32 @@ impl Executions {
         cell.get_or_try_init(|| deps.executions.get_execution(id))
             .await
             .cloned()
+    }
+
+    /// The execution's preview, read once per invocation. A preview is
+    /// decoration: one that cannot be read is left out of the message (and
+    /// logged), never a reason to fail or delay the delivery.
+    async fn preview(&self, deps: &Deps, execution: &ReportExecution) -> Option<Arc<Preview>> {
+        let file = execution.preview.as_ref()?;
+        let cell = match self.previews.lock() {
+            Ok(mut read) => read.entry(execution.id.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        cell.get_or_init(|| async {
+            let read = match deps.blobs.get(&file.key).await {
+                Ok(bytes) => Preview::from_bytes(&bytes),
+                Err(e) => Err(e.to_string()),
+            };
+            match read {
+                Ok(p) => Some(Arc::new(p)),
+                Err(error) => {
+                    warn!(key = %file.key, %error, "preview unreadable; sending without it");
+                    None
+                }
+            }
+        })
+        .await
+        .clone()
     }
 }
 
@@ -411,6 +442,8 @@ struct Prepared<'a> {
     channel: &'a dyn Channel,
     files: Vec<LinkedFile>,
     link_expires_at: Timestamp,
+    /// The rows (and parameters) a message may show.
+    preview: Option<Arc<Preview>>,
 }
 
 async fn prepare<'a>(
@@ -484,6 +517,8 @@ async fn prepare<'a>(
         let names: Vec<&str> = wanted.iter().map(|f| f.as_str()).collect();
         return Err(missing_files(&names));
     }
+    // Read even when no rows are shown: messages list the parameters.
+    let preview = executions.preview(deps, &execution).await;
     Ok(Prepared {
         target,
         execution,
@@ -491,6 +526,7 @@ async fn prepare<'a>(
         channel,
         files,
         link_expires_at,
+        preview,
     })
 }
 
@@ -573,6 +609,7 @@ async fn send_with_retries(
             connection: send.connection.as_ref(),
             files: &send.files,
             link_expires_at: send.link_expires_at,
+            preview: send.preview.as_deref(),
             now: Timestamp::now(),
             blobs: deps.blobs.as_ref(),
             progress: &progress,

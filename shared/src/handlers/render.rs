@@ -156,6 +156,14 @@ async fn render_and_store(
             reason: other.to_string(),
         },
     })?;
+    if let Some(chart) = &msg.chart {
+        chart
+            .resolve(rows.columns())
+            .map_err(|reason| Outcome::Reject {
+                code: "invalid_chart",
+                reason,
+            })?;
+    }
     keep_input(deps, &msg, &*rows).await?;
     let started = std::time::Instant::now();
     let row_count = summary.rows as u64;
@@ -169,14 +177,18 @@ async fn render_and_store(
         .await
         .map_err(failed)?;
     let mut render_ms = started.elapsed().as_millis();
-    let pdf = store_file(deps, &msg, pdf, "pdf", "application/pdf").await?;
+    let pdf = store_file(deps, &msg, pdf, "report", "pdf", "application/pdf").await?;
     let csv_started = std::time::Instant::now();
     let csv = render_file(&msg, &tz, &rows, &summary, Format::Csv)
         .await
         .map_err(failed)?;
     render_ms += csv_started.elapsed().as_millis();
     let render_ms = u64::try_from(render_ms).unwrap_or(u64::MAX);
-    let csv = store_file(deps, &msg, csv, "csv", "text/csv; charset=utf-8").await?;
+    let csv = store_file(deps, &msg, csv, "report", "csv", "text/csv; charset=utf-8").await?;
+    let preview = render_file(&msg, &tz, &rows, &summary, Format::Preview)
+        .await
+        .map_err(failed)?;
+    let preview = store_file(deps, &msg, preview, "preview", "json", "application/json").await?;
     info!(
         execution_id = %msg.execution_id,
         rows = row_count,
@@ -199,6 +211,8 @@ async fn render_and_store(
         row_count,
         pdf,
         csv: Some(csv),
+        preview: Some(preview),
+        chart: None,
         rendered_at: now,
         fanned_out_at: None,
         target_count: None,
@@ -276,6 +290,8 @@ async fn keep_input(
 enum Format {
     Pdf,
     Csv,
+    /// The first rows for messages.
+    Preview,
 }
 
 /// Renders one file off the async runtime. Deterministic: the same message
@@ -302,6 +318,9 @@ async fn render_file(
             &summary,
         ),
         Format::Csv => Ok(render_csv(&*rows)),
+        Format::Preview => {
+            Ok(crate::render::preview::build(&*rows, &summary, &tz, &msg.parameters).to_bytes())
+        }
     })
     .await
     .map_err(|e| e.to_string())?
@@ -360,6 +379,9 @@ pub async fn rerender(
     if let Some(c) = &execution.csv {
         files.push((c, Format::Csv));
     }
+    if let Some(p) = &execution.preview {
+        files.push((p, Format::Preview));
+    }
     for (file, format) in files {
         let bytes = render_file(&msg, &tz, &rows, &summary, format)
             .await
@@ -410,20 +432,22 @@ fn same_input(existing: ReportExecution, input_sha256: &str) -> Result<ReportExe
     }
 }
 
-/// Stores one rendered file under `reports/<report>/<execution>/`; the hash
+/// Stores one rendered file under `reports/<report>/<execution>/` as
+/// `<stem>-<hash>.<ext>`; the hash
 /// in the name keeps the record and the object consistent even if two
 /// renders of one execution race.
 async fn store_file(
     deps: &Deps,
     msg: &ExecutionCompletedV1,
     bytes: Vec<u8>,
+    stem: &str,
     ext: &str,
     content_type: &str,
 ) -> Result<StoredFile, Outcome> {
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len() as u64;
     let key = format!(
-        "reports/{}/{}/report-{}.{ext}",
+        "reports/{}/{}/{stem}-{}.{ext}",
         msg.report_id,
         msg.execution_id,
         &sha256[..12]

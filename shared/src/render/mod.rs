@@ -5,6 +5,7 @@ pub mod csv;
 pub mod display;
 pub mod fonts;
 pub mod pdf;
+pub mod preview;
 
 use crate::contract::ColumnType;
 use crate::domain::Timestamp;
@@ -42,19 +43,36 @@ pub fn local_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-/// Formats a cell for people: grouped numbers, two decimals, local times,
-/// Yes/No.
-pub fn format_cell(v: &serde_json::Value, kind: ColumnType, tz: &jiff::tz::TimeZone) -> String {
+/// A moment as people write it, in a zone: `Fri 4 Dec 2026, 06:19 CET`
+/// (for headers, footers, messages and link expiry); the UTC text form if
+/// the zone's local time cannot be shown.
+pub fn human_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_millisecond(t.unix_millis())
+        .ok()
+        .and_then(|ts| {
+            let zoned = ts.to_zoned_datetime(tz.clone());
+            jiff::fmt::strtime::format("%a %-d %b %Y, %H:%M %Z", &zoned).ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Formats a cell for people, by the one number rule (see
+/// [`format_number`]), times in the report's zone, and Yes/No.
+pub fn format_cell(
+    v: &serde_json::Value,
+    column: &crate::contract::Column,
+    tz: &jiff::tz::TimeZone,
+) -> String {
     use serde_json::Value as V;
-    match (kind, v) {
+    match (column.kind, v) {
         (_, V::Null) => String::new(),
         (ColumnType::Decimal, V::Number(n)) => n
             .as_f64()
-            .map(|f| group_thousands(&format!("{f:.2}")))
+            .map(|f| format_number(f, column.shown_decimals()))
             .unwrap_or_else(|| n.to_string()),
         (ColumnType::Decimal, V::String(s)) => s
             .parse::<f64>()
-            .map(|f| group_thousands(&format!("{f:.2}")))
+            .map(|f| format_number(f, column.shown_decimals()))
             .unwrap_or_else(|_| s.clone()),
         (ColumnType::Integer, V::Number(n)) => group_thousands(&n.to_string()),
         (ColumnType::DateTime, V::String(s)) => Timestamp::parse(s)
@@ -64,6 +82,17 @@ pub fn format_cell(v: &serde_json::Value, kind: ColumnType, tz: &jiff::tz::TimeZ
         (_, V::String(s)) => s.clone(),
         (_, other) => other.to_string(),
     }
+}
+
+/// The one number rule, everywhere people read numbers (PDF, email,
+/// Slack): thousands grouped with `,`, a `.` before exactly the decimals
+/// the column declares, `-` for negatives and never `-0`. Only this locale
+/// is built; a report-level `locale` would pick the separators here.
+pub fn format_number(f: f64, decimals: usize) -> String {
+    let text = format!("{f:.decimals$}");
+    let negative_zero =
+        text.starts_with('-') && text.bytes().all(|b| matches!(b, b'-' | b'0' | b'.'));
+    group_thousands(if negative_zero { &text[1..] } else { &text })
 }
 
 /// `1234567.5` → `1,234,567.5`.
@@ -101,10 +130,11 @@ pub fn shown_totals(
     match sums {
         Ok(sums) => sums
             .into_iter()
-            .map(|t| {
+            .zip(columns)
+            .map(|(t, c)| {
                 t.map(|t| match t {
                     Total::Integer(n) => group_thousands(&n.to_string()),
-                    Total::Decimal(f) => group_thousands(&format!("{f:.2}")),
+                    Total::Decimal(f) => format_number(f, c.shown_decimals()),
                 })
             })
             .collect(),
@@ -121,27 +151,67 @@ pub fn shown_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Column;
     use serde_json::json;
+
+    #[test]
+    fn given_declared_decimals_when_numbers_are_shown_then_one_rule_groups_and_rounds_them() {
+        let three = Column {
+            decimals: Some(3),
+            ..Column::new("d", ColumnType::Decimal)
+        };
+        let none = Column {
+            decimals: Some(0),
+            ..Column::new("d", ColumnType::Decimal)
+        };
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(format_cell(&json!(1234.5), &three, &utc), "1,234.500");
+        assert_eq!(format_cell(&json!("1234567.5"), &none, &utc), "1,234,568");
+        assert_eq!(format_cell(&json!(-0.001), &none, &utc), "0");
+        assert_eq!(
+            format_cell(&json!(-1234), &Column::new("i", ColumnType::Integer), &utc),
+            "-1,234"
+        );
+        assert_eq!(format_number(-1234.5, 2), "-1,234.50");
+        assert_eq!(format_number(0.0, 0), "0");
+    }
+
+    #[test]
+    fn given_a_zone_when_a_moment_is_shown_to_people_then_it_reads_like_a_date_with_the_zone() {
+        let zurich = time_zone("Europe/Zurich").expect("bundled tzdb");
+        let t = Timestamp::parse("2026-12-04T05:19:32.394Z").expect("time");
+        assert_eq!(human_time(t, &zurich), "Fri 4 Dec 2026, 06:19 CET");
+        let summer = Timestamp::parse("2026-07-01T05:19:00Z").expect("time");
+        assert_eq!(human_time(summer, &zurich), "Wed 1 Jul 2026, 07:19 CEST");
+        assert_eq!(
+            human_time(
+                Timestamp::MAX,
+                &time_zone("Pacific/Kiritimati").expect("tz")
+            ),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
 
     #[test]
     fn numbers_dates_and_booleans_are_formatted_for_people() {
         let zurich = time_zone("Europe/Zurich").expect("bundled tzdb");
         assert_eq!(group_thousands("1234567.50"), "1,234,567.50");
         assert_eq!(group_thousands("-1000"), "-1,000");
+        let col = |kind| Column::new("c", kind);
         assert_eq!(
-            format_cell(&json!(98231.5), ColumnType::Decimal, &zurich),
+            format_cell(&json!(98231.5), &col(ColumnType::Decimal), &zurich),
             "98,231.50"
         );
         assert_eq!(
             format_cell(
                 &json!("2026-11-25T18:42:00Z"),
-                ColumnType::DateTime,
+                &col(ColumnType::DateTime),
                 &zurich
             ),
             "2026-11-25 19:42 CET"
         );
         assert_eq!(
-            format_cell(&json!(true), ColumnType::Boolean, &zurich),
+            format_cell(&json!(true), &col(ColumnType::Boolean), &zurich),
             "Yes"
         );
         assert!(time_zone("Mars/Olympus_Mons").is_none());
@@ -198,7 +268,7 @@ mod tests {
         assert_eq!(
             format_cell(
                 &json!("9999-12-31T23:59:59-01:00"),
-                ColumnType::DateTime,
+                &Column::new("t", ColumnType::DateTime),
                 &kiritimati
             ),
             "9999-12-31T23:59:59-01:00"

@@ -284,6 +284,8 @@ struct TargetRecord {
     config: serde_json::Value,
     #[serde(default)]
     formats: Vec<crate::domain::target::Format>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preview_rows: Option<u8>,
     active: bool,
     /// `active#<type>` or `inactive#<type>`: lets one GSI serve "active
     /// targets of a report, optionally by type".
@@ -307,6 +309,7 @@ fn record_of(t: &DeliveryTarget) -> TargetRecord {
         target_type: t.config.target_type().to_string(),
         config: t.config.to_json(),
         formats: t.formats.clone(),
+        preview_rows: t.preview_rows,
         active: t.active,
         active_type: active_type(t.active, t.config.target_type()),
         disable_requested: t.disable_requested.clone(),
@@ -332,6 +335,7 @@ fn target_from(r: TargetRecord) -> Result<DeliveryTarget, StoreError> {
         service_connection_id: r.service_connection_id,
         config,
         formats: r.formats,
+        preview_rows: r.preview_rows,
         active: r.active,
         disable_requested: r.disable_requested,
         consecutive_failures: r.consecutive_failures,
@@ -388,6 +392,11 @@ impl TargetStore for DynamoStore {
         } else {
             remove.push("service_connection_id");
         }
+        if r.preview_rows.is_some() {
+            set.push("preview_rows = :preview_rows");
+        } else {
+            remove.push("preview_rows");
+        }
         if clear_flags {
             set.push("consecutive_failures = :zero");
             set.push("permanent_failures = :zero");
@@ -416,6 +425,10 @@ impl TargetStore for DynamoStore {
             .expression_attribute_values(":next", AttributeValue::N((expected + 1).to_string()))
             .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()));
+        if let Some(n) = r.preview_rows {
+            req =
+                req.expression_attribute_values(":preview_rows", AttributeValue::N(n.to_string()));
+        }
         if let Some(conn) = &r.service_connection_id {
             req = req.expression_attribute_values(":conn", s(conn));
         }

@@ -32,6 +32,9 @@ pub struct TargetInput {
     pub config: Value,
     #[serde(default)]
     pub formats: Vec<Format>,
+    /// Rows shown in the message itself (0–50).
+    #[serde(default)]
+    pub preview_rows: Option<u8>,
     #[serde(default = "yes")]
     pub active: bool,
     pub service_connection_id: Option<String>,
@@ -49,6 +52,7 @@ pub fn view(t: &DeliveryTarget) -> Value {
         "target_type": t.config.target_type().as_str(),
         "config": t.config.to_json(),
         "formats": t.formats(),
+        "preview_rows": t.preview_rows(),
         "active": t.active,
         "service_connection_id": t.service_connection_id,
         "disable_requested": t.disable_requested,
@@ -143,6 +147,8 @@ pub async fn check(
     let config =
         TargetConfig::from_json(&input.target_type, input.config, deps.allow_private_hosts)
             .map_err(|e| Problem::bad_request("invalid_config", e.to_string()))?;
+    crate::domain::target::check_preview_rows(input.preview_rows)
+        .map_err(|e| Problem::bad_request("invalid_preview_rows", e))?;
     if let TargetConfig::Webhook(w) = &config
         && !deps.allow_private_hosts
     {
@@ -205,6 +211,7 @@ pub async fn check(
         service_connection_id: input.service_connection_id,
         config,
         formats: input.formats,
+        preview_rows: input.preview_rows,
         active: input.active,
         disable_requested: None,
         consecutive_failures: 0,

@@ -21,7 +21,7 @@ use super::display::{
     MAX_CELL, MAX_COLUMN_NAME, MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_REPORT_NAME, display,
 };
 use super::fonts::{Face, Fonts, fonts};
-use super::{ReportMeta, format_cell, local_time, shown_totals};
+use super::{ReportMeta, format_cell, human_time, shown_totals};
 use crate::contract::{Column, ColumnType, Rows, Summary};
 use file::{PdfFile, text_string};
 use font::{GlyphBook, resource};
@@ -231,7 +231,7 @@ pub fn render_pdf(
     let format_row = |row: &[serde_json::Value]| -> Vec<String> {
         row.iter()
             .zip(columns)
-            .map(|(v, c)| display(&format_cell(v, c.kind, tz), MAX_CELL))
+            .map(|(v, c)| display(&format_cell(v, c, tz), MAX_CELL))
             .collect()
     };
     let title = display(meta.report_name, MAX_REPORT_NAME);
@@ -249,10 +249,11 @@ pub fn render_pdf(
         .collect();
     let when = format!(
         "Generated {} ({})   ·   Execution {}",
-        local_time(meta.generated_at, tz),
+        human_time(meta.generated_at, tz),
         display(meta.time_zone_name, 64),
         display(meta.execution_id, 128)
     );
+    let footer = format!("{}   ·   {title}", human_time(meta.generated_at, tz));
     // The line is cut to the page width anyway; stop joining well before.
     let mut params = String::new();
     for (k, v) in meta.parameters {
@@ -306,6 +307,7 @@ pub fn render_pdf(
         layout: &layout,
         title: &title,
         when: &when,
+        footer: &footer,
         params: &params,
         names: &names,
         columns,
@@ -341,6 +343,7 @@ struct Frame<'a> {
     layout: &'a ColumnLayout,
     title: &'a str,
     when: &'a str,
+    footer: &'a str,
     params: &'a str,
     names: &'a [String],
     columns: &'a [Column],
@@ -372,6 +375,7 @@ impl Doc<'_> {
                 row_count: frame.row_count,
                 title: frame.title,
                 when: frame.when,
+                footer: frame.footer,
                 params: frame.params,
                 names: frame.names,
                 totals: frame.totals,
@@ -471,6 +475,8 @@ struct PageSpec<'a> {
     row_count: usize,
     title: &'a str,
     when: &'a str,
+    /// The footer's left side: the report and when it was generated.
+    footer: &'a str,
     params: &'a str,
     names: &'a [String],
     totals: Option<&'a [String]>,
@@ -528,7 +534,7 @@ fn draw_page(w: &mut Writer<'_>, columns: &[Column], rows: &[Vec<String>], spec:
     }
     // Footer
     w.rule(MARGIN + FOOTER_H - 8.0, AVAIL);
-    let name = w.fit(spec.title, false, 8.0, PAGE_W / 2.0 - MARGIN);
+    let name = w.fit(spec.footer, false, 8.0, PAGE_W / 2.0 - MARGIN);
     w.text(MARGIN, MARGIN, 8.0, false, &name);
     let label = format!("Page {} of {}", spec.page + 1, spec.pages);
     let x = PAGE_W - MARGIN - w.width(&label, false, 8.0);
@@ -658,14 +664,8 @@ mod tests {
     fn table(rows: usize) -> Table {
         Table {
             columns: vec![
-                Column {
-                    name: "City".into(),
-                    kind: ColumnType::String,
-                },
-                Column {
-                    name: "Revenue".into(),
-                    kind: ColumnType::Decimal,
-                },
+                Column::new("City", ColumnType::String),
+                Column::new("Revenue", ColumnType::Decimal),
             ],
             rows: (0..rows)
                 .map(|i| vec![json!(format!("City {i}")), json!(i as f64 * 1000.5)])
@@ -700,13 +700,15 @@ mod tests {
     fn wide(columns: usize, rows: usize) -> Table {
         Table {
             columns: (0..columns)
-                .map(|i| Column {
-                    name: format!("Column {}", i + 1),
-                    kind: if i == 0 {
-                        ColumnType::String
-                    } else {
-                        ColumnType::Integer
-                    },
+                .map(|i| {
+                    Column::new(
+                        format!("Column {}", i + 1),
+                        if i == 0 {
+                            ColumnType::String
+                        } else {
+                            ColumnType::Integer
+                        },
+                    )
                 })
                 .collect(),
             rows: (0..rows)
@@ -734,7 +736,7 @@ mod tests {
             .map(|r| {
                 r.iter()
                     .zip(&t.columns)
-                    .map(|(v, c)| format_cell(v, c.kind, &tz))
+                    .map(|(v, c)| format_cell(v, c, &tz))
                     .collect()
             })
             .collect();
