@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold bench-reportlab
+.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold bench-reportlab preview
 
 ## demo: run one sample execution through the whole local stack
 demo: build
@@ -78,6 +78,10 @@ bench-reportlab:
 	@test -x .venv/reportlab/bin/python || (python3 -m venv .venv/reportlab && .venv/reportlab/bin/pip install -q reportlab==5.1.0)
 	./target/release/local bench-render $${ROWS:-10000}
 	.venv/reportlab/bin/python scripts/bench_reportlab.py $${ROWS:-10000}
+
+## preview: the demo's email, Slack blocks, webhook event, chart and PDF as files, and screenshots of the email (headless Chromium)
+preview:
+	@bash scripts/preview.sh
 
 ## bench-cold: every function's cold start, 20 starts each (release build; see BENCHMARKS.md)
 bench-cold:

@@ -124,6 +124,7 @@ pub fn render(rows: usize, out: Option<&str>) -> Result<()> {
         time_zone: &tz,
         time_zone_name: "Europe/Zurich",
         parameters: &params,
+        chart: None,
     };
     // As render does: each file is stored (here: measured, written out)
     // and dropped before the next one renders.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_model;
 pub mod chaos;
 pub mod model;
+pub mod preview;
 pub mod provision;
 pub mod runner;
 pub mod seed;

@@ -36,8 +36,19 @@ async fn main() -> Result<()> {
             local::bench_model::deliver(count(args.get(1), 20)?, millis(args.get(2), 6)?).await
         }
         Some("bench-cold") => local::bench::cold_starts(count(args.get(1), 20)?).await,
+        Some("preview") => {
+            let root = project_root();
+            let out = args
+                .get(1)
+                .map(Into::into)
+                .unwrap_or_else(|| root.join(".local/preview"));
+            for file in local::preview::write(&root, &out)? {
+                println!("{file}");
+            }
+            Ok(())
+        }
         _ => bail!(
-            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-deliver [ROUNDS] | bench-fanout-model [TARGETS] [CALL_MS] | bench-deliver-model [ROUNDS] [CALL_MS] | bench-cold [RUNS]"
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | preview [OUT_DIR] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-deliver [ROUNDS] | bench-fanout-model [TARGETS] [CALL_MS] | bench-deliver-model [ROUNDS] [CALL_MS] | bench-cold [RUNS]"
         ),
     }
 }

@@ -491,6 +491,12 @@ fn do_incoming_webhook(app: &App, path: &str, body: &[u8]) -> Response {
     if payload.get("text").is_none() && payload.get("blocks").is_none() {
         return (StatusCode::BAD_REQUEST, "no_text").into_response();
     }
+    if let Some(blocks) = payload.get("blocks")
+        && let Err(why) = check_blocks(blocks)
+    {
+        tracing::warn!(%why, "incoming webhook refused the blocks");
+        return (StatusCode::BAD_REQUEST, "invalid_blocks").into_response();
+    }
     let message = SlackMessage {
         via: INCOMING_WEBHOOK,
         channel_id: None,
@@ -507,6 +513,63 @@ fn do_incoming_webhook(app: &App, path: &str, body: &[u8]) -> Response {
     };
     capture(app, n, &message);
     (StatusCode::OK, "ok").into_response()
+}
+
+/// Block Kit's documented limits, as Slack enforces them (it answers 400
+/// `invalid_blocks`): at most 50 blocks; a header's text ≤ 150 characters;
+/// a section's text ≤ 3,000 and at most 10 fields of ≤ 2,000; an image
+/// needs an `image_url` (≤ 3,000) and `alt_text` (≤ 2,000); at most 25
+/// action and 10 context elements.
+pub fn check_blocks(blocks: &Value) -> Result<(), String> {
+    let blocks = blocks.as_array().ok_or("blocks is not an array")?;
+    if blocks.len() > 50 {
+        return Err(format!("{} blocks", blocks.len()));
+    }
+    let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    for (i, b) in blocks.iter().enumerate() {
+        let fail = |what: &str| Err(format!("block {i}: {what}"));
+        match b["type"].as_str() {
+            Some("header") => {
+                if b["text"]["type"] != "plain_text" || len(&b["text"]["text"]) > 150 {
+                    return fail("header text");
+                }
+            }
+            Some("section") => {
+                let fields = b["fields"].as_array().map_or(&[][..], Vec::as_slice);
+                if b["text"].is_null() && fields.is_empty() {
+                    return fail("section without text or fields");
+                }
+                if len(&b["text"]["text"]) > 3000 {
+                    return fail("section text over 3000");
+                }
+                if fields.len() > 10 || fields.iter().any(|f| len(&f["text"]) > 2000) {
+                    return fail("section fields");
+                }
+            }
+            Some("image") => {
+                let url = len(&b["image_url"]);
+                if url == 0 || url > 3000 || len(&b["alt_text"]) == 0 || len(&b["alt_text"]) > 2000
+                {
+                    return fail("image url or alt text");
+                }
+            }
+            Some("actions") => {
+                let n = b["elements"].as_array().map_or(0, Vec::len);
+                if n == 0 || n > 25 {
+                    return fail("actions elements");
+                }
+            }
+            Some("context") => {
+                let n = b["elements"].as_array().map_or(0, Vec::len);
+                if n == 0 || n > 10 {
+                    return fail("context elements");
+                }
+            }
+            Some("divider") => {}
+            other => return fail(&format!("unknown type {other:?}")),
+        }
+    }
+    Ok(())
 }
 
 /// A name safe to use as a file name (client-supplied text).
@@ -555,5 +618,35 @@ fn capture(app: &App, n: usize, m: &SlackMessage) {
     };
     if let Ok(text) = serde_json::to_vec_pretty(&doc) {
         let _ = std::fs::write(dir.join(name), text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn given_blocks_past_slack_limits_when_posted_then_the_sink_refuses_them() {
+        let header = |n: usize| json!([{"type": "header", "text": {"type": "plain_text", "text": "x".repeat(n)}}]);
+        assert!(check_blocks(&header(150)).is_ok());
+        assert!(check_blocks(&header(151)).is_err());
+        let section = |n: usize| json!([{"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(n)}}]);
+        assert!(check_blocks(&section(3000)).is_ok());
+        assert!(check_blocks(&section(3001)).is_err());
+        let many: Vec<Value> = (0..51).map(|_| json!({"type": "divider"})).collect();
+        assert!(check_blocks(&Value::Array(many)).is_err());
+        assert!(check_blocks(&json!([{"type": "image", "image_url": "https://x"}])).is_err());
+    }
+
+    #[test]
+    fn given_the_preview_messages_when_checked_then_they_are_within_slack_limits() {
+        let out = std::env::temp_dir().join(format!("preview-{}", uuid::Uuid::new_v4().simple()));
+        crate::preview::write(&crate::stack::project_root(), &out).expect("preview");
+        let message: Value =
+            serde_json::from_slice(&std::fs::read(out.join("slack-blocks.json")).expect("blocks"))
+                .expect("json");
+        check_blocks(&message["blocks"]).expect("within limits");
+        let _ = std::fs::remove_dir_all(out);
     }
 }

@@ -459,6 +459,15 @@ async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_format
         .filter_map(|f| f["format"].as_str())
         .collect();
     assert_eq!(formats, ["pdf", "csv"]);
+    // And the chart the message asked for is a PNG file of its own, whose
+    // link serves the picture render stored
+    assert_eq!(body["chart"]["format"], "png");
+    assert_eq!(body["chart"]["title"], "Revenue by city, week 48");
+    let chart = execution.chart.as_ref().expect("chart stored");
+    let png =
+        report_delivery_tests::download(body["chart"]["download_url"].as_str().expect("url")).await;
+    assert_eq!(png, s.object(&chart.key).await.expect("chart"));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     // And the CSV holds the same rows; the PDF shows the non-Latin names
     let csv_key = execution.csv.as_ref().expect("csv").key.clone();
     let stored_csv = String::from_utf8(s.object(&csv_key).await.expect("csv")).expect("utf-8");
@@ -471,6 +480,10 @@ async fn a_csv_claim_check_is_rendered_in_unicode_and_delivered_with_both_format
         .output()
         .expect("pdftotext runs");
     let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Revenue by city, week 48"),
+        "the chart is drawn on the first page: {text}"
+    );
     for name in ["Zürich", "Łódź", "東京", "Αθήνα", "Москва"] {
         assert!(text.contains(name), "{name} in the PDF text");
     }

@@ -154,6 +154,89 @@ async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
 }
 
 #[tokio::test]
+async fn a_chart_is_inlined_by_content_id_beside_the_attachments() {
+    let s = running_stack("email-chart", &[]).await;
+    seed_target(
+        &s,
+        "rpt-chart",
+        "mail",
+        "email",
+        email_config(),
+        None,
+        &["pdf"],
+    )
+    .await;
+    let (execution_id, body) = report_delivery_tests::sample_execution("rpt-chart");
+    let mut msg: serde_json::Value = serde_json::from_str(&body).expect("json");
+    msg["chart"] = serde_json::json!({
+        "type": "line", "x": "City", "y": ["Orders", "Revenue (EUR)"], "title": "Orders & revenue <by city>"
+    });
+    s.send("ExecutionsQueue", &msg.to_string())
+        .await
+        .expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, std::time::Duration::from_secs(60))
+        .await
+        .expect("settles");
+    assert_eq!(
+        attempts[0].status,
+        AttemptStatus::Delivered,
+        "{:?}",
+        attempts[0].last_error
+    );
+    let sent = s.emails(&execution_id).await.expect("moto state");
+    let m = MessageParser::default()
+        .parse(sent[0].raw.as_bytes())
+        .expect("MIME parses");
+    // mixed [ related [ alternative [text, html], the chart ], the PDF ]
+    let kinds: Vec<String> = m
+        .parts
+        .iter()
+        .filter_map(|p| p.content_type())
+        .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "multipart/mixed",
+            "multipart/related",
+            "multipart/alternative",
+            "text/plain",
+            "text/html",
+            "image/png",
+            "application/pdf"
+        ]
+    );
+    let chart = m
+        .parts
+        .iter()
+        .find(|p| p.content_id() == Some("chart@report-delivery"))
+        .expect("the chart part");
+    let (e, stored) = rendered(&s, &execution_id).await;
+    let key = e.chart.as_ref().expect("chart stored").key.clone();
+    assert_eq!(
+        chart.contents(),
+        s.object(&key).await.expect("png").as_slice()
+    );
+    let info = png::Decoder::new(std::io::Cursor::new(chart.contents()))
+        .read_info()
+        .expect("decodes")
+        .info()
+        .clone();
+    assert_eq!((info.width, info.height), (1080, 440));
+    let html = m.body_html(0).expect("html").into_owned();
+    let doc = scraper::Html::parse_document(&html);
+    let img = doc
+        .select(&scraper::Selector::parse("img").expect("selector"))
+        .next()
+        .expect("an img");
+    assert_eq!(img.value().attr("src"), Some("cid:chart@report-delivery"));
+    assert_eq!(img.value().attr("alt"), Some("Orders & revenue <by city>"));
+    assert!(stored.starts_with(b"%PDF"));
+    s.down().await;
+}
+
+#[tokio::test]
 async fn files_above_the_size_limit_are_linked_and_the_link_serves_them() {
     let s = running_stack("email-big", &[("EMAIL_ATTACHMENT_LIMIT_BYTES", "1000")]).await;
     seed_target(&s, "rpt-big", "mail", "email", email_config(), None, &[]).await;

@@ -43,6 +43,7 @@ fn render_to_file(t: &Table, name: &str) -> std::path::PathBuf {
         time_zone: &tz,
         time_zone_name: "Europe/Zurich",
         parameters: &params,
+        chart: None,
     };
     let dir = report_delivery_tests::work_dir().join("render");
     std::fs::create_dir_all(&dir).expect("dir");

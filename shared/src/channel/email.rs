@@ -171,6 +171,9 @@ impl CellView {
     }
 }
 
+/// The chart picture's Content-ID.
+pub const CHART_CID: &str = "chart@report-delivery";
+
 /// Parameters a message lists; the rest are in the PDF.
 const MAX_PARAMETERS: usize = 20;
 
@@ -238,7 +241,10 @@ impl EmailView {
         let (size_note, files_note) = if attached {
             (
                 None,
-                format!("The {formats} is attached. The links work until {expires}."),
+                format!(
+                    "The {formats} {} attached. The links work until {expires}.",
+                    if ctx.files.len() == 1 { "is" } else { "are" }
+                ),
             )
         } else {
             (
@@ -264,7 +270,10 @@ impl EmailView {
                 .preview
                 .map(|p| p.parameters.iter().take(MAX_PARAMETERS).cloned().collect())
                 .unwrap_or_default(),
-            chart: None,
+            chart: ctx.chart.map(|c| ChartView {
+                cid: CHART_CID.into(),
+                alt: c.title.clone(),
+            }),
             table,
             text_table,
             size_note,
@@ -321,10 +330,16 @@ pub fn build_message(
     config: &EmailConfig,
     from: (&str, &EmailAddress),
     attachments: &[(String, &LinkedFile, Vec<u8>)],
+    chart: Option<&[u8]>,
     limit: u64,
 ) -> Result<Vec<u8>, DeliveryError> {
+    use mail_builder::mime::MimePart;
     let name = header_text(&ctx.execution.report_name);
-    let (html, text) = render_parts(&EmailView::new(ctx, !attachments.is_empty(), limit))?;
+    let mut view = EmailView::new(ctx, !attachments.is_empty(), limit);
+    if chart.is_none() {
+        view.chart = None;
+    }
+    let (html, text) = render_parts(&view)?;
     let list = |v: &[EmailAddress]| -> Address<'static> {
         Address::new_list(
             v.iter()
@@ -340,21 +355,41 @@ pub fn build_message(
         .header(
             "X-Report-Execution-Id",
             mail_builder::headers::raw::Raw::new(header_text(&ctx.execution.id)),
-        )
-        .text_body(text)
-        .html_body(html);
+        );
+    // mixed [ related [ alternative [text, html], chart (inline, by CID) ],
+    // attachments… ], leaving out the layers that would hold one part.
+    let mut body = MimePart::new(
+        "multipart/alternative",
+        vec![
+            MimePart::new("text/plain", text),
+            MimePart::new("text/html", html),
+        ],
+    );
+    if let Some(png) = chart {
+        body = MimePart::new(
+            "multipart/related",
+            vec![
+                body,
+                MimePart::new("image/png", png).inline().cid(CHART_CID),
+            ],
+        );
+    }
+    if !attachments.is_empty() {
+        let mut parts = vec![body];
+        for (file_name, f, bytes) in attachments {
+            parts.push(
+                MimePart::new(f.file.content_type.as_str(), bytes.as_slice())
+                    .attachment(file_name.as_str()),
+            );
+        }
+        body = MimePart::new("multipart/mixed", parts);
+    }
+    message = message.body(body);
     if !config.cc.is_empty() {
         message = message.cc(list(&config.cc));
     }
     if let Some(reply_to) = &config.reply_to {
         message = message.reply_to(reply_to.as_str().to_owned());
-    }
-    for (file_name, f, bytes) in attachments {
-        message = message.attachment(
-            f.file.content_type.as_str(),
-            file_name.as_str(),
-            bytes.as_slice(),
-        );
     }
     message
         .write_to_vec()
@@ -383,11 +418,13 @@ impl Channel for EmailChannel {
                 attachments.push((ctx.file_name(f), f, ctx.read(f).await?));
             }
         }
+        let chart = ctx.chart_bytes().await;
         let raw = build_message(
             ctx,
             config,
             (&self.from_name, &self.from),
             &attachments,
+            chart.as_deref(),
             self.attachment_limit,
         )?;
         let addresses = |v: &[EmailAddress]| v.iter().map(|a| a.as_str().to_owned()).collect();

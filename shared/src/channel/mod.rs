@@ -133,6 +133,8 @@ pub struct DeliveryContext<'a> {
     /// The data's first rows, when the target shows a preview (see
     /// [`DeliveryContext::preview_rows`]).
     pub preview: Option<&'a crate::render::preview::Preview>,
+    /// The chart picture (PNG), when the execution has one.
+    pub chart: Option<&'a ChartFile>,
     /// Lets the handler run the send without blocking on the clock in tests.
     pub now: Timestamp,
     /// Reads the rendered files (for attachments and uploads).
@@ -261,6 +263,30 @@ pub struct LinkedFile {
     pub format: crate::domain::target::Format,
     pub file: crate::domain::execution::StoredFile,
     pub download_url: String,
+}
+
+/// An execution's chart picture and a link to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartFile {
+    pub file: crate::domain::execution::StoredFile,
+    pub download_url: String,
+    /// The chart's title, for alt text.
+    pub title: String,
+}
+
+impl DeliveryContext<'_> {
+    /// The chart's bytes; `None` (logged) when they cannot be read: a
+    /// picture is decoration, never a reason to fail a delivery.
+    pub async fn chart_bytes(&self) -> Option<Vec<u8>> {
+        let chart = self.chart?;
+        match self.blobs.get(&chart.file.key).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                warn!(key = %chart.file.key, %error, "chart unreadable; sending without it");
+                None
+            }
+        }
+    }
 }
 
 /// What a successful send reports, kept in the attempt's metadata.

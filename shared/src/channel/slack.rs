@@ -8,7 +8,7 @@
 //! Slack-compatible server.
 
 use super::webhook::{LazyClient, retry_after, send_error};
-use super::{Channel, DeliveryContext, DeliveryError, Receipt};
+use super::{Channel, DeliveryContext, DeliveryError, LinkedFile, Receipt};
 use crate::domain::connection::Credentials;
 use crate::domain::target::{SlackChannelId, SlackConfig};
 use crate::domain::url::WebhookUrl;
@@ -229,6 +229,14 @@ pub fn block_message(ctx: &DeliveryContext<'_>) -> Value {
     if let Some(params) = parameters(ctx) {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": params}]}));
     }
+    if let Some(chart) = ctx.chart {
+        blocks.push(json!({
+            "type": "image",
+            "image_url": chart.download_url,
+            "alt_text": truncate(&chart.title, 2000),
+            "title": {"type": "plain_text", "text": truncate(&chart.title, 2000)},
+        }));
+    }
     if let Some(p) = preview(ctx) {
         blocks.push(p.block);
         if let Some(note) = p.note {
@@ -326,15 +334,43 @@ impl SlackChannel {
     ) -> Result<Receipt, DeliveryError> {
         let mut files = Vec::new();
         let mut resumed = false;
-        for f in ctx.files {
-            let key = format!("slack_file_id.{}", f.format.as_str());
-            let title = ctx.file_name(f);
+        // The report's files, then the chart picture (shown inline by Slack).
+        let mut uploads: Vec<(String, String, Option<&LinkedFile>)> = ctx
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    format!("slack_file_id.{}", f.format.as_str()),
+                    ctx.file_name(f),
+                    Some(f),
+                )
+            })
+            .collect();
+        if ctx.chart.is_some() {
+            let name = ctx
+                .files
+                .first()
+                .map_or_else(|| "report.pdf".to_owned(), |f| ctx.file_name(f));
+            let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+            uploads.push((
+                "slack_file_id.chart".into(),
+                format!("{stem}-chart.png"),
+                None,
+            ));
+        }
+        for (key, title, file) in uploads {
             if let Some(id) = ctx.progress.get(&key).filter(|id| !id.is_empty()) {
                 files.push((id, title));
                 resumed = true;
                 continue;
             }
-            let bytes = ctx.read(f).await?;
+            let bytes = match file {
+                Some(f) => ctx.read(f).await?,
+                None => match ctx.chart_bytes().await {
+                    Some(bytes) => bytes,
+                    None => continue,
+                },
+            };
             let ticket = self
                 .call(
                     "files.getUploadURLExternal",

@@ -137,6 +137,17 @@ pub struct WebhookEvent<'a> {
     /// The first rows, when the target opted in (`preview_rows`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<PreviewRef<'a>>,
+    /// The chart picture, when the execution has a chart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRef<'a>>,
+}
+
+/// The chart picture in a webhook event: a PNG file with its own link.
+#[derive(Debug, Serialize)]
+pub struct ChartRef<'a> {
+    pub title: &'a str,
+    #[serde(flatten)]
+    pub file: FileRef<'a>,
 }
 
 /// The event's schema version.
@@ -197,6 +208,17 @@ pub fn event<'a>(ctx: &'a DeliveryContext<'_>) -> WebhookEvent<'a> {
             totals: p.total_values.as_deref(),
             row_count: p.row_count,
             omitted_columns: p.hidden_columns,
+        }),
+        chart: ctx.chart.map(|c| ChartRef {
+            title: &c.title,
+            file: FileRef {
+                format: "png",
+                download_url: &c.download_url,
+                expires_at: ctx.link_expires_at.to_string(),
+                content_type: &c.file.content_type,
+                size: c.file.size,
+                sha256: &c.file.sha256,
+            },
         }),
         attempt_id: &ctx.attempt.id,
         report: ReportRef {

@@ -14,7 +14,7 @@
 use super::{Outcome, body_of, process_batch, store_outcome, valid_id};
 use crate::blob::BlobStore;
 use crate::channel::{
-    Channel, Channels, DeliveryContext, DeliveryError, LinkedFile, Progress, Receipt,
+    Channel, Channels, ChartFile, DeliveryContext, DeliveryError, LinkedFile, Progress, Receipt,
 };
 use crate::contract::DeliveryTask;
 use crate::domain::attempt::attempt_id as pair_id;
@@ -444,6 +444,7 @@ struct Prepared<'a> {
     link_expires_at: Timestamp,
     /// The rows (and parameters) a message may show.
     preview: Option<Arc<Preview>>,
+    chart: Option<ChartFile>,
 }
 
 async fn prepare<'a>(
@@ -519,6 +520,21 @@ async fn prepare<'a>(
     }
     // Read even when no rows are shown: messages list the parameters.
     let preview = executions.preview(deps, &execution).await;
+    let chart = match &execution.chart {
+        Some(file) => Some(ChartFile {
+            file: file.clone(),
+            download_url: deps
+                .links
+                .link(&file.key, link_expires_at)
+                .await
+                .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))?,
+            title: preview
+                .as_ref()
+                .and_then(|p| p.chart_title.clone())
+                .unwrap_or_else(|| "Chart".into()),
+        }),
+        None => None,
+    };
     Ok(Prepared {
         target,
         execution,
@@ -527,6 +543,7 @@ async fn prepare<'a>(
         files,
         link_expires_at,
         preview,
+        chart,
     })
 }
 
@@ -610,6 +627,7 @@ async fn send_with_retries(
             files: &send.files,
             link_expires_at: send.link_expires_at,
             preview: send.preview.as_deref(),
+            chart: send.chart.as_ref(),
             now: Timestamp::now(),
             blobs: deps.blobs.as_ref(),
             progress: &progress,

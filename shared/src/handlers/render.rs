@@ -189,6 +189,15 @@ async fn render_and_store(
         .await
         .map_err(failed)?;
     let preview = store_file(deps, &msg, preview, "preview", "json", "application/json").await?;
+    let chart = match &msg.chart {
+        Some(_) => {
+            let png = render_file(&msg, &tz, &rows, &summary, Format::Chart)
+                .await
+                .map_err(failed)?;
+            Some(store_file(deps, &msg, png, "chart", "png", "image/png").await?)
+        }
+        None => None,
+    };
     info!(
         execution_id = %msg.execution_id,
         rows = row_count,
@@ -212,7 +221,7 @@ async fn render_and_store(
         pdf,
         csv: Some(csv),
         preview: Some(preview),
-        chart: None,
+        chart,
         rendered_at: now,
         fanned_out_at: None,
         target_count: None,
@@ -292,6 +301,8 @@ enum Format {
     Csv,
     /// The first rows for messages.
     Preview,
+    /// The chart as a picture for messages.
+    Chart,
 }
 
 /// Renders one file off the async runtime. Deterministic: the same message
@@ -305,25 +316,80 @@ async fn render_file(
 ) -> Result<Vec<u8>, String> {
     let (msg, tz, rows, summary) = (msg.clone(), tz.clone(), rows.clone(), summary.clone());
     tokio::task::spawn_blocking(move || match format {
-        Format::Pdf => render_pdf(
-            &ReportMeta {
-                report_name: &msg.report_name,
-                execution_id: &msg.execution_id,
-                generated_at: msg.generated_at,
-                time_zone: &tz,
-                time_zone_name: &msg.time_zone,
-                parameters: &msg.parameters,
-            },
-            &*rows,
-            &summary,
-        ),
+        Format::Pdf => {
+            let chart = chart_drawing(&msg, &*rows, &tz)?;
+            render_pdf(
+                &ReportMeta {
+                    report_name: &msg.report_name,
+                    execution_id: &msg.execution_id,
+                    generated_at: msg.generated_at,
+                    time_zone: &tz,
+                    time_zone_name: &msg.time_zone,
+                    parameters: &msg.parameters,
+                    chart: chart.as_ref(),
+                },
+                &*rows,
+                &summary,
+            )
+        }
         Format::Csv => Ok(render_csv(&*rows)),
         Format::Preview => {
-            Ok(crate::render::preview::build(&*rows, &summary, &tz, &msg.parameters).to_bytes())
+            let mut preview = crate::render::preview::build(&*rows, &summary, &tz, &msg.parameters);
+            preview.chart_title = msg
+                .chart
+                .as_ref()
+                .map(|c| display(&c.title, crate::contract::MAX_CHART_TITLE));
+            Ok(preview.to_bytes())
         }
+        Format::Chart => chart_png(&msg, &*rows, &tz),
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Width and height of a chart, in points (the PDF draws it at this size
+/// above the table; the PNG is twice as many pixels).
+pub const CHART_SIZE: (f32, f32) = (540.0, 220.0);
+
+/// The execution's chart laid out, if it asks for one.
+fn chart_drawing(
+    msg: &ExecutionCompletedV1,
+    rows: &dyn crate::contract::Rows,
+    tz: &jiff::tz::TimeZone,
+) -> Result<Option<crate::render::chart::Drawing>, String> {
+    use crate::render::chart::{ChartData, font_measure, layout};
+    let Some(spec) = &msg.chart else {
+        return Ok(None);
+    };
+    let data = ChartData::collect(rows, spec, tz)?;
+    Ok(Some(layout(
+        &data,
+        CHART_SIZE.0,
+        CHART_SIZE.1,
+        &font_measure,
+    )))
+}
+
+/// The execution's chart as a PNG.
+#[cfg(feature = "chart")]
+fn chart_png(
+    msg: &ExecutionCompletedV1,
+    rows: &dyn crate::contract::Rows,
+    tz: &jiff::tz::TimeZone,
+) -> Result<Vec<u8>, String> {
+    let drawing = chart_drawing(msg, rows, tz)?.ok_or("no chart asked for")?;
+    crate::render::chart::png::to_png(&drawing)
+}
+
+/// Without the `chart` feature (functions other than render) there is no
+/// rasteriser.
+#[cfg(not(feature = "chart"))]
+fn chart_png(
+    _: &ExecutionCompletedV1,
+    _: &dyn crate::contract::Rows,
+    _: &jiff::tz::TimeZone,
+) -> Result<Vec<u8>, String> {
+    Err("this build draws no charts (the chart feature is off)".into())
 }
 
 /// Why an execution's files could not be rendered again.
@@ -381,6 +447,9 @@ pub async fn rerender(
     }
     if let Some(p) = &execution.preview {
         files.push((p, Format::Preview));
+    }
+    if let Some(c) = &execution.chart {
+        files.push((c, Format::Chart));
     }
     for (file, format) in files {
         let bytes = render_file(&msg, &tz, &rows, &summary, format)

@@ -10,6 +10,15 @@ static REGULAR: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 static BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
 static FALLBACK: &[u8] = include_bytes!("../../assets/fonts/DroidSansFallback.ttf");
 
+/// A face's font program, as embedded.
+pub fn bytes(face: Face) -> &'static [u8] {
+    match face {
+        Face::Regular => REGULAR,
+        Face::Bold => BOLD,
+        Face::Fallback => FALLBACK,
+    }
+}
+
 /// Which face a run of text uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Face {

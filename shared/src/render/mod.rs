@@ -1,6 +1,7 @@
 //! Renders an execution's table: a PDF for people ([`pdf`]) and a CSV of the
 //! same rows ([`csv`]). Cell formatting shared by both lives here.
 
+pub mod chart;
 pub mod csv;
 pub mod display;
 pub mod fonts;
@@ -23,6 +24,8 @@ pub struct ReportMeta<'a> {
     pub time_zone: &'a jiff::tz::TimeZone,
     pub time_zone_name: &'a str,
     pub parameters: &'a BTreeMap<String, String>,
+    /// A chart drawn above the table on the first page.
+    pub chart: Option<&'a chart::Drawing>,
 }
 
 /// Resolves an IANA zone name (the tz database is bundled, so this works on

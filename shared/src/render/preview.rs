@@ -9,6 +9,7 @@ use super::{format_cell, shown_totals};
 use crate::contract::{ColumnType, Rows, Summary, Total};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
+use unicode_width::UnicodeWidthStr;
 
 /// Rows render keeps: the most any target may show.
 pub const KEPT_ROWS: usize = crate::domain::target::MAX_PREVIEW_ROWS as usize;
@@ -47,6 +48,9 @@ pub struct Preview {
     /// [`MAX_PARAMETERS`]).
     #[serde(default)]
     pub parameters: Vec<(String, String)>,
+    /// The chart's title, when the execution has a chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_title: Option<String>,
 }
 
 /// Parameters a preview keeps.
@@ -136,6 +140,7 @@ pub fn build(
                 )
             })
             .collect(),
+        chart_title: None,
     };
     while preview.rows.len() > 1 && preview.to_bytes().len() > MAX_BYTES {
         let keep = preview.rows.len() / 2;
@@ -195,7 +200,8 @@ impl Preview {
 
     /// The rows laid out as an aligned plain-text table (numbers right,
     /// text left; a rule under the names and above the totals), for text
-    /// email and Slack's monospaced block. Cells are cut to `max_cell`.
+    /// email and Slack's monospaced block. Cells are cut to `max_cell`;
+    /// widths count East Asian wide characters as two columns.
     pub fn text_table(&self, n: usize, max_cell: usize) -> Vec<String> {
         let cut = |s: &str| display(s, max_cell);
         let names: Vec<String> = self.columns.iter().map(|c| cut(&c.name)).collect();
@@ -213,7 +219,7 @@ impl Preview {
                 .chain(&rows)
                 .chain(totals.iter())
                 .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
+                .map(|c| c.width())
                 .max()
                 .unwrap_or(0)
         };
@@ -222,7 +228,7 @@ impl Preview {
             let mut out = String::new();
             for (i, c) in cells.iter().enumerate() {
                 let w = widths.get(i).copied().unwrap_or(0);
-                let pad = " ".repeat(w.saturating_sub(c.chars().count()));
+                let pad = " ".repeat(w.saturating_sub(c.width()));
                 if i > 0 {
                     out.push_str("  ");
                 }

@@ -50,9 +50,23 @@ pub fn rows_per_page() -> usize {
 
 /// Pages for `rows` data rows, plus a totals line when `with_totals`.
 pub fn page_count(rows: usize, with_totals: bool) -> usize {
-    let lines = rows + usize::from(with_totals && rows > 0);
+    page_count_with(rows, with_totals, 0)
+}
+
+/// Pages when the first page holds `short` rows fewer (a chart above it).
+fn page_count_with(rows: usize, with_totals: bool, short: usize) -> usize {
+    let lines = rows + usize::from(with_totals && rows > 0) + short;
     lines.div_ceil(rows_per_page()).max(1)
 }
+
+/// Rows a chart of `height` points takes from the first page (the chart
+/// and a gap below it).
+fn chart_rows(height: f32) -> usize {
+    ((height + CHART_GAP) / ROW_H).ceil() as usize
+}
+
+/// Space between a chart and the table below it.
+const CHART_GAP: f32 = 12.0;
 
 /// Builds one page's content stream: shapes first, then every piece of text
 /// in a single text object, positioned absolutely and switching fonts only
@@ -135,6 +149,59 @@ impl Writer<'_> {
         }
         out.push('…');
         out
+    }
+
+    /// Draws a laid-out chart with its top-left corner at (`left`, `top`):
+    /// vector shapes, and text from the embedded fonts in the chart's
+    /// colours. Leaves black as the fill and stroke colour.
+    fn chart(&mut self, d: &crate::render::chart::Drawing, left: f32, top: f32) {
+        use crate::render::chart::{Rgb, Shape};
+        let rgb = |c: Rgb| {
+            format!(
+                "{:.3} {:.3} {:.3}",
+                f32::from(c.0) / 255.0,
+                f32::from(c.1) / 255.0,
+                f32::from(c.2) / 255.0
+            )
+        };
+        for shape in &d.shapes {
+            match shape {
+                Shape::Rect { x, y, w, h, color } => {
+                    let _ = writeln!(
+                        self.shapes,
+                        "{} rg {:.2} {:.2} {w:.2} {h:.2} re f",
+                        rgb(*color),
+                        left + x,
+                        top - y - h
+                    );
+                }
+                Shape::Line {
+                    points,
+                    width,
+                    color,
+                } => {
+                    let _ = write!(self.shapes, "{} RG {width:.2} w 1 j", rgb(*color));
+                    for (i, (x, y)) in points.iter().enumerate() {
+                        let op = if i == 0 { "m" } else { "l" };
+                        let _ = write!(self.shapes, " {:.2} {:.2} {op}", left + x, top - y);
+                    }
+                    let _ = writeln!(self.shapes, " S 0 G 0 j");
+                }
+                Shape::Text {
+                    x,
+                    y,
+                    size,
+                    bold,
+                    text,
+                    color,
+                } => {
+                    let _ = writeln!(self.text, "{} rg", rgb(*color));
+                    self.text(left + x, top - y, *size, *bold, text);
+                    self.text.extend_from_slice(b"0 g\n");
+                }
+            }
+        }
+        self.shapes.extend_from_slice(b"0 g\n");
     }
 
     fn fill(&mut self, x: f32, y: f32, w: f32, h: f32, grey: f32) {
@@ -282,7 +349,13 @@ pub fn render_pdf(
     });
     let layout = column_layout(f, columns, &names, &sample);
     drop(sample);
-    let row_pages = page_count(row_count, has_totals);
+    // A chart sits on the first page, above the table, when it leaves
+    // room for a few rows there.
+    let chart = meta
+        .chart
+        .filter(|c| chart_rows(c.height) + 4 <= rows_per_page() && c.width <= AVAIL);
+    let short = chart.map_or(0, |c| chart_rows(c.height));
+    let row_pages = page_count_with(row_count, has_totals, short);
 
     let mut file = PdfFile::new();
     let (pages_id, resources) = (file.reserve(), file.reserve());
@@ -312,6 +385,8 @@ pub fn render_pdf(
         names: &names,
         columns,
         totals: has_totals.then_some(totals_line.as_slice()),
+        chart,
+        short,
     };
     // Rows come in order; each full page of them is drawn band after band.
     let per_page = rows_per_page();
@@ -319,7 +394,12 @@ pub fn render_pdf(
     let mut row_page = 0;
     let _ = rows.scan(&mut |row| {
         page_rows.push(format_row(row));
-        if page_rows.len() == per_page && row_page < row_pages {
+        let room = if row_page == 0 {
+            per_page - short
+        } else {
+            per_page
+        };
+        if page_rows.len() == room && row_page < row_pages {
             doc.row_page(&frame, row_page, &page_rows);
             page_rows.clear();
             row_page += 1;
@@ -348,6 +428,9 @@ struct Frame<'a> {
     names: &'a [String],
     columns: &'a [Column],
     totals: Option<&'a [String]>,
+    /// The chart on the first page, if any, and the rows it takes there.
+    chart: Option<&'a crate::render::chart::Drawing>,
+    short: usize,
 }
 
 /// The document being written.
@@ -379,6 +462,8 @@ impl Doc<'_> {
                 params: frame.params,
                 names: frame.names,
                 totals: frame.totals,
+                chart: frame.chart.filter(|_| row_page == 0 && b == 0),
+                short: if row_page == 0 { frame.short } else { 0 },
             };
             draw_page(&mut self.w, frame.columns, rows, spec);
             let content = self.file.reserve();
@@ -480,6 +565,10 @@ struct PageSpec<'a> {
     params: &'a str,
     names: &'a [String],
     totals: Option<&'a [String]>,
+    /// The chart to draw above the table (page 1 only).
+    chart: Option<&'a crate::render::chart::Drawing>,
+    /// Rows this page leaves for the chart.
+    short: usize,
 }
 
 /// Draws one page: the header, the column headers, `rows` (this row
@@ -505,6 +594,10 @@ fn draw_page(w: &mut Writer<'_>, columns: &[Column], rows: &[Vec<String>], spec:
     }
     // Column headers, repeated on every page
     let mut y = top - HEADER_H;
+    if let Some(chart) = spec.chart {
+        w.chart(chart, MARGIN, y);
+    }
+    y -= spec.short as f32 * ROW_H;
     w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.85);
     w.row(y, spec.names, columns, band, true);
     w.rule(y - ROW_H, table_w);
@@ -519,7 +612,7 @@ fn draw_page(w: &mut Writer<'_>, columns: &[Column], rows: &[Vec<String>], spec:
             "No rows in this execution.",
         );
     }
-    for (i, row) in rows.iter().take(per_page).enumerate() {
+    for (i, row) in rows.iter().take(per_page - spec.short).enumerate() {
         if i % 2 == 1 {
             w.fill(MARGIN, y - ROW_H, table_w, ROW_H, 0.95);
         }
@@ -682,6 +775,7 @@ mod tests {
             time_zone: &tz,
             time_zone_name: "Europe/Zurich",
             parameters: params,
+            chart: None,
         };
         let summary = crate::contract::summarize(t).expect("a valid table");
         let pdf = render_pdf(&meta, t, &summary).expect("renders");
