@@ -422,11 +422,16 @@ def model(a):
         "ALL_NEW return values cost no read units")
 
     # ---- S3 ---------------------------------------------------------------
-    puts = 3                                    # input.json, report-*.pdf, report-*.csv
-    gets = a.claim_check + (T * a.attached_files if a.channel == "email" else 0)
+    # input.json, report-*.pdf, report-*.csv, preview-*.json (+ chart-*.png)
+    puts = 4 + a.chart
+    # the claim check; the preview once per deliver invocation; email reads
+    # the attached files and the chart picture per delivery
+    gets = (a.claim_check + deliver_invocations
+            + (T * (a.attached_files + a.chart) if a.channel == "email" else 0))
     add("S3", f"requests ({puts} PUT + {gets:g} GET per execution)",
         puts * S3_PER_PUT + gets * S3_PER_GET,
-        "webhooks carry links: deliver reads no file" if a.channel == "webhook" else "email attaches the files")
+        "webhooks carry links: deliver reads the preview once per invocation" if a.channel == "webhook"
+        else "email attaches the files and inlines the chart")
 
     # ---- KMS and Secrets Manager -----------------------------------------
     decrypts = T * a.signed_fraction * (1 - a.kms_hit_rate)
@@ -649,6 +654,7 @@ def parse(argv):
     p.add_argument("--outcome-consumer-batch", type=float, default=10,
                    help="ASSUMED outcome events per receive/delete of the reporting system")
     p.add_argument("--claim-check", type=int, default=0, help="1 if the rows come as an S3 claim check")
+    p.add_argument("--chart", type=int, default=0, help="1 if the execution asks for a chart (PNG stored, inlined in email)")
     p.add_argument("--attached-files", type=int, default=1, help="email: files attached (GetObject each)")
     p.add_argument("--attachment-kb", type=float, default=40, help="email: attached bytes per email (base64)")
     p.add_argument("--egress-kb", type=float, default=2.5, help="ESTIMATED bytes out per webhook delivery")

@@ -45,7 +45,12 @@ fuzz_target!(|data: &[u8]| {
     let columns: Vec<Column> = kinds
         .iter()
         .enumerate()
-        .map(|(i, &k)| Column::new(names.get(i).cloned().unwrap_or_else(|| format!("c{i}")), KINDS[usize::from(k) % KINDS.len()]))
+        .map(|(i, &k)| {
+            Column::new(
+                names.get(i).cloned().unwrap_or_else(|| format!("c{i}")),
+                KINDS[usize::from(k) % KINDS.len()],
+            )
+        })
         .collect();
 
     let Ok(table) = Table::from_csv(csv, columns.clone()) else {

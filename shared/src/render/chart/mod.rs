@@ -29,6 +29,9 @@ const INK: Rgb = Rgb(31, 41, 51);
 const MUTED: Rgb = Rgb(95, 107, 122);
 const GRID: Rgb = Rgb(229, 231, 235);
 const AXIS: Rgb = Rgb(154, 165, 177);
+/// Axis labels' and the legend's type size, in points (the PNG is shown at
+/// about one pixel per point in email, so smaller is hard to read).
+const AXIS_TEXT: f32 = 9.0;
 
 /// What to draw, in points, from the top-left corner (y grows down).
 #[derive(Debug, Clone, PartialEq)]
@@ -240,20 +243,20 @@ fn layout_inner(data: &ChartData, width: f32, height: f32, measure: Measure<'_>)
             data.labels.len() + data.left_out
         ));
     }
-    let title = fit(&title, true, 11.0, width * 0.6, measure);
-    text(&mut shapes, 0.0, 12.0, 11.0, true, &title, INK);
+    let title = fit(&title, true, 12.0, width * 0.6, measure);
+    text(&mut shapes, 0.0, 12.0, 12.0, true, &title, INK);
     // Legend, right-aligned on the title's line.
     let mut x = width;
     for (s, color) in data.series.iter().zip(SERIES).rev() {
-        let w = measure(&s.name, false, 8.0);
+        let w = measure(&s.name, false, AXIS_TEXT);
         x -= w;
-        text(&mut shapes, x, 11.0, 8.0, false, &s.name, MUTED);
-        x -= 12.0;
+        text(&mut shapes, x, 12.0, AXIS_TEXT, false, &s.name, MUTED);
+        x -= 13.0;
         shapes.push(Shape::Rect {
             x,
             y: 4.0,
-            w: 8.0,
-            h: 8.0,
+            w: 9.0,
+            h: 9.0,
             color,
         });
         x -= 10.0;
@@ -276,9 +279,9 @@ fn layout_inner(data: &ChartData, width: f32, height: f32, measure: Measure<'_>)
     let labels: Vec<String> = ticks.iter().map(|t| tick_label(*t, step)).collect();
     let label_w = labels
         .iter()
-        .map(|l| measure(l, false, 7.5))
+        .map(|l| measure(l, false, AXIS_TEXT))
         .fold(0.0, f32::max);
-    let (left, top, right, bottom) = (label_w + 6.0, 26.0, width - 2.0, height - 16.0);
+    let (left, top, right, bottom) = (label_w + 6.0, 28.0, width - 2.0, height - 18.0);
     let (t_lo, t_hi) = (
         ticks.first().copied().unwrap_or(0.0),
         ticks.last().copied().unwrap_or(1.0),
@@ -292,12 +295,12 @@ fn layout_inner(data: &ChartData, width: f32, height: f32, measure: Measure<'_>)
             width: if *t == 0.0 { 0.8 } else { 0.5 },
             color: if *t == 0.0 { AXIS } else { GRID },
         });
-        let w = measure(label, false, 7.5);
+        let w = measure(label, false, AXIS_TEXT);
         text(
             &mut shapes,
             left - 4.0 - w,
             y + 2.5,
-            7.5,
+            AXIS_TEXT,
             false,
             label,
             MUTED,
@@ -309,18 +312,18 @@ fn layout_inner(data: &ChartData, width: f32, height: f32, measure: Measure<'_>)
     let widest = data
         .labels
         .iter()
-        .map(|l| measure(l, false, 7.5))
+        .map(|l| measure(l, false, AXIS_TEXT))
         .fold(0.0, f32::max);
     let every = ((widest + 6.0) / band.max(0.1)).ceil().max(1.0) as usize;
     for (i, label) in data.labels.iter().enumerate().step_by(every) {
-        let label = fit(label, false, 7.5, band * every as f32 - 4.0, measure);
+        let label = fit(label, false, AXIS_TEXT, band * every as f32 - 4.0, measure);
         let cx = left + band * (i as f32 + 0.5);
-        let w = measure(&label, false, 7.5);
+        let w = measure(&label, false, AXIS_TEXT);
         text(
             &mut shapes,
             cx - w / 2.0,
             height - 4.0,
-            7.5,
+            AXIS_TEXT,
             false,
             &label,
             MUTED,
