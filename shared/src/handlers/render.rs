@@ -957,11 +957,47 @@ mod tests {
         let mut nan = inline("exec-8", json!([["a", 1]]));
         nan["data"]["columns"][1]["type"] = json!("decimal");
         nan["data"]["rows"] = json!([["a", "NaN"]]);
+        let chart = |id: &str, spec: Value| {
+            let mut m = inline(id, json!([["a", 1]]));
+            m["chart"] = spec;
+            m
+        };
+        let text_series = chart(
+            "exec-9",
+            json!({"type": "bar", "x": "City", "y": ["City"], "title": "t"}),
+        );
+        let missing = chart(
+            "exec-10",
+            json!({"type": "line", "x": "Nope\u{202e}", "y": ["Orders"], "title": "t"}),
+        );
+        let four = chart(
+            "exec-11",
+            json!({"type": "bar", "x": "City", "y": ["Orders", "Orders", "Orders", "Orders"], "title": "t"}),
+        );
+        let long_title = chart(
+            "exec-12",
+            json!({"type": "bar", "x": "City", "y": ["Orders"], "title": "x".repeat(100_000)}),
+        );
+        let pie = chart(
+            "exec-13",
+            json!({"type": "pie", "x": "City", "y": ["Orders"], "title": "t"}),
+        );
+        let mut decimals = inline("exec-14", json!([["a", 1]]));
+        decimals["data"]["columns"][1]["decimals"] = json!(2);
+        let mut many = inline("exec-15", json!([["a", 1]]));
+        many["data"]["columns"][1] = json!({"name": "Orders", "type": "decimal", "decimals": 10});
         for (m, expected) in [
             (late, "malformed_message"),
             (zone, "invalid_time_zone"),
             (big, "invalid_rows"),
             (nan, "invalid_rows"),
+            (text_series, "invalid_chart"),
+            (missing, "invalid_chart"),
+            (four, "invalid_chart"),
+            (long_title, "invalid_chart"),
+            (pie, "malformed_message"),
+            (decimals, "invalid_rows"),
+            (many, "invalid_rows"),
         ] {
             let outcome = process(&d, &message(&m)).await;
             assert_eq!(code_of(&outcome), expected);

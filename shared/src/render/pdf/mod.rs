@@ -883,6 +883,71 @@ mod tests {
     }
 
     #[test]
+    fn given_a_chart_when_rendered_then_it_sits_on_page_one_above_fewer_rows_and_no_row_is_lost() {
+        use crate::contract::{ChartKind, ChartSpec};
+        use crate::render::chart::{ChartData, font_measure, layout};
+        let per = rows_per_page();
+        let t = table(per * 2 - 1);
+        let tz = super::super::time_zone("Europe/Zurich").expect("tz");
+        let spec = ChartSpec {
+            kind: ChartKind::Line,
+            x: "City".into(),
+            y: vec!["Revenue".into()],
+            title: "Revenue over cities".into(),
+        };
+        let drawing = layout(
+            &ChartData::collect(&t, &spec, &tz).expect("valid"),
+            540.0,
+            220.0,
+            &font_measure,
+        );
+        let params = BTreeMap::new();
+        let meta = ReportMeta {
+            report_name: "Weekly sales",
+            execution_id: "e1",
+            generated_at: Timestamp::parse("2026-11-26T07:00:00Z").expect("ts"),
+            time_zone: &tz,
+            time_zone_name: "Europe/Zurich",
+            parameters: &params,
+            chart: Some(&drawing),
+        };
+        let summary = crate::contract::summarize(&t).expect("a valid table");
+        let pdf = render_pdf(&meta, &t, &summary).expect("renders");
+        let pages = page_texts(&pdf);
+        // Without the chart the rows and totals fill two pages; the chart
+        // pushes the rest of its page's rows onto a third.
+        assert_eq!(page_count(t.rows.len(), true), 2);
+        assert_eq!(pages.len(), 3);
+        let short = chart_rows(220.0);
+        let last_first = format!("City {}", per - short - 1);
+        let first_second = format!("City {}", per - short);
+        assert!(pages[0].contains("Revenue over cities"), "{}", pages[0]);
+        assert!(pages[0].contains(&last_first), "{}", pages[0]);
+        assert!(!pages[0].contains(&first_second), "{}", pages[0]);
+        assert!(pages[1].contains(&first_second), "{}", pages[1]);
+        assert!(!pages[1].contains("Revenue over cities"));
+        assert!(
+            pages[2].contains(&format!("City {}", per * 2 - 2)),
+            "{}",
+            pages[2]
+        );
+        assert!(pages[2].contains("Total"));
+        // Times read like dates, in the report's zone, header and footer.
+        assert!(
+            pages[0].contains("Generated Thu 26 Nov 2026, 08:00 CET"),
+            "{}",
+            pages[0]
+        );
+        assert!(
+            pages[2].contains("Thu 26 Nov 2026, 08:00 CET"),
+            "{}",
+            pages[2]
+        );
+        let doc = lopdf::Document::load_mem(&pdf).expect("loads");
+        assert_eq!(doc.get_pages().len(), 3);
+    }
+
+    #[test]
     fn given_a_long_report_with_cjk_when_rendered_then_each_face_is_embedded_once_and_the_text_extracts()
      {
         // Given enough rows for many pages, with CJK cells
