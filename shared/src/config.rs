@@ -116,17 +116,15 @@ pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
 /// The download-link signing keys, from the Secrets Manager secret named
 /// by `LINK_SIGNING_SECRET_ARN` (a comma-separated list, newest first). The
 /// value is never logged.
-pub async fn link_keys(
+pub fn link_keys(
     sdk: &aws_config::SdkConfig,
 ) -> Result<crate::handlers::links::KeyRing, ConfigError> {
     let source = crate::handlers::links::SecretsManagerKeys::new(
         aws_sdk_secretsmanager::Client::new(sdk),
         required("LINK_SIGNING_SECRET_ARN")?,
     );
-    crate::handlers::links::KeyRing::load(Box::new(source), Duration::from_secs(60))
-        .await
-        .map_err(|reason| ConfigError::Invalid {
-            name: "LINK_SIGNING_SECRET_ARN",
-            reason,
-        })
+    Ok(crate::handlers::links::KeyRing::lazy(
+        Box::new(source),
+        Duration::from_secs(60),
+    ))
 }

@@ -61,36 +61,72 @@ impl KeySource for SecretsManagerKeys {
 /// rotated key is picked up without a redeploy.
 pub struct KeyRing {
     source: Box<dyn KeySource>,
-    current: RwLock<LinkSigner>,
+    /// Read at the first request, not at start-up, so a cold start makes
+    /// no Secrets Manager call.
+    current: RwLock<Option<LinkSigner>>,
     refreshed: Mutex<Instant>,
     min_refresh: Duration,
 }
 
+/// Why a link was not honoured.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The token is bad or expired: 403.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The keys could not be read: 503, try again.
+    #[error("the link signing keys cannot be read: {0}")]
+    KeysUnavailable(String),
+}
+
 impl KeyRing {
-    /// Loads the keys once.
-    pub async fn load(source: Box<dyn KeySource>, min_refresh: Duration) -> Result<Self, String> {
-        let signer = LinkSigner::from_list(&source.fetch().await?)?;
-        Ok(Self {
+    /// A ring that reads its keys at the first use.
+    pub fn lazy(source: Box<dyn KeySource>, min_refresh: Duration) -> Self {
+        Self {
             source,
-            current: RwLock::new(signer),
+            current: RwLock::new(None),
             refreshed: Mutex::new(Instant::now()),
             min_refresh,
-        })
+        }
     }
 
-    /// The current signer (the newest key signs).
-    pub fn signer(&self) -> LinkSigner {
+    /// A ring with its keys read now.
+    pub async fn load(source: Box<dyn KeySource>, min_refresh: Duration) -> Result<Self, String> {
+        let ring = Self::lazy(source, min_refresh);
+        ring.loaded().await?;
+        Ok(ring)
+    }
+
+    /// The current signer (the newest key signs), once the keys were read.
+    pub fn signer(&self) -> Option<LinkSigner> {
         match self.current.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Verifies a token, re-reading the keys once if none matched.
-    pub async fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, LinkError> {
-        let first = self.signer().verify(token, now);
+    /// The signer, reading the keys if this is the first use.
+    async fn loaded(&self) -> Result<LinkSigner, String> {
+        if let Some(s) = self.signer() {
+            return Ok(s);
+        }
+        let signer = LinkSigner::from_list(&self.source.fetch().await?)?;
+        if let Ok(mut c) = self.current.write() {
+            *c = Some(signer.clone());
+        }
+        if let Ok(mut t) = self.refreshed.lock() {
+            *t = Instant::now();
+        }
+        Ok(signer)
+    }
+
+    /// Verifies a token, reading the keys at the first use and re-reading
+    /// them once if none matched.
+    pub async fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, Refusal> {
+        let signer = self.loaded().await.map_err(Refusal::KeysUnavailable)?;
+        let first = signer.verify(token, now);
         if first != Err(LinkError::BadSignature) {
-            return first;
+            return Ok(first?);
         }
         let due = self
             .refreshed
@@ -104,7 +140,7 @@ impl KeyRing {
             })
             .unwrap_or(false);
         if !due {
-            return first;
+            return Ok(first?);
         }
         match self
             .source
@@ -115,13 +151,13 @@ impl KeyRing {
             Ok(fresh) => {
                 let result = fresh.verify(token, now);
                 if let Ok(mut c) = self.current.write() {
-                    *c = fresh;
+                    *c = Some(fresh);
                 }
-                result
+                Ok(result?)
             }
             Err(e) => {
                 warn!(error = %e, "could not re-read the link signing keys");
-                first
+                Ok(first?)
             }
         }
     }
@@ -227,7 +263,11 @@ pub async fn handle_at(
     }
     let claim = match deps.keys.verify(token, now).await {
         Ok(c) => c,
-        Err(e) => {
+        Err(Refusal::KeysUnavailable(error)) => {
+            warn!(%error, "download link not checked: keys unavailable");
+            return respond(503, None, "try again shortly");
+        }
+        Err(Refusal::Link(e)) => {
             // The token is not logged: a valid-looking one is a credential.
             warn!(reason = %e, "download link refused");
             let text = match e {
@@ -259,7 +299,7 @@ impl Deps {
         use crate::config::{required, seconds};
         let sdk = crate::aws::load().await;
         Ok(Self {
-            keys: crate::config::link_keys(&sdk).await?,
+            keys: crate::config::link_keys(&sdk)?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
                 required("REPORTS_BUCKET")?,
@@ -304,6 +344,9 @@ mod tests {
         async fn fetch(&self) -> Result<String, String> {
             let mut g = self.0.lock().map_err(|e| e.to_string())?;
             g.1 += 1;
+            if g.0.is_empty() {
+                return Err("secret unreadable".into());
+            }
             Ok(g.0.clone())
         }
     }
@@ -338,7 +381,11 @@ mod tests {
     #[tokio::test]
     async fn valid_links_redirect_to_a_fresh_presigned_url() {
         let d = deps().await;
-        let token = d.keys.signer().issue("reports/r/e/report.pdf", at(2_000));
+        let token = d
+            .keys
+            .signer()
+            .expect("loaded")
+            .issue("reports/r/e/report.pdf", at(2_000));
         let r = handle_at(&d, get(&format!("/d/{token}")), at(1_000)).await;
         assert_eq!(r.status_code, 302);
         assert_eq!(
@@ -350,7 +397,11 @@ mod tests {
     #[tokio::test]
     async fn expired_tampered_and_foreign_links_get_403() {
         let d = deps().await;
-        let token = d.keys.signer().issue("reports/a.pdf", at(2_000));
+        let token = d
+            .keys
+            .signer()
+            .expect("loaded")
+            .issue("reports/a.pdf", at(2_000));
         assert_eq!(
             handle_at(&d, get(&format!("/d/{token}")), at(2_000))
                 .await
@@ -365,7 +416,11 @@ mod tests {
                 .status_code,
             403
         );
-        let outside = d.keys.signer().issue("incoming/secret.csv", at(2_000));
+        let outside = d
+            .keys
+            .signer()
+            .expect("loaded")
+            .issue("incoming/secret.csv", at(2_000));
         assert_eq!(
             handle_at(&d, get(&format!("/d/{outside}")), at(0))
                 .await
@@ -376,6 +431,39 @@ mod tests {
         let mut post = get(&format!("/d/{token}"));
         post.request_context.http.method = Some("POST".into());
         assert_eq!(handle_at(&d, post, at(0)).await.status_code, 405);
+    }
+
+    #[tokio::test]
+    async fn given_a_fresh_instance_when_it_starts_then_no_key_is_read_until_the_first_link_and_an_unreadable_secret_is_a_503()
+     {
+        let state = Arc::new(Mutex::new((String::new(), 0)));
+        let d = Deps {
+            keys: KeyRing::lazy(Box::new(FakeKeys(state.clone())), Duration::from_secs(60)),
+            blobs: Box::new(FakeBlobs),
+            presign_ttl: Duration::from_secs(300),
+        };
+        assert_eq!(
+            state.lock().map(|g| g.1).unwrap_or(9),
+            0,
+            "nothing read at start-up"
+        );
+        let token = LinkSigner::from_list(KEY)
+            .expect("key")
+            .issue("reports/r/e/report.pdf", at(2_000));
+        let r = handle_at(&d, get(&format!("{PATH_PREFIX}{token}")), at(1_000)).await;
+        assert_eq!(r.status_code, 503, "keys unreadable: try again, not 403");
+        if let Ok(mut g) = state.lock() {
+            g.0 = KEY.into();
+        }
+        let r = handle_at(&d, get(&format!("{PATH_PREFIX}{token}")), at(1_000)).await;
+        assert_eq!(r.status_code, 302);
+        let r = handle_at(&d, get(&format!("{PATH_PREFIX}{token}")), at(1_000)).await;
+        assert_eq!(r.status_code, 302);
+        assert_eq!(
+            state.lock().map(|g| g.1).unwrap_or(0),
+            2,
+            "read once it worked"
+        );
     }
 
     #[tokio::test]
@@ -407,7 +495,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(
                 slow.verify(&forged, at(0)).await,
-                Err(LinkError::BadSignature)
+                Err(Refusal::Link(LinkError::BadSignature))
             );
         }
         assert_eq!(
