@@ -401,3 +401,75 @@ async fn posts_to_one_channel_share_its_rate_limit_across_instances_without_usin
     }
     s.down().await;
 }
+
+/// The sample execution with a chart of revenue by city.
+fn charted(report: &str) -> (String, String) {
+    let (id, body) = sample_execution(report);
+    let mut msg: serde_json::Value = serde_json::from_str(&body).expect("json");
+    msg["chart"] = serde_json::json!({
+        "type": "bar", "x": "City", "y": ["Revenue (EUR)"], "title": "Revenue by city"
+    });
+    (id, msg.to_string())
+}
+
+#[tokio::test]
+async fn a_chart_is_uploaded_by_the_bot_and_shown_by_the_incoming_webhook() {
+    let s = running_stack("slack-chart", &[]).await;
+    seed_bot(&s, "rpt-chart-bot", LOCAL_BOT_TOKEN).await;
+    seed_hook(&s, "rpt-chart-hook").await;
+    let mut runs = Vec::new();
+    for report in ["rpt-chart-bot", "rpt-chart-hook"] {
+        let (id, body) = charted(report);
+        s.send("ExecutionsQueue", &body).await.expect("send");
+        let attempts = s
+            .wait_settled(&id, 1, std::time::Duration::from_secs(60))
+            .await
+            .expect("settles");
+        assert_eq!(
+            attempts[0].status,
+            AttemptStatus::Delivered,
+            "{:?}",
+            attempts[0].last_error
+        );
+        runs.push(id);
+    }
+    let messages = s.slack.messages();
+    // The bot shares the PDF and the chart picture in one completion.
+    let bot = messages
+        .iter()
+        .find(|m| m.via == COMPLETE_UPLOAD)
+        .expect("bot message");
+    let (e, _) = rendered(&s, &runs[0]).await;
+    let chart = s
+        .object(&e.chart.as_ref().expect("chart stored").key)
+        .await
+        .expect("png");
+    assert_eq!(bot.files.len(), 2);
+    assert!(
+        bot.files[1].filename.ends_with("-chart.png"),
+        "{}",
+        bot.files[1].filename
+    );
+    assert_eq!(bot.files[1].bytes.as_deref(), Some(chart.as_slice()));
+    // The incoming webhook shows it as an image block whose signed link
+    // serves the stored PNG.
+    let hook = messages
+        .iter()
+        .find(|m| m.via == INCOMING_WEBHOOK)
+        .expect("hook message");
+    let image = hook.payload["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["type"] == "image"))
+        .expect("an image block");
+    assert_eq!(image["alt_text"], "Revenue by city");
+    let (e, _) = rendered(&s, &runs[1]).await;
+    let stored = s
+        .object(&e.chart.as_ref().expect("chart stored").key)
+        .await
+        .expect("png");
+    assert_eq!(
+        download(image["image_url"].as_str().expect("url")).await,
+        stored
+    );
+    s.down().await;
+}
