@@ -471,5 +471,21 @@ async fn a_chart_is_uploaded_by_the_bot_and_shown_by_the_incoming_webhook() {
         download(image["image_url"].as_str().expect("url")).await,
         stored
     );
+    // When Slack cannot fetch the picture it refuses the whole message
+    // (400 invalid_blocks): the message goes again without it.
+    s.slack
+        .push_fault(INCOMING_WEBHOOK, SlackFault::Error("invalid_blocks".into()));
+    let (id, body) = charted("rpt-chart-hook");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&id, 1, std::time::Duration::from_secs(60))
+        .await
+        .expect("settles");
+    assert_eq!(attempts[0].status, AttemptStatus::Delivered);
+    assert_eq!(attempts[0].tries, 1, "not a retry: one send, two posts");
+    let last = s.slack.messages().last().cloned().expect("posted");
+    let blocks = last.payload["blocks"].as_array().expect("blocks");
+    assert!(blocks.iter().all(|b| b["type"] != "image"));
+    assert!(blocks.iter().any(|b| b["type"] == "actions"));
     s.down().await;
 }

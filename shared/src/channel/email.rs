@@ -223,7 +223,15 @@ impl EmailView {
                 columns: p
                     .columns
                     .iter()
-                    .map(|c| CellView::new(c.name.as_str(), c.is_numeric()))
+                    .map(|c| {
+                        CellView::new(
+                            crate::render::display::display(
+                                &c.name,
+                                crate::render::preview::MAX_CELL,
+                            ),
+                            c.is_numeric(),
+                        )
+                    })
                     .collect(),
                 rows: shown.iter().map(|r| row(r)).collect(),
                 totals: p

@@ -65,6 +65,9 @@ pub struct KeyRing {
     /// no Secrets Manager call.
     current: RwLock<Option<LinkSigner>>,
     refreshed: Mutex<Instant>,
+    /// When the first read last failed: requests inside `min_refresh` of it
+    /// get 503 without reading again.
+    failed: Mutex<Option<Instant>>,
     min_refresh: Duration,
 }
 
@@ -86,6 +89,7 @@ impl KeyRing {
             source,
             current: RwLock::new(None),
             refreshed: Mutex::new(Instant::now()),
+            failed: Mutex::new(None),
             min_refresh,
         }
     }
@@ -110,7 +114,29 @@ impl KeyRing {
         if let Some(s) = self.signer() {
             return Ok(s);
         }
-        let signer = LinkSigner::from_list(&self.source.fetch().await?)?;
+        let recent = self
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < self.min_refresh);
+        if recent {
+            return Err("the last read failed moments ago".into());
+        }
+        let read = self
+            .source
+            .fetch()
+            .await
+            .and_then(|list| LinkSigner::from_list(&list));
+        let signer = match read {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(mut f) = self.failed.lock() {
+                    *f = Some(Instant::now());
+                }
+                return Err(e);
+            }
+        };
         if let Ok(mut c) = self.current.write() {
             *c = Some(signer.clone());
         }
@@ -436,9 +462,19 @@ mod tests {
     #[tokio::test]
     async fn given_a_fresh_instance_when_it_starts_then_no_key_is_read_until_the_first_link_and_an_unreadable_secret_is_a_503()
      {
+        // A failed read is not repeated for `min_refresh`.
+        let state = Arc::new(Mutex::new((String::new(), 0)));
+        let slow = KeyRing::lazy(Box::new(FakeKeys(state.clone())), Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(matches!(
+                slow.verify("x.y", at(0)).await,
+                Err(Refusal::KeysUnavailable(_))
+            ));
+        }
+        assert_eq!(state.lock().map(|g| g.1).unwrap_or(0), 1, "read once");
         let state = Arc::new(Mutex::new((String::new(), 0)));
         let d = Deps {
-            keys: KeyRing::lazy(Box::new(FakeKeys(state.clone())), Duration::from_secs(60)),
+            keys: KeyRing::lazy(Box::new(FakeKeys(state.clone())), Duration::ZERO),
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
         };

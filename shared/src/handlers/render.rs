@@ -189,13 +189,16 @@ async fn render_and_store(
         .await
         .map_err(failed)?;
     let preview = store_file(deps, &msg, preview, "preview", "json", "application/json").await?;
+    // The picture is decoration: one that cannot be drawn is left out of
+    // the messages (and logged), never a reason to fail the report.
     let chart = match &msg.chart {
-        Some(_) => {
-            let png = render_file(&msg, &tz, &rows, &summary, Format::Chart)
-                .await
-                .map_err(failed)?;
-            Some(store_file(deps, &msg, png, "chart", "png", "image/png").await?)
-        }
+        Some(_) => match render_file(&msg, &tz, &rows, &summary, Format::Chart).await {
+            Ok(png) => Some(store_file(deps, &msg, png, "chart", "png", "image/png").await?),
+            Err(error) => {
+                warn!(execution_id = %msg.execution_id, %error, "chart picture not drawn");
+                None
+            }
+        },
         None => None,
     };
     info!(

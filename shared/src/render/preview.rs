@@ -120,7 +120,9 @@ pub fn build(
         columns: columns
             .iter()
             .map(|c| PreviewColumn {
-                name: display(&c.name, MAX_COLUMN_NAME.min(MAX_CELL)),
+                // Whole (as the PDF bounds it), so webhook receivers can
+                // match columns; messages cut it for display.
+                name: display(&c.name, MAX_COLUMN_NAME),
                 kind: c.kind,
             })
             .collect(),
@@ -142,20 +144,21 @@ pub fn build(
             .collect(),
         chart_title: None,
     };
-    while preview.rows.len() > 1 && preview.to_bytes().len() > MAX_BYTES {
-        let keep = preview.rows.len() / 2;
-        preview.rows.truncate(keep);
-        preview.values.truncate(keep);
+    while !preview.rows.is_empty() && preview.to_bytes().len() > MAX_BYTES {
+        preview.rows.pop();
+        preview.values.pop();
     }
     preview
 }
 
-/// A typed value as the preview keeps it: long strings are cut.
+/// A typed value as the preview keeps it: long strings are cut, and an
+/// array or object (a `string` column accepts any JSON) becomes its text,
+/// cut the same way.
 fn bounded_value(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as V;
     match v {
-        serde_json::Value::String(s) if s.chars().count() > MAX_VALUE => {
-            serde_json::Value::String(display(s, MAX_VALUE))
-        }
+        V::String(s) if s.chars().count() > MAX_VALUE => V::String(display(s, MAX_VALUE)),
+        V::Array(_) | V::Object(_) => V::String(display(&v.to_string(), MAX_VALUE)),
         other => other.clone(),
     }
 }
@@ -323,6 +326,31 @@ mod tests {
             Some(MAX_VALUE)
         );
         assert!(p.to_bytes().len() <= MAX_BYTES);
+    }
+
+    #[test]
+    fn given_huge_json_cells_and_long_names_when_previewed_then_the_stored_preview_stays_bounded() {
+        let mut t = table(50, 2);
+        t.columns[0].name = format!("{}{}", "n".repeat(60), "unique tail");
+        for row in &mut t.rows {
+            row[0] = json!({"blob": "y".repeat(100_000), "list": vec![1; 10_000]});
+        }
+        let p = preview_of(&t);
+        assert!(p.to_bytes().len() <= MAX_BYTES, "{}", p.to_bytes().len());
+        assert!(
+            p.values[0][0]
+                .as_str()
+                .is_some_and(|s| s.chars().count() == MAX_VALUE)
+        );
+        assert!(p.rows[0][0].chars().count() <= MAX_CELL);
+        assert!(
+            p.columns[0].name.ends_with("unique tail"),
+            "names kept whole"
+        );
+        assert!(
+            p.text_table(1, 30)[0].chars().count() < 80,
+            "and cut for display"
+        );
     }
 
     #[test]

@@ -154,30 +154,62 @@ pub fn font_measure(text: &str, bold: bool, size: f32) -> f32 {
     super::fonts::fonts().width(text, bold, size)
 }
 
-/// Axis ticks: evenly spaced round numbers covering `lo..=hi`.
+/// Axis ticks: evenly spaced round numbers covering `lo..=hi` (about
+/// `most` intervals). Any finite input works: a flat range is widened, and
+/// a range too wide or too narrow for round steps (near ±1.8e308, or
+/// subnormal) falls back to its two ends. Never more than `4 × most + 1`.
 pub fn ticks(lo: f64, hi: f64, most: usize) -> Vec<f64> {
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo, lo + 1.0) };
-    let raw = (hi - lo) / most.max(1) as f64;
+    let most = most.max(1);
+    let (mut lo, mut hi) = if lo.is_finite() && hi.is_finite() {
+        (lo.min(hi), lo.max(hi))
+    } else {
+        (0.0, 1.0)
+    };
+    // Halves cannot overflow where `hi - lo` would.
+    let scale = lo.abs().max(hi.abs());
+    if hi / 2.0 - lo / 2.0 <= scale * 1e-9 {
+        let pad = if scale > 0.0 { scale * 0.1 } else { 1.0 };
+        lo = (lo - pad).max(f64::MIN);
+        hi = (hi + pad).min(f64::MAX);
+    }
+    let fallback = vec![lo, hi];
+    let raw = (hi / 2.0 - lo / 2.0) / most as f64 * 2.0;
     let magnitude = 10f64.powf(raw.log10().floor());
+    if !(raw.is_finite() && raw > 0.0 && magnitude.is_finite() && magnitude > 0.0) {
+        return fallback;
+    }
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * magnitude)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * magnitude);
-    let first = (lo / step).floor() as i64;
-    let last = (hi / step).ceil() as i64;
-    (first..=last).map(|i| i as f64 * step).collect()
+    let (first, last) = ((lo / step).floor(), (hi / step).ceil());
+    if !(first.is_finite() && last.is_finite()) || last - first > (4 * most) as f64 {
+        return fallback;
+    }
+    let ticks: Vec<f64> = (first as i64..=last as i64)
+        .map(|i| i as f64 * step)
+        .collect();
+    if ticks.iter().all(|t| t.is_finite()) && ticks.len() >= 2 {
+        ticks
+    } else {
+        fallback
+    }
 }
 
-/// A tick label: compact for large magnitudes (`1.5M`), grouped otherwise,
-/// with the decimals the step needs.
+/// A tick label: compact for large magnitudes (`1.5M`, `2T`; scientific
+/// from 10^15), grouped otherwise, with the decimals the step needs.
 pub fn tick_label(v: f64, step: f64) -> String {
     let big = |div: f64, suffix: &str| {
         let d = decimals_for(step / div);
         format!("{}{suffix}", super::format_number(v / div, d))
     };
     let max = v.abs().max(step.abs());
-    if max >= 1e9 {
+    if max >= 1e15 {
+        format!("{v:.1e}")
+    } else if max >= 1e12 {
+        big(1e12, "T")
+    } else if max >= 1e9 {
         big(1e9, "B")
     } else if max >= 1e6 {
         big(1e6, "M")
@@ -186,12 +218,19 @@ pub fn tick_label(v: f64, step: f64) -> String {
     }
 }
 
+/// The fewest decimals (at most 6) that show every multiple of `step`
+/// exactly: 2.5 → 1, 0.25 → 2, 5 → 0.
 fn decimals_for(step: f64) -> usize {
-    if step >= 1.0 || step <= 0.0 {
-        0
-    } else {
-        (-step.log10().floor()).clamp(0.0, 6.0) as usize
+    let step = step.abs();
+    if !step.is_finite() || step == 0.0 {
+        return 0;
     }
+    (0..=6)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d);
+            (scaled - scaled.round()).abs() <= scaled.abs() * 1e-9
+        })
+        .unwrap_or(6) as usize
 }
 
 /// Space kept free around a chart, in points.
@@ -217,6 +256,12 @@ pub fn layout(data: &ChartData, width: f32, height: f32, measure: Measure<'_>) -
     }
     d.width = width;
     d.height = height;
+    // Whatever the values, nothing non-finite reaches a PDF or a PNG.
+    d.shapes.retain(|shape| match shape {
+        Shape::Rect { x, y, w, h, .. } => [*x, *y, *w, *h].iter().all(|v| v.is_finite()),
+        Shape::Text { x, y, .. } => x.is_finite() && y.is_finite(),
+        Shape::Line { points, .. } => points.iter().all(|(x, y)| x.is_finite() && y.is_finite()),
+    });
     d
 }
 
@@ -286,8 +331,13 @@ fn layout_inner(data: &ChartData, width: f32, height: f32, measure: Measure<'_>)
         ticks.first().copied().unwrap_or(0.0),
         ticks.last().copied().unwrap_or(1.0),
     );
-    let span = if t_hi > t_lo { t_hi - t_lo } else { 1.0 };
-    let y_of = |v: f64| bottom - ((v - t_lo) / span) as f32 * (bottom - top);
+    // In halves, so that spans near ±1.8e308 do not overflow.
+    let half_span = if t_hi > t_lo {
+        t_hi / 2.0 - t_lo / 2.0
+    } else {
+        1.0
+    };
+    let y_of = |v: f64| bottom - ((v / 2.0 - t_lo / 2.0) / half_span) as f32 * (bottom - top);
     for (t, label) in ticks.iter().zip(&labels) {
         let y = y_of(*t);
         shapes.push(Shape::Line {
@@ -443,10 +493,55 @@ mod tests {
             ticks(-30.0, 70.0, 5),
             [-40.0, -20.0, 0.0, 20.0, 40.0, 60.0, 80.0]
         );
-        assert_eq!(ticks(5.0, 5.0, 5).len(), 6);
+        let flat = ticks(5.0, 5.0, 5);
+        assert!(flat[0] < 5.0 && flat[flat.len() - 1] > 5.0, "{flat:?}");
         assert_eq!(tick_label(2_500_000.0, 500_000.0), "2.5M");
         assert_eq!(tick_label(1500.0, 500.0), "1,500");
         assert_eq!(tick_label(0.25, 0.05), "0.25");
+        assert_eq!(
+            ticks(0.0, 12.0, 5)
+                .iter()
+                .map(|t| tick_label(*t, 2.5))
+                .collect::<Vec<_>>(),
+            ["0.0", "2.5", "5.0", "7.5", "10.0", "12.5"]
+        );
+        assert_eq!(tick_label(7_500_000.0, 2_500_000.0), "7.5M");
+    }
+
+    #[test]
+    fn given_extreme_values_when_laid_out_then_ticks_stay_few_and_every_shape_is_finite() {
+        for (lo, hi) in [
+            (0.0, 1e-323),
+            (-1e-323, 1e-323),
+            (-1.7e308, 1.7e308),
+            (1e20, 1e20),
+            (0.0, 0.0),
+            (-5.0, -5.0),
+            (f64::MAX, f64::MAX),
+        ] {
+            let t = ticks(lo, hi, 5);
+            assert!(t.len() >= 2 && t.len() <= 21, "{lo} {hi}: {t:?}");
+            assert!(t.iter().all(|v| v.is_finite()), "{lo} {hi}: {t:?}");
+            for kind in [ChartKind::Bar, ChartKind::Line] {
+                let data = ChartData {
+                    kind,
+                    title: "t".into(),
+                    labels: vec!["a".into(), "b".into()],
+                    series: vec![Series {
+                        name: "s".into(),
+                        values: vec![Some(lo), Some(hi)],
+                    }],
+                    left_out: 0,
+                };
+                let d = layout(&data, 540.0, 220.0, &font_measure);
+                assert!(!d.shapes.is_empty());
+                for shape in &d.shapes {
+                    if let Shape::Text { text, .. } = shape {
+                        assert!(text.chars().count() < 40, "{text}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

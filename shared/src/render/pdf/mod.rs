@@ -462,7 +462,8 @@ impl Doc<'_> {
                 params: frame.params,
                 names: frame.names,
                 totals: frame.totals,
-                chart: frame.chart.filter(|_| row_page == 0 && b == 0),
+                // On every band of the first rows, so no band shows a gap.
+                chart: frame.chart.filter(|_| row_page == 0),
                 short: if row_page == 0 { frame.short } else { 0 },
             };
             draw_page(&mut self.w, frame.columns, rows, spec);
