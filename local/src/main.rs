@@ -358,6 +358,18 @@ async fn report(
     if let Some(csv) = &execution.csv {
         println!("  CSV  {}  ({} bytes)", csv.key, csv.size);
     }
+    if let Some(preview) = &execution.preview {
+        println!(
+            "  PREVIEW  {}  ({} bytes: the rows messages show)",
+            preview.key, preview.size
+        );
+    }
+    if let Some(chart) = &execution.chart {
+        let path = work.join(format!("{execution_id}-chart.png"));
+        std::fs::write(&path, stack.object(&chart.key).await?)?;
+        println!("  CHART  {}  ({} bytes)", chart.key, chart.size);
+        println!("       copy: {}", path.display());
+    }
     println!();
     println!(
         "{:<24} {:<8} {:<10} {:>5} {:>12}  detail",
