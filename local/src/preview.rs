@@ -11,7 +11,7 @@ use shared::channel::sample::{Sample, SampleReport, target};
 use shared::channel::{ChartFile, slack, webhook};
 use shared::contract::{CsvRows, ExecutionCompletedV1, ExecutionMessage, ReportData, summarize};
 use shared::domain::execution::StoredFile;
-use shared::render::chart::{ChartData, font_measure, layout, png::to_png};
+use shared::render::chart::png::to_png;
 use std::path::Path;
 
 /// Writes the previews into `out` and lists what it wrote.
@@ -40,25 +40,14 @@ pub fn write(root: &Path, out: &Path) -> Result<Vec<String>> {
     };
     // The chart, as render draws it.
     let spec = msg.chart.as_ref().context("the sample asks for a chart")?;
-    let drawing = layout(
-        &ChartData::collect(&rows, spec, &tz).map_err(|e| anyhow!(e))?,
-        shared::handlers::render::CHART_SIZE.0,
-        shared::handlers::render::CHART_SIZE.1,
-        &font_measure,
-    );
+    let drawing = shared::handlers::render::chart_drawing(&msg, &rows, &tz)
+        .map_err(|e| anyhow!(e))?
+        .context("the sample asks for a chart")?;
     let png = to_png(&drawing).map_err(|e| anyhow!(e))?;
     put("chart.png", &png)?;
     let summary = summarize(&rows).map_err(|e| anyhow!("{e}"))?;
     let pdf = shared::render::render_pdf(
-        &shared::render::ReportMeta {
-            report_name: &msg.report_name,
-            execution_id: &msg.execution_id,
-            generated_at: msg.generated_at,
-            time_zone: &tz,
-            time_zone_name: &msg.time_zone,
-            parameters: &msg.parameters,
-            chart: Some(&drawing),
-        },
+        &shared::render::ReportMeta::of(&msg, &tz, Some(&drawing)),
         &rows,
         &summary,
     )

@@ -507,11 +507,7 @@ async fn prepare<'a>(
         files.push(LinkedFile {
             format,
             file: file.clone(),
-            download_url: deps
-                .links
-                .link(&file.key, link_expires_at)
-                .await
-                .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))?,
+            download_url: link(deps, &file.key, link_expires_at).await?,
         });
     }
     if files.is_empty() {
@@ -523,11 +519,7 @@ async fn prepare<'a>(
     let chart = match &execution.chart {
         Some(file) => Some(ChartFile {
             file: file.clone(),
-            download_url: deps
-                .links
-                .link(&file.key, link_expires_at)
-                .await
-                .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))?,
+            download_url: link(deps, &file.key, link_expires_at).await?,
             title: preview
                 .as_ref()
                 .and_then(|p| p.chart_title.clone())
@@ -545,6 +537,14 @@ async fn prepare<'a>(
         preview,
         chart,
     })
+}
+
+/// A download link to `key`; unreadable link keys are worth a retry.
+async fn link(deps: &Deps, key: &str, expires_at: Timestamp) -> Result<String, SendFailure> {
+    deps.links
+        .link(key, expires_at)
+        .await
+        .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))
 }
 
 /// The future slot to put the send off to when its destination is over

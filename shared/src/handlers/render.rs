@@ -321,19 +321,7 @@ async fn render_file(
     tokio::task::spawn_blocking(move || match format {
         Format::Pdf => {
             let chart = chart_drawing(&msg, &*rows, &tz)?;
-            render_pdf(
-                &ReportMeta {
-                    report_name: &msg.report_name,
-                    execution_id: &msg.execution_id,
-                    generated_at: msg.generated_at,
-                    time_zone: &tz,
-                    time_zone_name: &msg.time_zone,
-                    parameters: &msg.parameters,
-                    chart: chart.as_ref(),
-                },
-                &*rows,
-                &summary,
-            )
+            render_pdf(&ReportMeta::of(&msg, &tz, chart.as_ref()), &*rows, &summary)
         }
         Format::Csv => Ok(render_csv(&*rows)),
         Format::Preview => {
@@ -355,7 +343,7 @@ async fn render_file(
 pub const CHART_SIZE: (f32, f32) = (540.0, 220.0);
 
 /// The execution's chart laid out, if it asks for one.
-fn chart_drawing(
+pub fn chart_drawing(
     msg: &ExecutionCompletedV1,
     rows: &dyn crate::contract::Rows,
     tz: &jiff::tz::TimeZone,

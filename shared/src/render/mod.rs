@@ -28,6 +28,25 @@ pub struct ReportMeta<'a> {
     pub chart: Option<&'a chart::Drawing>,
 }
 
+impl<'a> ReportMeta<'a> {
+    /// The header of the PDF rendered from `msg`.
+    pub fn of(
+        msg: &'a crate::contract::ExecutionCompletedV1,
+        time_zone: &'a jiff::tz::TimeZone,
+        chart: Option<&'a chart::Drawing>,
+    ) -> Self {
+        Self {
+            report_name: &msg.report_name,
+            execution_id: &msg.execution_id,
+            generated_at: msg.generated_at,
+            time_zone,
+            time_zone_name: &msg.time_zone,
+            parameters: &msg.parameters,
+            chart,
+        }
+    }
+}
+
 /// Resolves an IANA zone name (the tz database is bundled, so this works on
 /// Lambda's minimal images too).
 pub fn time_zone(name: &str) -> Option<jiff::tz::TimeZone> {
@@ -37,25 +56,22 @@ pub fn time_zone(name: &str) -> Option<jiff::tz::TimeZone> {
 /// A timestamp in a zone, e.g. `2026-11-26 08:00 CET`; the UTC text form
 /// if the zone's local time cannot be shown.
 pub fn local_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
-    jiff::Timestamp::from_millisecond(t.unix_millis())
-        .ok()
-        .and_then(|ts| {
-            let zoned = ts.to_zoned_datetime(tz.clone());
-            jiff::fmt::strtime::format("%Y-%m-%d %H:%M %Z", &zoned).ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    zoned(t, tz, "%Y-%m-%d %H:%M %Z")
 }
 
 /// A moment as people write it, in a zone: `Fri 4 Dec 2026, 06:19 CET`
 /// (for headers, footers, messages and link expiry); the UTC text form if
 /// the zone's local time cannot be shown.
 pub fn human_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    zoned(t, tz, "%a %-d %b %Y, %H:%M %Z")
+}
+
+/// `t` in `tz` by a strftime `format`; the UTC text form if the zone's
+/// local time cannot be shown.
+fn zoned(t: Timestamp, tz: &jiff::tz::TimeZone, format: &str) -> String {
     jiff::Timestamp::from_millisecond(t.unix_millis())
         .ok()
-        .and_then(|ts| {
-            let zoned = ts.to_zoned_datetime(tz.clone());
-            jiff::fmt::strtime::format("%a %-d %b %Y, %H:%M %Z", &zoned).ok()
-        })
+        .and_then(|ts| jiff::fmt::strtime::format(format, &ts.to_zoned_datetime(tz.clone())).ok())
         .unwrap_or_else(|| t.to_string())
 }
 
