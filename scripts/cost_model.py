@@ -15,7 +15,7 @@ B messages (--deliver-batch).
 Usage:
     python3 scripts/cost_model.py                      # the table, defaults
     python3 scripts/cost_model.py --targets 20 --deliver-seconds 0.5
-    python3 scripts/cost_model.py --measure-logs target/it/wcu-t793b8fe762
+    python3 scripts/cost_model.py --measure-logs target/it/wcu-tedc548858d
     python3 scripts/cost_model.py --self-test
     python3 scripts/cost_model.py --sources            # every price and its source
 
@@ -149,15 +149,14 @@ PENDING_SHARDS = 16       # shared/src/store/mod.rs PENDING_SHARDS
 WRU_PER_ATTEMPT = [
     # (write, base table, GSI, code)
     ("attempt created (fan-out PutItem)", 1, 3, "AttemptStore::create: by_pending, by_target, by_execution"),
-    ("enqueued_at marked (fan-out)", 1, 0, "AttemptStore::mark_enqueued"),
     ("lease taken (deliver Begin)", 1, 0, "AttemptStore::apply(Begin)"),
     ("delivered (deliver)", 1, 1, "apply(Deliver): leaves the sparse by_pending"),
     ("statistics: the target day item", 1, 0, "stats.rs record_all"),
-    ("settled counter on the execution", 1, 0, "ExecutionStore::count_settled"),
 ]
 # Written once per deliver invocation, whatever its batch holds.
 WRU_PER_BATCH = [
     ("statistics: report-hour + service-hour shards", 2, "stats.rs record_all: Gain per item"),
+    ("settled counter on the execution (one ADD per execution)", 1, "outcomes.rs OutcomeBatch -> count_settled"),
 ]
 WRU_PER_EXECUTION = [
     ("execution rendered (render PutItem)", 1, "put_rendered"),
@@ -166,7 +165,7 @@ WRU_PER_EXECUTION = [
 ]
 
 # --------------------------------------------------------------------------
-# Log bytes, measured from target/it/wcu-t793b8fe762 (one execution, 20
+# Log bytes, measured from target/it/wcu-tedc548858d (one execution, 20
 # signed webhook targets, all delivered on the first try; the functions'
 # own logs through the local runner). Reproduce with --measure-logs.
 # Local runs log text (LOG_FORMAT=text, set by local/src/runner.rs); on
@@ -177,12 +176,12 @@ WRU_PER_EXECUTION = [
 # target ids). EMF lines are the same in both formats.
 # --------------------------------------------------------------------------
 MEASURED_LOGS = {
-    "run": "target/it/wcu-t793b8fe762",
-    "per_execution_bytes": 3449,    # render 2 lines + 2 EMF, fanout 1 + 2 EMF, deliver "execution outcome sent"
+    "run": "target/it/wcu-tedc548858d",
+    "per_execution_bytes": 3129,    # render 2 lines + 2 EMF, fanout 1 + 2 EMF, deliver "execution outcome sent"
     "per_execution_events": 8,
-    "per_delivery_bytes": 1761,     # deliver: "delivered" + 4 EMF (AttemptsStarted, SendDuration, Deliveries, EndToEndLatency)
-    "per_delivery_events": 5,
-    "text_per_delivery_bytes": 1358,  # the same per-delivery lines as logged locally (text)
+    "per_delivery_bytes": 1019,     # deliver: "delivered" + its share of the invocation's EMF records (arrays)
+    "per_delivery_events": 2,
+    "text_per_delivery_bytes": 617,  # the same per-delivery lines as logged locally (text)
 }
 
 # Lambda platform lines per invocation (LogFormat: Text, Tracing: Active),
@@ -389,7 +388,11 @@ def model(a):
 
     # ---- Outcome events --------------------------------------------------
     execution_event = 350 + 140 * T            # events/outcome-execution.json: ~907 B for 4 attempts
-    outcome_sends = T * sqs_requests(600) + sqs_requests(execution_event)
+    # deliver sends an invocation's delivery events in SendMessageBatch
+    # calls of 10 (outcomes.rs send_chunk), ~600 B each
+    per_call = min(B, 10)
+    outcome_sends = (deliver_invocations * math.ceil(B / per_call) * sqs_requests(per_call * 600)
+                     + sqs_requests(execution_event))
     consumer = 2 * (T + 1) / a.outcome_consumer_batch   # receive + delete, in batches
     add("SQS", "outcome events (send + consumer receive/delete)",
         (outcome_sends + consumer) * SQS_PER_REQUEST,
@@ -600,11 +603,11 @@ def self_test():
     lines, _, _, c = model(a)
     deliver = [d for s, i, d, _ in lines if i.startswith("deliver (")][0]
     check("deliver Lambda $/M", per_million(deliver, a.targets), 0.2533345, 1e-9)
-    # 2. The DynamoDB writes: 10 per attempt, 2 per full batch of 10 and 3
-    # per execution (10.35 at T = 20; make wcu measured 10.45, its batches
-    # not all full).
+    # 2. The DynamoDB writes: 8 per attempt, 3 per full batch of 10 and 3
+    # per execution (8.45 at T = 20; make wcu measured 8.65, its batches
+    # not all full and the outcome claim 2 units).
     a = parse(["--targets", "20"])
-    check("WRU at T=20", model(a)[3]["wru"], 10.35)
+    check("WRU at T=20", model(a)[3]["wru"], 8.45)
     # 3. SQS chunks: a 256 KB payload bills 4 requests.
     check("64 KB chunks", sqs_requests(256 * 1024), 4)
     # 4. Text -> JSON: this text line and the JSON line logged by the same
@@ -626,7 +629,7 @@ def self_test():
     if failures:
         print("self-test FAILED:\n  " + "\n  ".join(failures))
         return 1
-    print("self-test passed: deliver Lambda $0.2533345/M by hand, 10.35 WRU at T=20, "
+    print("self-test passed: deliver Lambda $0.2533345/M by hand, 8.45 WRU at T=20, "
           "64 KB chunks, text->JSON log size")
     return 0
 

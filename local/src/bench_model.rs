@@ -127,6 +127,7 @@ pub async fn deliver(rounds: usize, latency: Duration) -> Result<()> {
         connections: Box::new(model.clone()),
         stats: Box::new(model.clone()),
         stats_batch: shared::handlers::StatsBatch::default(),
+        outcome_batch: Default::default(),
         rate_limits: Box::new(model.clone()),
         blobs: Box::new(model.clone()),
         queue: Box::new(model.clone()),

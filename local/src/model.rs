@@ -222,10 +222,6 @@ impl AttemptStore for Model {
             other => Applied::Refused(other.map(|a| a.clone())),
         })
     }
-    async fn mark_enqueued(&self, _: &str, _: Timestamp) -> Result<(), StoreError> {
-        self.call("attempts.UpdateItem").await;
-        Ok(())
-    }
     async fn pending(
         &self,
         _: u8,
@@ -303,11 +299,11 @@ impl ExecutionStore for Model {
             }
         })
     }
-    async fn count_settled(&self, id: &str) -> Result<Progress, StoreError> {
+    async fn count_settled(&self, id: &str, by: u64) -> Result<Progress, StoreError> {
         self.call("executions.UpdateItem").await;
         self.with(|s| {
             let n = s.settled.entry(id.to_owned()).or_default();
-            *n += 1;
+            *n += by;
             Progress {
                 settled: *n,
                 target_count: s.executions.get(id).and_then(|e| e.target_count),

@@ -53,7 +53,6 @@ async fn a_thousand_targets_get_exactly_a_thousand_attempts_and_messages_even_wh
         // Then there are exactly 1,000 attempts and 1,000 queued messages
         let attempts = s.store.by_execution("exec-big").await.expect("query");
         assert_eq!(attempts.len(), 1000, "after run {run}");
-        assert!(attempts.iter().all(|a| a.enqueued_at.is_some()));
         assert_eq!(
             s.depth("WebhookDeliveryQueue").await.expect("depth"),
             1000,
@@ -135,6 +134,4 @@ async fn an_attempt_created_but_never_queued_is_queued_by_the_rerun() {
     assert!(response.batch_item_failures.is_empty());
     // Then every target, the orphan included, has exactly one message
     assert_eq!(s.depth("WebhookDeliveryQueue").await.expect("depth"), 3);
-    let got = s.store.get(&orphan.id).await.expect("get").expect("exists");
-    assert!(got.enqueued_at.is_some());
 }

@@ -22,15 +22,13 @@ fn task(execution_id: &str, target_id: &str) -> String {
 /// queued, with no message on its queue, last touched `age` ago.
 fn left_behind(execution_id: &str, target_id: &str, age: time::Duration) -> DeliveryAttempt {
     let then = Timestamp::now().plus(-age);
-    let mut a = DeliveryAttempt::queued(
+    DeliveryAttempt::queued(
         execution_id,
         "rpt-rec",
         target_id,
         TargetType::Webhook,
         then,
-    );
-    a.enqueued_at = Some(then);
-    a
+    )
 }
 
 #[tokio::test]

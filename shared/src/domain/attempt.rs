@@ -212,9 +212,6 @@ pub struct DeliveryAttempt {
     pub last_error: Option<AttemptError>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// When the delivery message was handed to SQS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueued_at: Option<Timestamp>,
     /// When the current or last deliver invocation began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
@@ -281,7 +278,6 @@ impl DeliveryAttempt {
             last_error: None,
             created_at: now,
             updated_at: now,
-            enqueued_at: None,
             started_at: None,
             delivered_at: None,
             failed_at: None,
@@ -552,7 +548,6 @@ impl Transition {
                 a.begins = 0;
                 a.failed_at = None;
                 a.dead_letter = None;
-                a.enqueued_at = None;
                 a.rate_slot = None;
                 a.updated_at = action.at;
                 a.operator_actions = actions.clone();

@@ -53,6 +53,8 @@ pub struct Deps {
     pub stats: Box<dyn crate::store::StatsStore>,
     /// This invocation's statistics, written once at its end.
     pub stats_batch: super::StatsBatch,
+    /// This invocation's settled attempts, for their outcome events.
+    pub outcome_batch: super::outcomes::OutcomeBatch,
     /// Shared per-destination rate limits (Slack channels).
     pub rate_limits: Box<dyn RateLimiter>,
     pub blobs: Box<dyn BlobStore>,
@@ -170,7 +172,12 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
         |m: &SqsMessage| process(deps, m, clock, &executions),
     )
     .await;
-    deps.stats_batch.flush(deps.stats.as_ref()).await;
+    let outcomes = outcomes(deps);
+    futures::join!(
+        deps.stats_batch.flush(deps.stats.as_ref()),
+        outcomes.flush(&deps.outcome_batch)
+    );
+    deps.metrics.flush();
     response
 }
 
@@ -809,7 +816,7 @@ async fn delivered(
                     failures_before,
                 )
                 .await;
-                outcomes(deps).attempt_settled(&done).await;
+                deps.outcome_batch.push(&done);
             }
             let latency = done
                 .delivered_at
@@ -912,7 +919,7 @@ async fn exhaust(
                 0,
             )
             .await;
-            outcomes(deps).attempt_settled(&failed).await;
+            deps.outcome_batch.push(&failed);
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
             crate::chaos::point("deliver.after_exhausted");
             finish_dead_letter(deps, m, clock, &failed).await
@@ -1080,7 +1087,7 @@ async fn fail(
                     0,
                 )
                 .await;
-                outcomes(deps).attempt_settled(&failed).await;
+                deps.outcome_batch.push(&failed);
                 let changed = match gone {
                     Some(done) => Some(done),
                     None => auto_disable(deps, &failed, &e, run).await,
@@ -1235,9 +1242,10 @@ impl Deps {
             .with_stats_retention(crate::config::stats_retention()?)
             .with_sealer(crate::keys::from_env(&sdk));
         Ok(Self {
-            metrics: Metrics::from_env(),
+            metrics: Metrics::from_env().buffered(),
             stats: Box::new(store.clone()),
             stats_batch: super::StatsBatch::default(),
+            outcome_batch: super::outcomes::OutcomeBatch::default(),
             attempts: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),

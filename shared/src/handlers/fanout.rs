@@ -124,6 +124,17 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
         }
         Err(e) => return store_outcome(&e),
     };
+    // A copy of the first message of a fan-out that already finished:
+    // every attempt exists and was sent (the reconciler sends any lost
+    // message). A continuation goes on, so that its cursor is checked.
+    if execution.fanned_out_at.is_some() && cursor.is_none() {
+        deps.metrics.count(
+            Metric::DuplicatesIgnored,
+            &[(Dim::Stage, Stage::Fanout.as_str())],
+        );
+        info!(%execution_id, "fan-out already finished; duplicate ignored");
+        return Outcome::Done;
+    }
     if let Some(target_id) = &execution.test_target_id {
         return test_send(deps, &execution, target_id).await;
     }
@@ -273,11 +284,9 @@ async fn queue_page(
         .into_iter()
         .filter_map(|c| match c {
             Created::New(a) => Some(a),
-            Created::Existing(a)
-                if a.status == AttemptStatus::Queued && a.enqueued_at.is_none() =>
-            {
-                Some(a)
-            }
+            // Never begun: its message may not have been sent. A second
+            // message for it is harmless (the lease admits one send).
+            Created::Existing(a) if a.status == AttemptStatus::Queued && a.begins == 0 => Some(a),
             Created::Existing(_) => {
                 deps.metrics.count(
                     Metric::DuplicatesIgnored,
@@ -331,20 +340,6 @@ async fn send_batch(deps: &Deps, url: &str, batch: Vec<&DeliveryAttempt>) -> Res
             round, "SQS refused some batch entries"
         );
     }
-    // The batch's marks go out together (each its own conditional update).
-    let now = Timestamp::now();
-    let sent: Vec<&DeliveryAttempt> = batch
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !to_send.iter().any(|m| m.entry_id == i.to_string()))
-        .map(|(_, a)| *a)
-        .collect();
-    futures::stream::iter(sent)
-        .map(|a| deps.attempts.mark_enqueued(&a.id, now))
-        .buffer_unordered(10)
-        .try_collect::<Vec<()>>()
-        .await
-        .map_err(|e| store_outcome(&e))?;
     if to_send.is_empty() {
         Ok(())
     } else {

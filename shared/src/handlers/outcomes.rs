@@ -2,15 +2,44 @@
 //! `delivery_outcome.v1` per settled attempt, and one `execution_outcome.v1`
 //! per execution once every attempt settled — exactly one, through a
 //! conditional write on the execution. Sent by the run that settled the
-//! attempt (or finished the fan-out); never a path for deliveries.
+//! attempt (or finished the fan-out); never a path for deliveries. Deliver
+//! keeps an invocation's settled attempts in an [`OutcomeBatch`]: their
+//! events go out in `SendMessageBatch` calls of 10 and each execution's
+//! settled counter takes one `ADD` per invocation.
 
 use crate::contract::{
     DeliveryOutcomeV1, ExecutionOutcomeAttempt, ExecutionOutcomeV1, OutcomeError, OutcomeEvent,
 };
 use crate::domain::{AttemptStatus, DeliveryAttempt, Timestamp};
-use crate::queue::Queue;
+use crate::queue::{OutMessage, Queue};
 use crate::store::{AttemptStore, ExecutionStore, Progress};
+use std::collections::BTreeMap;
 use tracing::{info, warn};
+
+/// Attempts settled by one deliver invocation, whose outcome events and
+/// settled counts go out together at its end ([`Outcomes::flush`]). A run
+/// that dies before the flush loses their events, as a run that died
+/// right after the settling write always could.
+#[derive(Debug, Default)]
+pub struct OutcomeBatch {
+    settled: std::sync::Mutex<Vec<DeliveryAttempt>>,
+}
+
+impl OutcomeBatch {
+    /// Keeps a settled attempt for the flush.
+    pub fn push(&self, a: &DeliveryAttempt) {
+        if let Ok(mut s) = self.settled.lock() {
+            s.push(a.clone());
+        }
+    }
+
+    fn take(&self) -> Vec<DeliveryAttempt> {
+        self.settled
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
 
 /// Where outcome events go, and the stores they are read from.
 #[derive(Clone, Copy)]
@@ -100,20 +129,60 @@ impl Outcomes<'_> {
     /// After an attempt settled: its event, then the execution's when it
     /// was the last one.
     pub async fn attempt_settled(&self, a: &DeliveryAttempt) {
-        if self.url.is_none() {
-            return;
+        self.settled(std::slice::from_ref(a)).await;
+    }
+
+    /// Sends the events of a batch's settled attempts and empties it.
+    pub async fn flush(&self, batch: &OutcomeBatch) {
+        let settled = batch.take();
+        if !settled.is_empty() {
+            self.settled(&settled).await;
         }
-        if !self
-            .send(&OutcomeEvent::DeliveryV1(delivery_event(a)))
-            .await
-        {
-            warn!(attempt_id = %a.id, "delivery outcome event lost");
+    }
+
+    /// The events of settled attempts (10 per request), then one settled
+    /// count per execution, and the execution's event when it completed.
+    async fn settled(&self, settled: &[DeliveryAttempt]) {
+        let Some(url) = self.url else { return };
+        for chunk in settled.chunks(10) {
+            self.send_chunk(url, chunk).await;
         }
-        match self.executions.count_settled(&a.report_execution_id).await {
-            Ok(p) => self.maybe_complete(&a.report_execution_id, p).await,
-            Err(e) => {
-                warn!(execution_id = %a.report_execution_id, error = %e, "settled count not kept")
+        let mut per_execution: BTreeMap<&str, u64> = BTreeMap::new();
+        for a in settled {
+            *per_execution.entry(&a.report_execution_id).or_default() += 1;
+        }
+        for (execution_id, n) in per_execution {
+            match self.executions.count_settled(execution_id, n).await {
+                Ok(p) => self.maybe_complete(execution_id, p).await,
+                Err(e) => warn!(%execution_id, error = %e, "settled count not kept"),
             }
+        }
+    }
+
+    /// Up to 10 delivery events in one request; entries SQS refuses (or
+    /// a failed request) are tried twice more.
+    async fn send_chunk(&self, url: &str, chunk: &[DeliveryAttempt]) {
+        let mut left: Vec<OutMessage> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, a)| OutMessage {
+                entry_id: i.to_string(),
+                body: serde_json::to_string(&OutcomeEvent::DeliveryV1(delivery_event(a)))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        for _ in 0..3 {
+            match self.queue.send_batch(url, &left).await {
+                Ok(failed) => left.retain(|m| failed.contains(&m.entry_id)),
+                Err(e) => warn!(error = %e, "outcome events not sent; trying again"),
+            }
+            if left.is_empty() {
+                return;
+            }
+        }
+        for m in &left {
+            let i: usize = m.entry_id.parse().unwrap_or_default();
+            warn!(attempt_id = %chunk[i].id, "delivery outcome event lost");
         }
     }
 

@@ -143,7 +143,7 @@ pub fn decide(a: &DeliveryAttempt, now: Timestamp, rules: &Rules, message_gone: 
                 .map_or(a.updated_at, |ms| {
                     a.updated_at.plus(time::Duration::milliseconds(ms))
                 });
-            let last = [Some(due), a.lease_expires_at, a.enqueued_at]
+            let last = [Some(due), a.lease_expires_at]
                 .into_iter()
                 .flatten()
                 .max()
@@ -257,9 +257,6 @@ async fn reconcile_one(
                 warn!(attempt_id = %a.id, error = %e, "re-enqueueing failed");
                 report.errors += 1;
                 return Ok(false);
-            }
-            if a.enqueued_at.is_none() {
-                deps.attempts.mark_enqueued(&a.id, Timestamp::now()).await?;
             }
             warn!(attempt_id = %a.id, status = %a.status, "message lost; re-enqueued");
             report.requeued += 1;
@@ -498,7 +495,6 @@ mod tests {
         let then = Timestamp::now().plus(time::Duration::minutes(-age_min));
         let mut a = DeliveryAttempt::queued("e", "r", "t", TargetType::Webhook, then);
         a.status = status;
-        a.enqueued_at = Some(then);
         a
     }
 

@@ -646,7 +646,11 @@ mod tests {
         ) -> Result<crate::store::Progress, StoreError> {
             Ok(crate::store::Progress::default())
         }
-        async fn count_settled(&self, _: &str) -> Result<crate::store::Progress, StoreError> {
+        async fn count_settled(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> Result<crate::store::Progress, StoreError> {
             Ok(crate::store::Progress::default())
         }
         async fn claim_outcome(&self, _: &str, _: Timestamp) -> Result<bool, StoreError> {

@@ -747,20 +747,6 @@ impl AttemptStore for DynamoStore {
         }
     }
 
-    async fn mark_enqueued(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.tables.attempts)
-            .key("id", s(id))
-            .update_expression("SET enqueued_at = :at")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":at", s(at.to_string()))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
     async fn pending(
         &self,
         shard: u8,
@@ -1057,15 +1043,15 @@ impl ExecutionStore for DynamoStore {
         Ok(progress(out.attributes.as_ref()))
     }
 
-    async fn count_settled(&self, id: &str) -> Result<super::Progress, StoreError> {
+    async fn count_settled(&self, id: &str, n: u64) -> Result<super::Progress, StoreError> {
         let out = self
             .client
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("ADD settled_count :one")
+            .update_expression("ADD settled_count :n")
             .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
@@ -1672,7 +1658,6 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
             w.remove.extend([
                 "failed_at",
                 "dead_letter",
-                "enqueued_at",
                 "rate_slot",
                 "lease_token",
                 "lease_expires_at",

@@ -207,8 +207,6 @@ pub trait AttemptStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError>;
     /// Applies a transition as a conditional write.
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
-    /// Records that the delivery message for the attempt is on its queue.
-    async fn mark_enqueued(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
     /// Ids of attempts that are not settled yet (or whose dead letter is
     /// not confirmed), created before `created_before`, in one shard of
     /// the pending index, oldest first.
@@ -260,8 +258,8 @@ pub trait ExecutionStore: Send + Sync {
         note: Option<&str>,
         at: Timestamp,
     ) -> Result<Progress, StoreError>;
-    /// Counts one more settled attempt of the execution.
-    async fn count_settled(&self, id: &str) -> Result<Progress, StoreError>;
+    /// Counts `n` more settled attempts of the execution.
+    async fn count_settled(&self, id: &str, n: u64) -> Result<Progress, StoreError>;
     /// Claims the execution's one outcome event: `true` for the first caller
     /// once every attempt settled, `false` after that.
     async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;

@@ -238,16 +238,7 @@ pub async fn retry(
     let body = serde_json::to_string(&DeliveryTask::for_attempt(&queued)).unwrap_or_default();
     let url = deps.channel_queues.for_type(queued.target_type);
     let sent = match deps.queue.send(url, &body).await {
-        Ok(()) => {
-            if let Err(e) = deps
-                .attempts
-                .mark_enqueued(&queued.id, Timestamp::now())
-                .await
-            {
-                warn!(attempt_id = %queued.id, error = %e, "enqueued_at not recorded");
-            }
-            true
-        }
+        Ok(()) => true,
         Err(e) => {
             warn!(attempt_id = %queued.id, error = %e, "retry message not sent; the reconciler will send it");
             false

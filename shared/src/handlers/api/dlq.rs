@@ -204,14 +204,11 @@ async fn retry_attempt(
     {
         Ok(Applied::Yes(q)) => {
             let body = serde_json::to_string(&DeliveryTask::for_attempt(&q)).unwrap_or_default();
-            if deps
+            // A lost send is left to the reconciler.
+            let _ = deps
                 .queue
                 .send(deps.channel_queues.for_type(q.target_type), &body)
-                .await
-                .is_ok()
-            {
-                let _ = deps.attempts.mark_enqueued(&q.id, Timestamp::now()).await;
-            }
+                .await;
             // Queued again either way: the reconciler sends a lost message.
             ("retried", format!("attempt {attempt_id} queued again"))
         }
