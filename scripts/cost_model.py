@@ -15,7 +15,7 @@ B messages (--deliver-batch).
 Usage:
     python3 scripts/cost_model.py                      # the table, defaults
     python3 scripts/cost_model.py --targets 20 --deliver-seconds 0.5
-    python3 scripts/cost_model.py --measure-logs target/it/wcu-tedc548858d
+    python3 scripts/cost_model.py --measure-logs target/it/wcu-t2da94a6720
     python3 scripts/cost_model.py --self-test
     python3 scripts/cost_model.py --sources            # every price and its source
 
@@ -148,9 +148,9 @@ PENDING_SHARDS = 16       # shared/src/store/mod.rs PENDING_SHARDS
 # --------------------------------------------------------------------------
 WRU_PER_ATTEMPT = [
     # (write, base table, GSI, code)
-    ("attempt created (fan-out PutItem)", 1, 3, "AttemptStore::create: by_pending, by_target, by_execution"),
+    ("attempt created (fan-out PutItem)", 1, 2, "AttemptStore::create: by_target, by_execution"),
     ("lease taken (deliver Begin)", 1, 0, "AttemptStore::apply(Begin)"),
-    ("delivered (deliver)", 1, 1, "apply(Deliver): leaves the sparse by_pending"),
+    ("delivered (deliver)", 1, 0, "apply(Deliver): no index key changes"),
     ("statistics: the target day item", 1, 0, "stats.rs record_all"),
 ]
 # Written once per deliver invocation, whatever its batch holds.
@@ -159,13 +159,13 @@ WRU_PER_BATCH = [
     ("settled counter on the execution (one ADD per execution)", 1, "outcomes.rs OutcomeBatch -> count_settled"),
 ]
 WRU_PER_EXECUTION = [
-    ("execution rendered (render PutItem)", 1, "put_rendered"),
+    ("execution rendered (render PutItem) + by_unsettled put", 2, "put_rendered"),
     ("execution fanned out", 1, "mark_fanned_out"),
-    ("execution outcome claimed", 1, "claim_outcome"),
+    ("execution outcome claimed (item over 1 KB) + by_unsettled delete", 3, "claim_outcome"),
 ]
 
 # --------------------------------------------------------------------------
-# Log bytes, measured from target/it/wcu-tedc548858d (one execution, 20
+# Log bytes, measured from target/it/wcu-t2da94a6720 (one execution, 20
 # signed webhook targets, all delivered on the first try; the functions'
 # own logs through the local runner). Reproduce with --measure-logs.
 # Local runs log text (LOG_FORMAT=text, set by local/src/runner.rs); on
@@ -176,12 +176,12 @@ WRU_PER_EXECUTION = [
 # target ids). EMF lines are the same in both formats.
 # --------------------------------------------------------------------------
 MEASURED_LOGS = {
-    "run": "target/it/wcu-tedc548858d",
+    "run": "target/it/wcu-t2da94a6720",
     "per_execution_bytes": 3129,    # render 2 lines + 2 EMF, fanout 1 + 2 EMF, deliver "execution outcome sent"
     "per_execution_events": 8,
-    "per_delivery_bytes": 1019,     # deliver: "delivered" + its share of the invocation's EMF records (arrays)
-    "per_delivery_events": 2,
-    "text_per_delivery_bytes": 617,  # the same per-delivery lines as logged locally (text)
+    "per_delivery_bytes": 976,      # deliver: "delivered" + its share of the invocation's EMF records (arrays)
+    "per_delivery_events": 1,
+    "text_per_delivery_bytes": 573,  # the same per-delivery lines as logged locally (text)
 }
 
 # Lambda platform lines per invocation (LogFormat: Text, Tracing: Active),
@@ -569,7 +569,7 @@ def report(a):
     w("Counts per execution (from the code):")
     for k, v in c["sqs"].items():
         w(f"  SQS {k:<66} {v:>7.2f}")
-    w(f"  SQS {'outcome events: SendMessage (T delivery + 1 execution)':<66} {c['outcome_sends']:>7.2f}")
+    w(f"  SQS {'outcome events: SendMessageBatch of 10 + 1 execution event':<66} {c['outcome_sends']:>7.2f}")
     w(f"  SQS {'outcome events: consumer ReceiveMessage + DeleteMessageBatch':<66} {c['consumer']:>7.2f}")
     for k, v in c["reads"].items():
         w(f"  RRU {k:<66} {v:>7.2f}")
@@ -603,11 +603,11 @@ def self_test():
     lines, _, _, c = model(a)
     deliver = [d for s, i, d, _ in lines if i.startswith("deliver (")][0]
     check("deliver Lambda $/M", per_million(deliver, a.targets), 0.2533345, 1e-9)
-    # 2. The DynamoDB writes: 8 per attempt, 3 per full batch of 10 and 3
-    # per execution (8.45 at T = 20; make wcu measured 8.65, its batches
-    # not all full and the outcome claim 2 units).
+    # 2. The DynamoDB writes: 6 per attempt, 3 per full batch of 10 and 6
+    # per execution (6.60 at T = 20, as make wcu measured with 2 full
+    # batches).
     a = parse(["--targets", "20"])
-    check("WRU at T=20", model(a)[3]["wru"], 8.45)
+    check("WRU at T=20", model(a)[3]["wru"], 6.6)
     # 3. SQS chunks: a 256 KB payload bills 4 requests.
     check("64 KB chunks", sqs_requests(256 * 1024), 4)
     # 4. Text -> JSON: this text line and the JSON line logged by the same
@@ -629,7 +629,7 @@ def self_test():
     if failures:
         print("self-test FAILED:\n  " + "\n  ".join(failures))
         return 1
-    print("self-test passed: deliver Lambda $0.2533345/M by hand, 8.45 WRU at T=20, "
+    print("self-test passed: deliver Lambda $0.2533345/M by hand, 6.6 WRU at T=20, "
           "64 KB chunks, text->JSON log size")
     return 0
 
@@ -671,7 +671,7 @@ def parse(argv):
     p.add_argument("--poll-wait-seconds", type=float, default=20, help="ESM long-poll wait")
     p.add_argument("--reconcile-seconds", type=float, default=0.3, help="ASSUMED billed reconcile run")
     p.add_argument("--custom-metrics", type=int, default=HAPPY_PATH_METRICS, help="custom metrics published")
-    p.add_argument("--record-days", type=float, default=90, help="RecordRetentionDays")
+    p.add_argument("--record-days", type=float, default=30, help="RecordRetentionDays")
     p.add_argument("--report-days", type=float, default=30, help="ReportRetentionDays")
     p.add_argument("--log-days", type=float, default=30, help="LogRetentionDays")
     p.add_argument("--attempt-stored-kb", type=float, default=1.5,

@@ -222,15 +222,6 @@ impl AttemptStore for Model {
             other => Applied::Refused(other.map(|a| a.clone())),
         })
     }
-    async fn pending(
-        &self,
-        _: u8,
-        _: Timestamp,
-        _: Option<String>,
-        _: i32,
-    ) -> Result<Page<String>, StoreError> {
-        Err(not_modelled("pending"))
-    }
     async fn by_target(
         &self,
         _: &str,
@@ -255,9 +246,6 @@ impl AttemptStore for Model {
         _: i32,
     ) -> Result<Page<DeliveryAttempt>, StoreError> {
         Err(not_modelled("attempts_page"))
-    }
-    async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
-        Err(not_modelled("oldest_pending"))
     }
 }
 
@@ -319,6 +307,26 @@ impl ExecutionStore for Model {
         self.with(|s| {
             s.claimed.remove(id);
         })
+    }
+    async fn unsettled(
+        &self,
+        _: u8,
+        _: Timestamp,
+        _: Option<String>,
+        _: i32,
+    ) -> Result<Page<String>, StoreError> {
+        Err(not_modelled("unsettled"))
+    }
+    async fn mark_unsettled(&self, _: &str) -> Result<(), StoreError> {
+        self.call("executions.UpdateItem").await;
+        Ok(())
+    }
+    async fn mark_settled(&self, _: &str) -> Result<(), StoreError> {
+        self.call("executions.UpdateItem").await;
+        Ok(())
+    }
+    async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
+        Err(not_modelled("oldest_unsettled"))
     }
 }
 

@@ -83,10 +83,10 @@ pub fn stats_retention() -> Result<std::time::Duration, ConfigError> {
 }
 
 /// How long attempts and executions are kept before DynamoDB's TTL removes
-/// them: `RECORD_RETENTION_DAYS` (default 90).
+/// them: `RECORD_RETENTION_DAYS` (default 30, as `template.yaml`).
 pub fn record_retention() -> Result<std::time::Duration, ConfigError> {
     let days: u64 = match optional("RECORD_RETENTION_DAYS") {
-        None => 90,
+        None => 30,
         Some(v) => {
             v.parse()
                 .ok()

@@ -170,6 +170,19 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
     let attempts = s.store.by_execution(&execution_id).await.expect("attempts");
     assert_eq!(attempts.len(), deliveries);
     assert!(attempts.iter().all(DeliveryAttempt::is_settled));
+    // And the execution left the unsettled index without the reconciler
+    // (too young for it): runs that died before their flush were made up
+    // for by the copies of their messages
+    let later = shared::domain::Timestamp::now().plus(time::Duration::seconds(1));
+    for shard in 0..shared::store::PENDING_SHARDS {
+        let page = shared::store::ExecutionStore::unsettled(&s.store, shard, later, None, 100)
+            .await
+            .expect("query");
+        assert!(
+            !page.items.contains(&execution_id),
+            "{execution_id} is still unsettled"
+        );
+    }
 
     // And the dead-letter queue holds exactly the dead-lettered attempts
     let mut dead = Vec::new();

@@ -6,7 +6,7 @@ use report_delivery_tests::{run_sample, running_stack, webhook_targets};
 use shared::contract::DeliveryTask;
 use shared::domain::attempt::attempt_id;
 use shared::domain::{AttemptStatus, DeliveryAttempt, TargetType, Timestamp};
-use shared::store::AttemptStore;
+use shared::store::{AttemptStore, ExecutionStore};
 use std::time::Duration;
 
 fn task(execution_id: &str, target_id: &str) -> String {
@@ -49,21 +49,31 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     .await
     .expect("seed");
     let old = time::Duration::minutes(40);
-    // And an attempt whose message was lost (fan-out died after writing it)
+    // And an execution of the same report whose fan-out died 40 minutes ago,
+    // after writing attempts: rendered, never marked fanned out
+    let mut crashed = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    crashed.id = format!("{execution_id}-crashed");
+    crashed.created_at = Timestamp::now().plus(-old);
+    crashed.fanned_out_at = None;
+    crashed.target_count = None;
+    s.store.put_rendered(&crashed).await.expect("put");
+    let crashed = crashed.id;
+    // With an attempt whose message was lost
     s.store
-        .create(&left_behind(&execution_id, "lost", old))
+        .create(&left_behind(&crashed, "lost", old))
         .await
         .expect("create");
     // And one whose message the redrive safety net moved to the DLQ
     s.store
-        .create(&left_behind(
-            &execution_id,
-            "stray",
-            time::Duration::seconds(5),
-        ))
+        .create(&left_behind(&crashed, "stray", time::Duration::seconds(5)))
         .await
         .expect("create");
-    s.send("DeliveryDeadLetterQueue", &task(&execution_id, "stray"))
+    s.send("DeliveryDeadLetterQueue", &task(&crashed, "stray"))
         .await
         .expect("send");
     // And a stray copy of the delivered attempt, and one of our own dead letters
@@ -71,7 +81,7 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
         .await
         .expect("send");
     // And an attempt deliver keeps dying on (its leases used up)
-    let mut looping = left_behind(&execution_id, "looping", old);
+    let mut looping = left_behind(&crashed, "looping", old);
     looping.begins = 12;
     s.store.create(&looping).await.expect("create");
 
@@ -88,7 +98,7 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     assert_eq!(report["strays_removed"], 2, "{report}");
     // And the lost and stray attempts are delivered
     let settled = s
-        .wait_settled(&execution_id, 4, Duration::from_secs(60))
+        .wait_settled(&crashed, 3, Duration::from_secs(60))
         .await
         .expect("settles");
     let by_target = |t: &str| {
@@ -119,6 +129,7 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
         Some("crash_loop")
     );
     assert_eq!(dead[0].attributes.get("attempt_id"), Some(&looping.id));
-    assert_eq!(s.store_attempts(&execution_id).await.len(), 4);
+    assert_eq!(s.store_attempts(&crashed).await.len(), 3);
+    assert_eq!(s.store_attempts(&execution_id).await.len(), 1);
     s.down().await;
 }

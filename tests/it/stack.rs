@@ -105,10 +105,6 @@ async fn provisioned_queues_and_tables_have_the_template_attributes() {
                 ]
             ),
             (
-                "by_pending".to_owned(),
-                vec!["pending_shard".to_owned(), "created_at".to_owned()]
-            ),
-            (
                 "by_target".to_owned(),
                 vec!["delivery_target_id".to_owned(), "created_at".to_owned()]
             ),

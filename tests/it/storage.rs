@@ -408,30 +408,13 @@ async fn access_patterns_are_served_by_queries() {
     );
 
     // Attempts by status (oldest first), by target and status, by execution, by pair
-    let first = queued(&s.store, "e1", "w0").await;
-    let second = queued(&s.store, "e1", "w1").await;
+    queued(&s.store, "e1", "w0").await;
+    queued(&s.store, "e1", "w1").await;
     let third = queued(&s.store, "e2", "w0").await;
     s.store
         .apply(&third.id, &begin(&third, "tok"))
         .await
         .expect("begin");
-    let mut pending = Vec::new();
-    let later = Timestamp::now().plus(time::Duration::seconds(1));
-    for shard in 0..shared::store::PENDING_SHARDS {
-        let page = s
-            .store
-            .pending(shard, later, None, 100)
-            .await
-            .expect("query");
-        pending.extend(page.items);
-    }
-    pending.sort();
-    let mut want = vec![first.id.clone(), second.id.clone(), third.id.clone()];
-    want.sort();
-    assert_eq!(
-        pending, want,
-        "every unsettled attempt is in the pending index"
-    );
     let of_w0 = s
         .store
         .by_target("w0", Some(AttemptStatus::Processing))
@@ -623,7 +606,7 @@ async fn attempts_and_executions_expire_by_ttl_after_the_retention() {
         .parse()
         .expect("int");
     let created = a.created_at.unix_millis() / 1000;
-    assert_eq!(expires - created, 90 * 24 * 3600, "90 days by default");
+    assert_eq!(expires - created, 30 * 24 * 3600, "30 days by default");
 }
 
 #[tokio::test]
@@ -687,4 +670,80 @@ async fn a_batch_of_settled_attempts_is_counted_exactly_with_one_write_per_count
         "{:?}",
         service.latency
     );
+}
+
+/// Ids in the unsettled-executions index, every shard.
+async fn unsettled(store: &shared::store::dynamo::DynamoStore) -> Vec<String> {
+    use shared::store::ExecutionStore;
+    let later = Timestamp::now().plus(time::Duration::seconds(1));
+    let mut ids = Vec::new();
+    for shard in 0..shared::store::PENDING_SHARDS {
+        let mut cursor = None;
+        loop {
+            let page = store
+                .unsettled(shard, later, cursor, 1)
+                .await
+                .expect("query");
+            ids.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn an_execution_is_unsettled_from_its_render_until_every_attempt_settled() {
+    use shared::store::ExecutionStore;
+    let s = stack("unsettled").await;
+    // Given two rendered executions: both are unsettled from birth
+    for e in ["ex-a", "ex-b"] {
+        local::bench::record_rendered(&s.store, e, "rpt-u")
+            .await
+            .expect("render");
+    }
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
+    assert!(
+        s.store.oldest_unsettled().await.expect("oldest").is_some(),
+        "the health check sees them"
+    );
+    // When one is marked settled (twice: the second is a refused no-op)
+    s.store.mark_settled("ex-a").await.expect("settle");
+    s.store.mark_settled("ex-a").await.expect("settle again");
+    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
+    // And an operator retry puts it back
+    s.store.mark_unsettled("ex-a").await.expect("unsettle");
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
+    // And the outcome claim takes a fanned-out one out, once
+    s.store
+        .mark_fanned_out("ex-b", 0, None, Timestamp::now())
+        .await
+        .expect("fanned out");
+    assert!(
+        s.store
+            .claim_outcome("ex-b", Timestamp::now())
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !s.store
+            .claim_outcome("ex-b", Timestamp::now())
+            .await
+            .expect("claim")
+    );
+    assert_eq!(unsettled(&s.store).await, ["ex-a"]);
+    // And a claim given back (its event was not sent) makes it unsettled again
+    s.store.release_outcome("ex-b").await.expect("release");
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
+    // And a claim needs the fan-out finished
+    assert!(
+        !s.store
+            .claim_outcome("ex-a", Timestamp::now())
+            .await
+            .expect("claim")
+    );
+    s.down().await;
 }

@@ -383,6 +383,7 @@ async fn not_begun(
                 .saturating_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)));
             if wait.is_zero() {
                 warn!(attempt_id = %current.id, "finishing an unconfirmed dead letter");
+                deps.outcome_batch.count_again(&current.report_execution_id);
                 finish_dead_letter(deps, m, clock, &current).await
             } else {
                 hide(deps, m, wait + Duration::from_secs(1), clock).await;
@@ -397,6 +398,7 @@ async fn not_begun(
                 &[(Dim::Stage, Stage::Delivery.as_str())],
             );
             info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
+            deps.outcome_batch.count_again(&current.report_execution_id);
             Outcome::Done
         }
         AttemptStatus::Processing => {
@@ -816,8 +818,9 @@ async fn delivered(
                     failures_before,
                 )
                 .await;
-                deps.outcome_batch.push(&done);
             }
+            // Test sends too: their execution settles (with no event).
+            deps.outcome_batch.push(&done);
             let latency = done
                 .delivered_at
                 .map_or(0, |at| at.millis_since(generated_at).max(0));
@@ -1076,6 +1079,7 @@ async fn fail(
         Ok(applied) => {
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);
+                deps.outcome_batch.push(&failed);
                 if !counts {
                     info!(attempt_id = %failed.id, code = e.code(), "test send failed");
                     return Outcome::Done;
@@ -1087,7 +1091,6 @@ async fn fail(
                     0,
                 )
                 .await;
-                deps.outcome_batch.push(&failed);
                 let changed = match gone {
                     Some(done) => Some(done),
                     None => auto_disable(deps, &failed, &e, run).await,

@@ -1,16 +1,21 @@
-//! Outcome events for the reporting system, on the outcomes queue: one
-//! `delivery_outcome.v1` per settled attempt, and one `execution_outcome.v1`
-//! per execution once every attempt settled — exactly one, through a
-//! conditional write on the execution. Sent by the run that settled the
-//! attempt (or finished the fan-out); never a path for deliveries. Deliver
-//! keeps an invocation's settled attempts in an [`OutcomeBatch`]: their
-//! events go out in `SendMessageBatch` calls of 10 and each execution's
-//! settled counter takes one `ADD` per invocation.
+//! Settling executions, and the outcome events for the reporting system on
+//! the outcomes queue: one `delivery_outcome.v1` per settled attempt, and
+//! one `execution_outcome.v1` per execution once every attempt settled —
+//! exactly one, through a conditional write on the execution. Sent by the
+//! run that settled the attempt (or finished the fan-out); never a path for
+//! deliveries. Deliver keeps an invocation's settled attempts in an
+//! [`OutcomeBatch`]: their events go out in `SendMessageBatch` calls of 10
+//! and each execution's settled counter takes one `ADD` per invocation.
+//!
+//! Whether or not events are sent, an execution whose attempts all settled
+//! leaves the unsettled index the reconciler reads (in the same write as
+//! the event's claim). The counter only says when to look; the attempt
+//! records decide.
 
 use crate::contract::{
     DeliveryOutcomeV1, ExecutionOutcomeAttempt, ExecutionOutcomeV1, OutcomeError, OutcomeEvent,
 };
-use crate::domain::{AttemptStatus, DeliveryAttempt, Timestamp};
+use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt, Timestamp};
 use crate::queue::{OutMessage, Queue};
 use crate::store::{AttemptStore, ExecutionStore, Progress};
 use std::collections::BTreeMap;
@@ -23,6 +28,7 @@ use tracing::{info, warn};
 #[derive(Debug, Default)]
 pub struct OutcomeBatch {
     settled: std::sync::Mutex<Vec<DeliveryAttempt>>,
+    recount: std::sync::Mutex<Vec<String>>,
 }
 
 impl OutcomeBatch {
@@ -33,11 +39,28 @@ impl OutcomeBatch {
         }
     }
 
-    fn take(&self) -> Vec<DeliveryAttempt> {
-        self.settled
+    /// Counts once more an attempt that settled earlier, met by a copy of
+    /// its message: the run that settled it may have died before its flush,
+    /// and the copy is what makes up for the lost count (no event is sent
+    /// again). Counting ahead is harmless: the records decide.
+    pub fn count_again(&self, execution_id: &str) {
+        if let Ok(mut r) = self.recount.lock() {
+            r.push(execution_id.to_owned());
+        }
+    }
+
+    fn take(&self) -> (Vec<DeliveryAttempt>, Vec<String>) {
+        let settled = self
+            .settled
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let recount = self
+            .recount
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        (settled, recount)
     }
 }
 
@@ -126,30 +149,39 @@ impl Outcomes<'_> {
         false
     }
 
-    /// After an attempt settled: its event, then the execution's when it
-    /// was the last one.
+    /// After an attempt settled: its event, then the execution's completion
+    /// when it was the last one.
     pub async fn attempt_settled(&self, a: &DeliveryAttempt) {
-        self.settled(std::slice::from_ref(a)).await;
+        self.settled(std::slice::from_ref(a), &[]).await;
     }
 
-    /// Sends the events of a batch's settled attempts and empties it.
+    /// Sends the events of a batch's settled attempts, counts them and
+    /// the ones met again per execution, and empties it.
     pub async fn flush(&self, batch: &OutcomeBatch) {
-        let settled = batch.take();
-        if !settled.is_empty() {
-            self.settled(&settled).await;
+        let (settled, recount) = batch.take();
+        if !settled.is_empty() || !recount.is_empty() {
+            self.settled(&settled, &recount).await;
         }
     }
 
-    /// The events of settled attempts (10 per request), then one settled
-    /// count per execution, and the execution's event when it completed.
-    async fn settled(&self, settled: &[DeliveryAttempt]) {
-        let Some(url) = self.url else { return };
-        for chunk in settled.chunks(10) {
-            self.send_chunk(url, chunk).await;
+    /// The events of settled attempts (10 per request; none for test
+    /// sends), then one settled count per execution, and the execution's
+    /// completion when it was the last.
+    async fn settled(&self, settled: &[DeliveryAttempt], recount: &[String]) {
+        if let Some(url) = self.url {
+            let deliveries: Vec<DeliveryAttempt> = settled
+                .iter()
+                .filter(|a| a.kind == AttemptKind::Delivery)
+                .cloned()
+                .collect();
+            for chunk in deliveries.chunks(10) {
+                self.send_chunk(url, chunk).await;
+            }
         }
         let mut per_execution: BTreeMap<&str, u64> = BTreeMap::new();
-        for a in settled {
-            *per_execution.entry(&a.report_execution_id).or_default() += 1;
+        let ids = settled.iter().map(|a| a.report_execution_id.as_str());
+        for id in ids.chain(recount.iter().map(String::as_str)) {
+            *per_execution.entry(id).or_default() += 1;
         }
         for (execution_id, n) in per_execution {
             match self.executions.count_settled(execution_id, n).await {
@@ -216,42 +248,55 @@ impl Outcomes<'_> {
     /// After fan-out finished: the execution may already be complete (or
     /// have nothing to deliver).
     pub async fn fanned_out(&self, execution_id: &str, p: Progress) {
-        if self.url.is_some() {
-            self.maybe_complete(execution_id, p).await;
+        self.maybe_complete(execution_id, p).await;
+    }
+
+    /// Completes the execution if the counter says every attempt settled.
+    async fn maybe_complete(&self, execution_id: &str, p: Progress) {
+        if p.complete() {
+            self.complete(execution_id).await;
         }
     }
 
-    /// Sends the execution's event if every attempt settled and this run
-    /// wins the claim.
-    async fn maybe_complete(&self, execution_id: &str, p: Progress) {
-        if !p.complete() {
-            return;
-        }
+    /// If the records say every attempt settled (dead letters confirmed),
+    /// takes the execution out of the unsettled index, with its event when
+    /// events are sent and this run wins the claim. Returns whether it is
+    /// settled. The counter can run ahead (an operator retry settles an
+    /// attempt twice) or behind (a run died before its flush): the records
+    /// decide, and the reconciler calls this for what the counter missed.
+    pub async fn complete(&self, execution_id: &str) -> bool {
         let (execution, attempts) = match futures::try_join!(
             self.executions.get_execution(execution_id),
             self.attempts.by_execution(execution_id)
         ) {
             Ok((Some(e), a)) => (e, a),
-            Ok((None, _)) => return,
+            Ok((None, _)) => return false,
             Err(e) => {
-                warn!(%execution_id, error = %e, "execution outcome not checked");
-                return;
+                warn!(%execution_id, error = %e, "execution completion not checked");
+                return false;
             }
         };
-        // The counter can run ahead (an operator retry settles an attempt
-        // twice): the records decide.
-        if attempts.iter().any(|a| !a.is_settled())
-            || (attempts.len() as u64) < execution.target_count.unwrap_or(0)
+        let Some(target_count) = execution.target_count else {
+            return false; // still fanning out
+        };
+        if attempts
+            .iter()
+            .any(|a| !a.is_settled() || a.dead_letter_pending())
+            || (attempts.len() as u64) < target_count
         {
-            return;
+            return false;
+        }
+        if self.url.is_none() || execution.test_target_id.is_some() {
+            return self.leave_index(execution_id).await;
         }
         let at = Timestamp::now();
         match self.executions.claim_outcome(execution_id, at).await {
             Ok(true) => {}
-            Ok(false) => return,
+            // Claimed before (its event was sent): only the index is left.
+            Ok(false) => return self.leave_index(execution_id).await,
             Err(e) => {
                 warn!(%execution_id, error = %e, "execution outcome not claimed");
-                return;
+                return false;
             }
         }
         let event = execution_event(
@@ -263,8 +308,23 @@ impl Outcomes<'_> {
         );
         if self.send(&OutcomeEvent::ExecutionV1(event.clone())).await {
             info!(%execution_id, summary = %event.summary, "execution outcome sent");
-        } else if let Err(e) = self.executions.release_outcome(execution_id).await {
-            warn!(%execution_id, error = %e, "execution outcome lost");
+            true
+        } else {
+            // Released: unsettled again, so the reconciler tries again.
+            if let Err(e) = self.executions.release_outcome(execution_id).await {
+                warn!(%execution_id, error = %e, "execution outcome lost");
+            }
+            false
+        }
+    }
+
+    async fn leave_index(&self, execution_id: &str) -> bool {
+        match self.executions.mark_settled(execution_id).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(%execution_id, error = %e, "execution not marked settled");
+                false
+            }
         }
     }
 }

@@ -1,11 +1,14 @@
 //! reconcile: a scheduled sweep that makes sure no attempt is left behind.
 //!
-//! * It reads the sparse, sharded pending index (only unsettled attempts,
-//!   spread over [`PENDING_SHARDS`] partitions, so it never reads one hot
-//!   partition) and re-enqueues attempts that sat `queued` or `processing`
+//! * It reads the sparse, sharded index of unsettled executions (rendered,
+//!   not yet known to be settled; spread over [`PENDING_SHARDS`]
+//!   partitions, so it never reads one hot partition), reads each one's
+//!   attempts, and re-enqueues attempts that sat `queued` or `processing`
 //!   for too long without a message (e.g. a fan-out dead-lettered after
 //!   writing its attempts), fails crash loops with a reason, and finishes
-//!   dead letters whose confirmation was lost.
+//!   dead letters whose confirmation was lost. An execution whose attempts
+//!   all settled leaves the index (with its outcome event, when a run died
+//!   before sending it).
 //! * It reads the delivery dead-letter queue for messages that the queue's
 //!   safety net (`maxReceiveCount`) moved there without a reason: their
 //!   attempts are re-enqueued or failed, and the stray copies removed, so
@@ -79,8 +82,12 @@ impl Rules {
 /// What one run did, logged and returned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
-    /// Unsettled attempts examined.
+    /// Unsettled executions examined.
+    pub executions: u64,
+    /// Attempts examined.
     pub examined: u64,
+    /// Executions found settled and taken out of the index.
+    pub settled: u64,
     /// Attempts whose message was sent again.
     pub requeued: u64,
     /// Attempts failed (crash loops), each dead-lettered.
@@ -192,21 +199,23 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
                 break 'shards;
             }
             let page = match deps
-                .attempts
-                .pending(shard, created_before, cursor.take(), 100)
+                .executions
+                .unsettled(shard, created_before, cursor.take(), 25)
                 .await
             {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!(shard, error = %e, "reading the pending index failed");
+                    warn!(shard, error = %e, "reading the unsettled index failed");
                     report.errors += 1;
                     break;
                 }
             };
             for id in &page.items {
-                report.examined += 1;
-                if let Err(e) = reconcile_one(deps, id, false, &mut report).await {
-                    warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
+                if !time_left() {
+                    break 'shards;
+                }
+                if let Err(e) = reconcile_execution(deps, id, &mut report).await {
+                    warn!(execution_id = %id, error = %e, "reconciling failed; left for the next run");
                     report.errors += 1;
                 }
             }
@@ -222,7 +231,9 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     deps.metrics
         .record(crate::metrics::Metric::StuckAttempts, &[], stuck as f64);
     info!(
+        executions = report.executions,
         examined = report.examined,
+        settled = report.settled,
         requeued = report.requeued,
         failed = report.failed,
         dead_letters_finished = report.dead_letters_finished,
@@ -234,8 +245,44 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     report
 }
 
-/// Acts on one attempt; returns whether its message may now be dropped
-/// from the dead-letter queue (when it came from there).
+/// Acts on every attempt of one unsettled execution, then takes it out of
+/// the index if they all settled.
+async fn reconcile_execution(
+    deps: &Deps,
+    execution_id: &str,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    report.executions += 1;
+    let attempts = deps.attempts.by_execution(execution_id).await?;
+    let mut open = false;
+    for a in attempts {
+        report.examined += 1;
+        let unsettled = !a.is_settled() || a.dead_letter_pending();
+        let id = a.id.clone();
+        if let Err(e) = act(deps, a, false, report).await {
+            warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
+            report.errors += 1;
+        }
+        open |= unsettled;
+    }
+    if !open && outcomes(deps).complete(execution_id).await {
+        info!(%execution_id, "execution settled");
+        report.settled += 1;
+    }
+    Ok(())
+}
+
+fn outcomes(deps: &Deps) -> super::outcomes::Outcomes<'_> {
+    super::outcomes::Outcomes {
+        queue: deps.queue.as_ref(),
+        url: deps.outcomes_url.as_deref(),
+        executions: deps.executions.as_ref(),
+        attempts: deps.attempts.as_ref(),
+    }
+}
+
+/// Acts on one attempt by id; returns whether its message may now be
+/// dropped from the dead-letter queue (when it came from there).
 async fn reconcile_one(
     deps: &Deps,
     id: &str,
@@ -245,6 +292,17 @@ async fn reconcile_one(
     let Some(a) = deps.attempts.get(id).await? else {
         return Ok(true);
     };
+    act(deps, a, message_gone, report).await
+}
+
+/// Acts on one attempt as read; returns whether its message may now be
+/// dropped from the dead-letter queue.
+async fn act(
+    deps: &Deps,
+    a: DeliveryAttempt,
+    message_gone: bool,
+    report: &mut Report,
+) -> Result<bool, StoreError> {
     match decide(&a, Timestamp::now(), &deps.rules, message_gone) {
         Action::Leave => Ok(a.is_settled() && !a.dead_letter_pending()),
         Action::Requeue => {
@@ -291,17 +349,12 @@ async fn reconcile_one(
                         0,
                     )
                     .await;
-                    super::outcomes::Outcomes {
-                        queue: deps.queue.as_ref(),
-                        url: deps.outcomes_url.as_deref(),
-                        executions: deps.executions.as_ref(),
-                        attempts: deps.attempts.as_ref(),
-                    }
-                    .attempt_settled(&failed)
-                    .await;
                     warn!(attempt_id = %a.id, code, "failed by the reconciler");
                     report.failed += 1;
-                    finish_dead_letter(deps, &failed, report).await
+                    // Dead letter first: the execution settles only after.
+                    let finished = finish_dead_letter(deps, &failed, report).await;
+                    outcomes(deps).attempt_settled(&failed).await;
+                    finished
                 }
                 // It moved on meanwhile (a run took the lease): next time.
                 Applied::Refused(_) => Ok(false),

@@ -659,6 +659,27 @@ mod tests {
         async fn release_outcome(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
+        async fn unsettled(
+            &self,
+            _: u8,
+            _: Timestamp,
+            _: Option<String>,
+            _: i32,
+        ) -> Result<crate::store::Page<String>, StoreError> {
+            Ok(crate::store::Page {
+                items: Vec::new(),
+                next: None,
+            })
+        }
+        async fn mark_unsettled(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn mark_settled(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
+            Ok(None)
+        }
     }
 
     /// Objects in memory; reads of `failing` answer with its error. Every

@@ -25,9 +25,10 @@ mod stats;
 
 /// GSI on the targets table: `report_id` + `active_type` (`active#email`).
 pub const TARGETS_BY_REPORT: &str = "by_report";
-/// Sparse GSI on the attempts table: `pending_shard` + `created_at`, keys
-/// only. Only unsettled attempts carry `pending_shard`; settling removes it.
-pub const ATTEMPTS_PENDING: &str = "by_pending";
+/// Sparse GSI on the executions table: `pending_shard` + `created_at`, keys
+/// only. An execution carries `pending_shard` from its render until every
+/// attempt settled: two index writes per execution, none per attempt.
+pub const EXECUTIONS_UNSETTLED: &str = "by_unsettled";
 /// Keys-only GSI on the attempts table: `delivery_target_id` + `created_at`.
 pub const ATTEMPTS_BY_TARGET: &str = "by_target";
 /// Keys-only GSI on the attempts table: `report_execution_id` +
@@ -69,7 +70,7 @@ impl DynamoStore {
             client,
             tables,
             stats_retention: std::time::Duration::from_secs(400 * 24 * 3600),
-            record_retention: std::time::Duration::from_secs(90 * 24 * 3600),
+            record_retention: std::time::Duration::from_secs(30 * 24 * 3600),
             sealer: None,
         }
     }
@@ -262,7 +263,7 @@ fn decode_cursor(
     Ok(Some(plain.into_iter().map(|(k, v)| (k, s(v))).collect()))
 }
 
-/// The pending-index shard of an attempt id.
+/// The unsettled-index shard of an execution id.
 pub fn pending_shard(id: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(id.as_bytes());
@@ -686,9 +687,6 @@ impl AttemptStore for DynamoStore {
     async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError> {
         let mut item = to_item(attempt)?;
         item.insert("expires_at".into(), self.expires_at(attempt.created_at));
-        if !attempt.is_settled() {
-            item.insert("pending_shard".into(), s(pending_shard(&attempt.id)));
-        }
         let result = self
             .client
             .put_item()
@@ -717,12 +715,7 @@ impl AttemptStore for DynamoStore {
     }
 
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
-        let mut w = attempt_update(t)?;
-        if matches!(t, Transition::OperatorRetry { .. }) {
-            // Unsettled again: back in the sparse pending index.
-            w.value(":shard", s(pending_shard(id)));
-            w.set.push("pending_shard = :shard".into());
-        }
+        let w = attempt_update(t)?;
         let result = self
             .client
             .update_item()
@@ -745,44 +738,6 @@ impl AttemptStore for DynamoStore {
             }
             Err(e) => Err(backend(e)),
         }
-    }
-
-    async fn pending(
-        &self,
-        shard: u8,
-        created_before: Timestamp,
-        cursor: Option<String>,
-        page_size: i32,
-    ) -> Result<Page<String>, StoreError> {
-        let key = shard_key(shard);
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.attempts)
-            .index_name(ATTEMPTS_PENDING)
-            .key_condition_expression("pending_shard = :p AND created_at < :before")
-            .expression_attribute_values(":p", s(key.clone()))
-            .expression_attribute_values(":before", s(created_before.to_string()))
-            .scan_index_forward(true)
-            .set_exclusive_start_key(decode_cursor(
-                cursor,
-                &["id", "pending_shard", "created_at"],
-                &[("pending_shard", &key)],
-            )?)
-            .limit(page_size)
-            .send()
-            .await
-            .map_err(backend)?;
-        let items = out
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
-            .collect();
-        Ok(Page {
-            items,
-            next: encode_cursor(out.last_evaluated_key),
-        })
     }
 
     async fn by_target(
@@ -867,12 +822,6 @@ impl AttemptStore for DynamoStore {
             next: encode_cursor(out.last_evaluated_key),
         })
     }
-
-    async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError> {
-        let reads = (0..super::PENDING_SHARDS).map(|shard| self.oldest_in_shard(shard));
-        let oldest = futures::future::try_join_all(reads).await?;
-        Ok(oldest.into_iter().flatten().min())
-    }
 }
 
 impl DynamoStore {
@@ -889,13 +838,13 @@ impl DynamoStore {
         })
     }
 
-    /// The oldest `created_at` in one shard of the pending index.
+    /// The oldest `created_at` in one shard of the unsettled index.
     async fn oldest_in_shard(&self, shard: u8) -> Result<Option<Timestamp>, StoreError> {
         let out = self
             .client
             .query()
-            .table_name(&self.tables.attempts)
-            .index_name(ATTEMPTS_PENDING)
+            .table_name(&self.tables.executions)
+            .index_name(EXECUTIONS_UNSETTLED)
             .key_condition_expression("pending_shard = :p")
             .expression_attribute_values(":p", s(shard_key(shard)))
             .scan_index_forward(true)
@@ -994,6 +943,9 @@ impl ExecutionStore for DynamoStore {
             .set_item(Some({
                 let mut item = to_item(e)?;
                 item.insert("expires_at".into(), self.expires_at(e.created_at));
+                // Unsettled from birth: a fan-out that dies after writing
+                // attempts leaves them where the reconciler looks.
+                item.insert("pending_shard".into(), s(pending_shard(&e.id)));
                 item
             }))
             .condition_expression("attribute_not_exists(id)")
@@ -1066,14 +1018,12 @@ impl ExecutionStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("SET outcome_sent_at = :at")
+            .update_expression("SET outcome_sent_at = :at REMOVE pending_shard")
+            // The caller read every attempt settled; the counter may lag.
             .condition_expression(
-                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at) \
-                 AND (settled_count >= target_count \
-                      OR (attribute_not_exists(settled_count) AND target_count = :zero))",
+                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at)",
             )
             .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .send()
             .await;
         written(result)
@@ -1084,11 +1034,86 @@ impl ExecutionStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("REMOVE outcome_sent_at")
+            .update_expression("REMOVE outcome_sent_at SET pending_shard = :shard")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":shard", s(pending_shard(id)))
             .send()
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn unsettled(
+        &self,
+        shard: u8,
+        created_before: Timestamp,
+        cursor: Option<String>,
+        page_size: i32,
+    ) -> Result<Page<String>, StoreError> {
+        let key = shard_key(shard);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.executions)
+            .index_name(EXECUTIONS_UNSETTLED)
+            .key_condition_expression("pending_shard = :p AND created_at < :before")
+            .expression_attribute_values(":p", s(key.clone()))
+            .expression_attribute_values(":before", s(created_before.to_string()))
+            .scan_index_forward(true)
+            .set_exclusive_start_key(decode_cursor(
+                cursor,
+                &["id", "pending_shard", "created_at"],
+                &[("pending_shard", &key)],
+            )?)
+            .limit(page_size)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
+            .collect();
+        Ok(Page {
+            items,
+            next: encode_cursor(out.last_evaluated_key),
+        })
+    }
+
+    async fn mark_unsettled(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .update_expression("SET pending_shard = :shard")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":shard", s(pending_shard(id)))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn mark_settled(&self, id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .update_expression("REMOVE pending_shard")
+            // Already out: no write (a refused condition costs one unit,
+            // not the index delete).
+            .condition_expression("attribute_exists(pending_shard)")
+            .send()
+            .await;
+        written(result).map(|_| ())
+    }
+
+    async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
+        let reads = (0..super::PENDING_SHARDS).map(|shard| self.oldest_in_shard(shard));
+        let oldest = futures::future::try_join_all(reads).await?;
+        Ok(oldest.into_iter().flatten().min())
     }
 }
 
@@ -1555,7 +1580,6 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
             w.tries(tries)?;
             w.release();
             w.use_rate_slot();
-            w.remove.push("pending_shard");
         }
         Transition::ScheduleRetry {
             token,
@@ -1626,8 +1650,6 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
                 };
                 w.value(":dl", AttributeValue::M(to_item(&state)?));
                 w.set.push("dead_letter = :dl".into());
-            } else {
-                w.remove.push("pending_shard");
             }
             w.release();
         }
@@ -1673,7 +1695,6 @@ fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
                 "dead_letter.sent_at = :now".into(),
                 "updated_at = :now".into(),
             ]);
-            w.remove.push("pending_shard");
         }
     }
     Ok(w)

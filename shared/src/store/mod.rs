@@ -34,9 +34,9 @@ impl StoreError {
     }
 }
 
-/// Shards of the pending-attempts index: non-terminal attempts spread over
-/// this many partition keys, so the reconciler's reads never make one hot
-/// partition.
+/// Shards of the unsettled-executions index: executions with an attempt
+/// not yet settled spread over this many partition keys, so the
+/// reconciler's reads never make one hot partition.
 pub const PENDING_SHARDS: u8 = 16;
 
 /// One page of a query, with the cursor for the next one.
@@ -207,16 +207,6 @@ pub trait AttemptStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError>;
     /// Applies a transition as a conditional write.
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
-    /// Ids of attempts that are not settled yet (or whose dead letter is
-    /// not confirmed), created before `created_before`, in one shard of
-    /// the pending index, oldest first.
-    async fn pending(
-        &self,
-        shard: u8,
-        created_before: Timestamp,
-        cursor: Option<String>,
-        page_size: i32,
-    ) -> Result<Page<String>, StoreError>;
     /// Attempts of a target, optionally in one status.
     async fn by_target(
         &self,
@@ -234,8 +224,6 @@ pub trait AttemptStore: Send + Sync {
         cursor: Option<String>,
         limit: i32,
     ) -> Result<Page<DeliveryAttempt>, StoreError>;
-    /// When the oldest unsettled attempt was created (`None`: none).
-    async fn oldest_pending(&self) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// Report executions.
@@ -260,11 +248,30 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<Progress, StoreError>;
     /// Counts `n` more settled attempts of the execution.
     async fn count_settled(&self, id: &str, n: u64) -> Result<Progress, StoreError>;
-    /// Claims the execution's one outcome event: `true` for the first caller
-    /// once every attempt settled, `false` after that.
+    /// Claims the execution's one outcome event once it fanned out (the
+    /// caller read every attempt settled) and takes it out of the
+    /// unsettled index: `true` for the first caller, `false` after that.
     async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
-    /// Gives a claim back when its event could not be sent.
+    /// Gives a claim back when its event could not be sent (and puts the
+    /// execution back among the unsettled, so the reconciler tries again).
     async fn release_outcome(&self, id: &str) -> Result<(), StoreError>;
+    /// Ids of executions that may have an unsettled attempt (rendered, not
+    /// yet known to be settled), created before `created_before`, in one
+    /// shard of the unsettled index, oldest first. A rendered execution is
+    /// in it from birth; it leaves when every attempt settled.
+    async fn unsettled(
+        &self,
+        shard: u8,
+        created_before: Timestamp,
+        cursor: Option<String>,
+        page_size: i32,
+    ) -> Result<Page<String>, StoreError>;
+    /// Puts the execution back among the unsettled (an operator retry).
+    async fn mark_unsettled(&self, id: &str) -> Result<(), StoreError>;
+    /// Takes the execution out of the unsettled (every attempt settled).
+    async fn mark_settled(&self, id: &str) -> Result<(), StoreError>;
+    /// When the oldest unsettled execution was created (`None`: none).
+    async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError>;
 }
 
 /// How far an execution is: attempts settled, and how many fan-out made

@@ -216,6 +216,11 @@ pub async fn retry(
     let excess = actions.len().saturating_sub(HISTORY_LIMIT);
     actions.drain(..excess);
     let t = Transition::OperatorRetry { action, actions };
+    // Unsettled again: back where the reconciler looks, before the attempt
+    // is (a crash between the two leaves only an extra look).
+    if let Err(e) = deps.executions.mark_unsettled(&a.report_execution_id).await {
+        return store_problem(&e).into_response();
+    }
     let queued = match deps.attempts.apply(&a.id, &t).await {
         Ok(Applied::Yes(q)) => q,
         Ok(Applied::Refused(current)) => {

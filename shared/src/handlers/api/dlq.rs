@@ -197,6 +197,15 @@ async fn retry_attempt(
     actions.push(action.clone());
     let excess = actions.len().saturating_sub(HISTORY_LIMIT);
     actions.drain(..excess);
+    // Unsettled again: back where the reconciler looks, before the attempt.
+    if deps
+        .executions
+        .mark_unsettled(&a.report_execution_id)
+        .await
+        .is_err()
+    {
+        return ("left", "the store did not answer".into());
+    }
     match deps
         .attempts
         .apply(&a.id, &Transition::OperatorRetry { action, actions })

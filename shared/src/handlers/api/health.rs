@@ -94,7 +94,8 @@ pub struct Observed {
     pub queues: Vec<(&'static str, bool, Result<QueueDepth, String>)>,
     /// The last hour's service-wide counters.
     pub last_hour: Option<Counters>,
-    /// Age of the oldest unsettled attempt.
+    /// Age of the oldest execution with an unsettled attempt (rendered
+    /// then; its attempts were created within its fan-out).
     pub oldest_pending: Option<Duration>,
 }
 
@@ -148,7 +149,7 @@ pub fn evaluate(o: &Observed, t: &Thresholds) -> Vec<String> {
         && age.as_secs() > t.max_pending_age_seconds
     {
         reasons.push(format!(
-            "the oldest unsettled attempt is {} min old (maximum {} min)",
+            "the oldest unsettled attempt's execution is {} min old (maximum {} min)",
             age.as_secs() / 60,
             t.max_pending_age_seconds / 60
         ));
@@ -183,7 +184,7 @@ pub async fn observe(deps: &Deps, now: Timestamp) -> Observed {
     let hour_ago = now.plus(time::Duration::hours(-1));
     let (last_hour, oldest, bucket, email, queues) = tokio::join!(
         deps.stats.service_hours(hour_ago, now),
-        deps.attempts.oldest_pending(),
+        deps.executions.oldest_unsettled(),
         deps.blobs.get("health/probe"),
         async {
             match &deps.email {
