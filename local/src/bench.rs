@@ -320,6 +320,7 @@ pub fn rendered_execution(execution_id: &str, report: &str) -> ReportExecution {
         updated_at: now,
         input_sha256: None,
         test_target_id: None,
+        reopened: 0,
     }
 }
 

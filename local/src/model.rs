@@ -298,7 +298,7 @@ impl ExecutionStore for Model {
             }
         })
     }
-    async fn claim_outcome(&self, id: &str, _: Timestamp) -> Result<bool, StoreError> {
+    async fn claim_outcome(&self, id: &str, _: Timestamp, _: u64) -> Result<bool, StoreError> {
         self.call("executions.UpdateItem").await;
         self.with(|s| s.claimed.insert(id.to_owned(), true).is_none())
     }
@@ -321,7 +321,7 @@ impl ExecutionStore for Model {
         self.call("executions.UpdateItem").await;
         Ok(())
     }
-    async fn mark_settled(&self, _: &str) -> Result<(), StoreError> {
+    async fn mark_settled(&self, _: &str, _: u64, _: bool) -> Result<(), StoreError> {
         self.call("executions.UpdateItem").await;
         Ok(())
     }

@@ -62,7 +62,19 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     crashed.fanned_out_at = None;
     crashed.target_count = None;
     s.store.put_rendered(&crashed).await.expect("put");
+    let crashed_record = crashed.clone();
     let crashed = crashed.id;
+    // And an execution whose one attempt settled in a run that died before
+    // counting it: fanned out, settled, still in the unsettled index
+    let mut uncounted = crashed_record;
+    uncounted.id = format!("{execution_id}-uncounted");
+    uncounted.fanned_out_at = Some(uncounted.created_at);
+    uncounted.target_count = Some(1);
+    s.store.put_rendered(&uncounted).await.expect("put");
+    let mut done = left_behind(&uncounted.id, "hook", old);
+    done.status = AttemptStatus::Delivered;
+    done.delivered_at = Some(uncounted.created_at);
+    s.store.create(&done).await.expect("create");
     // With an attempt whose message was lost
     s.store
         .create(&left_behind(&crashed, "lost", old))
@@ -96,6 +108,21 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     assert_eq!(report["requeued"], 2, "{report}");
     assert_eq!(report["failed"], 1, "{report}");
     assert_eq!(report["strays_removed"], 2, "{report}");
+    // And the uncounted execution is settled; the crashed one is not (its
+    // fan-out never finished)
+    assert_eq!(report["settled"], 1, "{report}");
+    let later = Timestamp::now().plus(time::Duration::seconds(1));
+    let mut unsettled = Vec::new();
+    for shard in 0..shared::store::PENDING_SHARDS {
+        let page = s
+            .store
+            .unsettled(shard, later, None, 100)
+            .await
+            .expect("query");
+        unsettled.extend(page.items);
+    }
+    assert!(unsettled.contains(&crashed), "{unsettled:?}");
+    assert!(!unsettled.contains(&uncounted.id), "{unsettled:?}");
     // And the lost and stray attempts are delivered
     let settled = s
         .wait_settled(&crashed, 3, Duration::from_secs(60))

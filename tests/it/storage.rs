@@ -710,38 +710,90 @@ async fn an_execution_is_unsettled_from_its_render_until_every_attempt_settled()
         s.store.oldest_unsettled().await.expect("oldest").is_some(),
         "the health check sees them"
     );
+    let now = Timestamp::now;
     // When one is marked settled (twice: the second is a refused no-op)
-    s.store.mark_settled("ex-a").await.expect("settle");
-    s.store.mark_settled("ex-a").await.expect("settle again");
+    s.store
+        .mark_settled("ex-a", 0, false)
+        .await
+        .expect("settle");
+    s.store.mark_settled("ex-a", 0, false).await.expect("again");
     assert_eq!(unsettled(&s.store).await, ["ex-b"]);
-    // And an operator retry puts it back
+    // And an operator retry puts it back, counting a reopening
     s.store.mark_unsettled("ex-a").await.expect("unsettle");
     assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
-    // And the outcome claim takes a fanned-out one out, once
+    let reopened = |id: &'static str| {
+        let store = &s.store;
+        async move {
+            store
+                .get_execution(id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .reopened
+        }
+    };
+    assert_eq!(reopened("ex-a").await, 1);
+    // Then a completion that read it before the reopening cannot take it out
+    s.store.mark_settled("ex-a", 0, false).await.expect("stale");
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
     s.store
-        .mark_fanned_out("ex-b", 0, None, Timestamp::now())
+        .mark_fanned_out("ex-a", 0, None, now())
         .await
         .expect("fanned out");
     assert!(
-        s.store
-            .claim_outcome("ex-b", Timestamp::now())
-            .await
-            .expect("claim")
-    );
-    assert!(
         !s.store
-            .claim_outcome("ex-b", Timestamp::now())
+            .claim_outcome("ex-a", now(), 0)
             .await
             .expect("claim")
     );
-    assert_eq!(unsettled(&s.store).await, ["ex-a"]);
-    // And a claim given back (its event was not sent) makes it unsettled again
-    s.store.release_outcome("ex-b").await.expect("release");
     assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
-    // And a claim needs the fan-out finished
+    // And one that read it after can
+    assert!(
+        s.store
+            .claim_outcome("ex-a", now(), 1)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
+    // And the outcome claim takes a fanned-out one out, once
+    s.store
+        .mark_fanned_out("ex-b", 0, None, now())
+        .await
+        .expect("fanned out");
+    // (without the claim held, "settled after a claim" is refused)
+    s.store
+        .mark_settled("ex-b", 0, true)
+        .await
+        .expect("unclaimed");
+    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
+    assert!(
+        s.store
+            .claim_outcome("ex-b", now(), 0)
+            .await
+            .expect("claim")
+    );
     assert!(
         !s.store
-            .claim_outcome("ex-a", Timestamp::now())
+            .claim_outcome("ex-b", now(), 0)
+            .await
+            .expect("claim")
+    );
+    assert!(unsettled(&s.store).await.is_empty());
+    // And a claim given back (its event was not sent) makes it unsettled
+    // again, and a run that lost the claim race cannot take it out then
+    s.store.release_outcome("ex-b").await.expect("release");
+    s.store
+        .mark_settled("ex-b", 0, true)
+        .await
+        .expect("released");
+    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
+    // And a claim needs the fan-out finished
+    local::bench::record_rendered(&s.store, "ex-c", "rpt-u")
+        .await
+        .expect("render");
+    assert!(
+        !s.store
+            .claim_outcome("ex-c", now(), 0)
             .await
             .expect("claim")
     );

@@ -111,6 +111,7 @@ impl Sample {
             updated_at: report.generated_at,
             input_sha256: None,
             test_target_id: None,
+            reopened: 0,
         };
         let blobs = MemoryBlobs::default();
         let mut files = Vec::new();

@@ -383,7 +383,9 @@ async fn not_begun(
                 .saturating_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)));
             if wait.is_zero() {
                 warn!(attempt_id = %current.id, "finishing an unconfirmed dead letter");
-                deps.outcome_batch.count_again(&current.report_execution_id);
+                if super::receive_count(m) > 1 {
+                    deps.outcome_batch.count_again(&current.report_execution_id);
+                }
                 finish_dead_letter(deps, m, clock, &current).await
             } else {
                 hide(deps, m, wait + Duration::from_secs(1), clock).await;
@@ -398,7 +400,11 @@ async fn not_begun(
                 &[(Dim::Stage, Stage::Delivery.as_str())],
             );
             info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
-            deps.outcome_batch.count_again(&current.report_execution_id);
+            // A copy that came back after a run that did not finish: that
+            // run's count may be lost. (First receives are fan-out copies.)
+            if super::receive_count(m) > 1 {
+                deps.outcome_batch.count_again(&current.report_execution_id);
+            }
             Outcome::Done
         }
         AttemptStatus::Processing => {

@@ -199,14 +199,7 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
         Err(e) => return store_outcome(&e),
     };
     // Every attempt may have settled already (or there were none).
-    super::outcomes::Outcomes {
-        queue: deps.queue.as_ref(),
-        url: deps.outcomes_url.as_deref(),
-        executions: deps.executions.as_ref(),
-        attempts: deps.attempts.as_ref(),
-    }
-    .fanned_out(&execution_id, progress)
-    .await;
+    outcomes(deps).fanned_out(&execution_id, progress).await;
     deps.metrics.record(
         Metric::FanoutDuration,
         &[],
@@ -247,15 +240,27 @@ async fn test_send(deps: &Deps, execution: &ReportExecution, target_id: &str) ->
     {
         return outcome;
     }
-    if let Err(e) = deps
+    let progress = match deps
         .executions
         .mark_fanned_out(&execution.id, 1, None, Timestamp::now())
         .await
     {
-        return store_outcome(&e);
-    }
+        Ok(p) => p,
+        Err(e) => return store_outcome(&e),
+    };
+    // Its attempt may have settled already; a test sends no event.
+    outcomes(deps).fanned_out(&execution.id, progress).await;
     info!(execution_id = %execution.id, %target_id, "test send queued");
     Outcome::Done
+}
+
+fn outcomes(deps: &Deps) -> super::outcomes::Outcomes<'_> {
+    super::outcomes::Outcomes {
+        queue: deps.queue.as_ref(),
+        url: deps.outcomes_url.as_deref(),
+        executions: deps.executions.as_ref(),
+        attempts: deps.attempts.as_ref(),
+    }
 }
 
 /// Creates the page's attempts and sends the messages that are not yet sent.

@@ -265,12 +265,18 @@ impl Outcomes<'_> {
     /// attempt twice) or behind (a run died before its flush): the records
     /// decide, and the reconciler calls this for what the counter missed.
     pub async fn complete(&self, execution_id: &str) -> bool {
-        let (execution, attempts) = match futures::try_join!(
-            self.executions.get_execution(execution_id),
-            self.attempts.by_execution(execution_id)
-        ) {
-            Ok((Some(e), a)) => (e, a),
-            Ok((None, _)) => return false,
+        // The execution first: its `reopened` count guards the writes below
+        // against an operator retry between these reads and them.
+        let read = async {
+            let Some(e) = self.executions.get_execution(execution_id).await? else {
+                return Ok(None);
+            };
+            let a = self.attempts.by_execution(execution_id).await?;
+            Ok::<_, crate::store::StoreError>(Some((e, a)))
+        };
+        let (execution, attempts) = match read.await {
+            Ok(Some(read)) => read,
+            Ok(None) => return false,
             Err(e) => {
                 warn!(%execution_id, error = %e, "execution completion not checked");
                 return false;
@@ -286,14 +292,20 @@ impl Outcomes<'_> {
         {
             return false;
         }
+        let reopened = execution.reopened;
         if self.url.is_none() || execution.test_target_id.is_some() {
-            return self.leave_index(execution_id).await;
+            return self.leave_index(execution_id, reopened, false).await;
         }
         let at = Timestamp::now();
-        match self.executions.claim_outcome(execution_id, at).await {
+        match self
+            .executions
+            .claim_outcome(execution_id, at, reopened)
+            .await
+        {
             Ok(true) => {}
-            // Claimed before (its event was sent): only the index is left.
-            Ok(false) => return self.leave_index(execution_id).await,
+            // Claimed before (its event was sent): only the index is left,
+            // while the claim is held (a failed send gives it back).
+            Ok(false) => return self.leave_index(execution_id, reopened, true).await,
             Err(e) => {
                 warn!(%execution_id, error = %e, "execution outcome not claimed");
                 return false;
@@ -318,8 +330,12 @@ impl Outcomes<'_> {
         }
     }
 
-    async fn leave_index(&self, execution_id: &str) -> bool {
-        match self.executions.mark_settled(execution_id).await {
+    async fn leave_index(&self, execution_id: &str, reopened: u64, claimed: bool) -> bool {
+        match self
+            .executions
+            .mark_settled(execution_id, reopened, claimed)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 warn!(%execution_id, error = %e, "execution not marked settled");

@@ -8,7 +8,8 @@
 //!   writing its attempts), fails crash loops with a reason, and finishes
 //!   dead letters whose confirmation was lost. An execution whose attempts
 //!   all settled leaves the index (with its outcome event, when a run died
-//!   before sending it).
+//!   before claiming it). Each run starts at another shard and counts only
+//!   unsettled attempts against its budget.
 //! * It reads the delivery dead-letter queue for messages that the queue's
 //!   safety net (`maxReceiveCount`) moved there without a reason: their
 //!   attempts are re-enqueued or failed, and the stray copies removed, so
@@ -84,7 +85,7 @@ impl Rules {
 pub struct Report {
     /// Unsettled executions examined.
     pub executions: u64,
-    /// Attempts examined.
+    /// Unsettled attempts examined.
     pub examined: u64,
     /// Executions found settled and taken out of the index.
     pub settled: u64,
@@ -192,7 +193,11 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
                 > i64::try_from(deps.rules.reserve.as_millis()).unwrap_or(i64::MAX)
         })
     };
-    'shards: for shard in 0..PENDING_SHARDS {
+    // Each run starts at another shard, so a run that stops early (its
+    // budget or deadline) does not starve the later ones.
+    let first = u8::try_from((now.unix_millis() / 300_000).rem_euclid(i64::from(PENDING_SHARDS)))
+        .unwrap_or(0);
+    'shards: for shard in (0..PENDING_SHARDS).map(|i| (first + i) % PENDING_SHARDS) {
         let mut cursor = None;
         loop {
             if !time_left() || report.examined as usize >= deps.rules.max_per_run {
@@ -214,7 +219,7 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
                 if !time_left() {
                     break 'shards;
                 }
-                if let Err(e) = reconcile_execution(deps, id, &mut report).await {
+                if let Err(e) = reconcile_execution(deps, id, &mut report, &time_left).await {
                     warn!(execution_id = %id, error = %e, "reconciling failed; left for the next run");
                     report.errors += 1;
                 }
@@ -251,19 +256,25 @@ async fn reconcile_execution(
     deps: &Deps,
     execution_id: &str,
     report: &mut Report,
+    time_left: &dyn Fn() -> bool,
 ) -> Result<(), StoreError> {
     report.executions += 1;
     let attempts = deps.attempts.by_execution(execution_id).await?;
     let mut open = false;
     for a in attempts {
+        if a.is_settled() && !a.dead_letter_pending() {
+            continue;
+        }
+        open = true;
+        if !time_left() || report.examined as usize >= deps.rules.max_per_run {
+            break;
+        }
         report.examined += 1;
-        let unsettled = !a.is_settled() || a.dead_letter_pending();
         let id = a.id.clone();
         if let Err(e) = act(deps, a, false, report).await {
             warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
             report.errors += 1;
         }
-        open |= unsettled;
     }
     if !open && outcomes(deps).complete(execution_id).await {
         info!(%execution_id, "execution settled");

@@ -233,6 +233,7 @@ async fn render_and_store(
         updated_at: now,
         input_sha256: Some(input_sha256.clone()),
         test_target_id,
+        reopened: 0,
     };
     // If another render of this id won the race, its record comes back.
     let stored = deps
@@ -653,7 +654,7 @@ mod tests {
         ) -> Result<crate::store::Progress, StoreError> {
             Ok(crate::store::Progress::default())
         }
-        async fn claim_outcome(&self, _: &str, _: Timestamp) -> Result<bool, StoreError> {
+        async fn claim_outcome(&self, _: &str, _: Timestamp, _: u64) -> Result<bool, StoreError> {
             Ok(false)
         }
         async fn release_outcome(&self, _: &str) -> Result<(), StoreError> {
@@ -674,7 +675,7 @@ mod tests {
         async fn mark_unsettled(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn mark_settled(&self, _: &str) -> Result<(), StoreError> {
+        async fn mark_settled(&self, _: &str, _: u64, _: bool) -> Result<(), StoreError> {
             Ok(())
         }
         async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {

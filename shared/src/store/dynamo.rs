@@ -973,7 +973,11 @@ impl ExecutionStore for DynamoStore {
         note: Option<&str>,
         at: Timestamp,
     ) -> Result<super::Progress, StoreError> {
-        let mut update = "SET fanned_out_at = :at, target_count = :n, updated_at = :at".to_owned();
+        // Unsettled again if a late copy created attempts after a claim (no
+        // index write when the key is unchanged).
+        let mut update =
+            "SET fanned_out_at = :at, target_count = :n, updated_at = :at, pending_shard = :shard"
+                .to_owned();
         let mut req = self
             .client
             .update_item()
@@ -982,6 +986,7 @@ impl ExecutionStore for DynamoStore {
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":at", s(at.to_string()))
             .expression_attribute_values(":n", AttributeValue::N(count.to_string()))
+            .expression_attribute_values(":shard", s(pending_shard(id)))
             .return_values(ReturnValue::AllNew);
         if let Some(note) = note {
             update.push_str(", fanout_note = :note");
@@ -1012,21 +1017,28 @@ impl ExecutionStore for DynamoStore {
         Ok(progress(out.attributes.as_ref()))
     }
 
-    async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let result = self
+    async fn claim_outcome(
+        &self,
+        id: &str,
+        at: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError> {
+        let (same, value) = unchanged(reopened);
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
             .update_expression("SET outcome_sent_at = :at REMOVE pending_shard")
             // The caller read every attempt settled; the counter may lag.
-            .condition_expression(
-                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at)",
-            )
-            .expression_attribute_values(":at", s(at.to_string()))
-            .send()
-            .await;
-        written(result)
+            .condition_expression(format!(
+                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at) AND {same}"
+            ))
+            .expression_attribute_values(":at", s(at.to_string()));
+        if let Some(v) = value {
+            req = req.expression_attribute_values(":reopened", v);
+        }
+        written(req.send().await)
     }
 
     async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
@@ -1086,34 +1098,54 @@ impl ExecutionStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("SET pending_shard = :shard")
+            .update_expression("SET pending_shard = :shard ADD reopened :one")
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":shard", s(pending_shard(id)))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .send()
             .await
             .map_err(backend)?;
         Ok(())
     }
 
-    async fn mark_settled(&self, id: &str) -> Result<(), StoreError> {
-        let result = self
+    async fn mark_settled(&self, id: &str, reopened: u64, claimed: bool) -> Result<(), StoreError> {
+        let (same, value) = unchanged(reopened);
+        // Already out: no write (a refused condition costs one unit, not
+        // the index delete).
+        let mut condition = format!("attribute_exists(pending_shard) AND {same}");
+        if claimed {
+            condition.push_str(" AND attribute_exists(outcome_sent_at)");
+        }
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
             .update_expression("REMOVE pending_shard")
-            // Already out: no write (a refused condition costs one unit,
-            // not the index delete).
-            .condition_expression("attribute_exists(pending_shard)")
-            .send()
-            .await;
-        written(result).map(|_| ())
+            .condition_expression(condition);
+        if let Some(v) = value {
+            req = req.expression_attribute_values(":reopened", v);
+        }
+        written(req.send().await).map(|_| ())
     }
 
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
         let reads = (0..super::PENDING_SHARDS).map(|shard| self.oldest_in_shard(shard));
         let oldest = futures::future::try_join_all(reads).await?;
         Ok(oldest.into_iter().flatten().min())
+    }
+}
+
+/// The condition that an execution's `reopened` count is still `seen`,
+/// with its value when it needs one.
+fn unchanged(seen: u64) -> (&'static str, Option<AttributeValue>) {
+    if seen == 0 {
+        ("attribute_not_exists(reopened)", None)
+    } else {
+        (
+            "reopened = :reopened",
+            Some(AttributeValue::N(seen.to_string())),
+        )
     }
 }
 

@@ -250,8 +250,14 @@ pub trait ExecutionStore: Send + Sync {
     async fn count_settled(&self, id: &str, n: u64) -> Result<Progress, StoreError>;
     /// Claims the execution's one outcome event once it fanned out (the
     /// caller read every attempt settled) and takes it out of the
-    /// unsettled index: `true` for the first caller, `false` after that.
-    async fn claim_outcome(&self, id: &str, at: Timestamp) -> Result<bool, StoreError>;
+    /// unsettled index: `true` for the first caller, `false` after that or
+    /// if it was reopened since `reopened` was read.
+    async fn claim_outcome(
+        &self,
+        id: &str,
+        at: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError>;
     /// Gives a claim back when its event could not be sent (and puts the
     /// execution back among the unsettled, so the reconciler tries again).
     async fn release_outcome(&self, id: &str) -> Result<(), StoreError>;
@@ -266,10 +272,13 @@ pub trait ExecutionStore: Send + Sync {
         cursor: Option<String>,
         page_size: i32,
     ) -> Result<Page<String>, StoreError>;
-    /// Puts the execution back among the unsettled (an operator retry).
+    /// Puts the execution back among the unsettled and counts one more
+    /// reopening (an operator retry, before and after its write).
     async fn mark_unsettled(&self, id: &str) -> Result<(), StoreError>;
-    /// Takes the execution out of the unsettled (every attempt settled).
-    async fn mark_settled(&self, id: &str) -> Result<(), StoreError>;
+    /// Takes the execution out of the unsettled (every attempt settled),
+    /// unless it was reopened since `reopened` was read or, with `claimed`,
+    /// its outcome claim is not held.
+    async fn mark_settled(&self, id: &str, reopened: u64, claimed: bool) -> Result<(), StoreError>;
     /// When the oldest unsettled execution was created (`None`: none).
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError>;
 }

@@ -222,7 +222,14 @@ pub async fn retry(
         return store_problem(&e).into_response();
     }
     let queued = match deps.attempts.apply(&a.id, &t).await {
-        Ok(Applied::Yes(q)) => q,
+        Ok(Applied::Yes(q)) => {
+            // Again after: a completion that read the attempts before this
+            // retry can no longer take the execution out of the index.
+            if let Err(e) = deps.executions.mark_unsettled(&a.report_execution_id).await {
+                warn!(attempt_id = %a.id, error = %e, "execution not reopened after the retry");
+            }
+            q
+        }
         Ok(Applied::Refused(current)) => {
             return Problem::new(
                 StatusCode::CONFLICT,

@@ -212,6 +212,9 @@ async fn retry_attempt(
         .await
     {
         Ok(Applied::Yes(q)) => {
+            // Again after: a completion that read the attempts before this
+            // redrive can no longer take the execution out of the index.
+            let _ = deps.executions.mark_unsettled(&q.report_execution_id).await;
             let body = serde_json::to_string(&DeliveryTask::for_attempt(&q)).unwrap_or_default();
             // A lost send is left to the reconciler.
             let _ = deps
