@@ -383,9 +383,8 @@ async fn not_begun(
                 .saturating_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)));
             if wait.is_zero() {
                 warn!(attempt_id = %current.id, "finishing an unconfirmed dead letter");
-                if super::receive_count(m) > 1 {
-                    deps.outcome_batch.count_again(&current.report_execution_id);
-                }
+                deps.outcome_batch
+                    .count_again(&current.report_execution_id, super::receive_count(m));
                 finish_dead_letter(deps, m, clock, &current).await
             } else {
                 hide(deps, m, wait + Duration::from_secs(1), clock).await;
@@ -400,11 +399,8 @@ async fn not_begun(
                 &[(Dim::Stage, Stage::Delivery.as_str())],
             );
             info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
-            // A copy that came back after a run that did not finish: that
-            // run's count may be lost. (First receives are fan-out copies.)
-            if super::receive_count(m) > 1 {
-                deps.outcome_batch.count_again(&current.report_execution_id);
-            }
+            deps.outcome_batch
+                .count_again(&current.report_execution_id, super::receive_count(m));
             Outcome::Done
         }
         AttemptStatus::Processing => {

@@ -40,10 +40,16 @@ impl OutcomeBatch {
     }
 
     /// Counts once more an attempt that settled earlier, met by a copy of
-    /// its message: the run that settled it may have died before its flush,
-    /// and the copy is what makes up for the lost count (no event is sent
-    /// again). Counting ahead is harmless: the records decide.
-    pub fn count_again(&self, execution_id: &str) {
+    /// its message received `receive_count` times: a copy received again
+    /// came back from a run that did not finish, which may have died before
+    /// its flush, and it makes up for the lost count (no event is sent
+    /// again). First receives (fan-out re-sends) are not counted, so the
+    /// counter runs ahead only after failures; running ahead is harmless,
+    /// the records decide.
+    pub fn count_again(&self, execution_id: &str, receive_count: u32) {
+        if receive_count <= 1 {
+            return;
+        }
         if let Ok(mut r) = self.recount.lock() {
             r.push(execution_id.to_owned());
         }
@@ -349,6 +355,20 @@ impl Outcomes<'_> {
 mod tests {
     use super::*;
     use crate::domain::{AttemptError, ErrorCategory, TargetType};
+
+    #[test]
+    fn only_copies_received_again_are_counted_again_and_a_take_empties_the_batch() {
+        let batch = OutcomeBatch::default();
+        let a = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, Timestamp::now());
+        batch.push(&a);
+        batch.count_again("e1", 1); // a fan-out re-send: counted by its run
+        batch.count_again("e2", 2); // back from a run that did not finish
+        let (settled, recount) = batch.take();
+        assert_eq!(settled.len(), 1);
+        assert_eq!(recount, ["e2"]);
+        let (settled, recount) = batch.take();
+        assert!(settled.is_empty() && recount.is_empty());
+    }
 
     #[test]
     fn events_carry_the_ids_the_outcome_and_a_summary() {
