@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts (or stops) moto server on 127.0.0.1 for the local stack.
+# Starts (or stops) moto server on 127.0.0.1 for the local stack, through
+# scripts/moto_server.py, which makes each DynamoDB request atomic as on AWS.
 #   scripts/moto.sh start   start if not running, wait until ready
 #   scripts/moto.sh stop    stop the server this script started
 set -euo pipefail
@@ -13,7 +14,7 @@ case "${1:-start}" in
       exit 0
     fi
     bash scripts/venv.sh
-    nohup .venv/bin/moto_server -H 127.0.0.1 -p "$PORT" >"$STATE/server.log" 2>&1 &
+    nohup .venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$PORT" >"$STATE/server.log" 2>&1 &
     echo $! >"$STATE/pid"
     for _ in $(seq 1 100); do
       if curl -fsS "http://127.0.0.1:$PORT/moto-api/" >/dev/null 2>&1; then

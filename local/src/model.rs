@@ -3,7 +3,7 @@
 //! process serialises every call (about 190 ms of its CPU per delivery
 //! here), so a batch's concurrency never shows against it. The model
 //! implements the same ports as the DynamoDB, SQS and S3 adapters, with
-//! the same conditional-write rules for attempts ([`Transition::permits`]),
+//! the same conditional-write rules for attempts ([`Transition::decide`]),
 //! and counts calls by operation. Operations no benchmark uses answer
 //! "not modelled".
 
@@ -214,12 +214,16 @@ impl AttemptStore for Model {
     }
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError> {
         self.call("attempts.UpdateItem").await;
+        // Decided and written under one lock: DynamoDB's atomic write.
         self.with(|s| match s.attempts.get_mut(id) {
-            Some(a) if transition.permits(a) => {
-                transition.apply(a);
-                Applied::Yes(a.clone())
-            }
-            other => Applied::Refused(other.map(|a| a.clone())),
+            Some(a) => match transition.decide(a) {
+                Ok(next) => {
+                    *a = next;
+                    Applied::Yes(a.clone())
+                }
+                Err(_) => Applied::Refused(Some(a.clone())),
+            },
+            None => Applied::Refused(None),
         })
     }
     async fn by_target(

@@ -264,3 +264,197 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn deliver_task(execution_id: &str, target_id: &str) -> String {
+    serde_json::to_string(&DeliveryTask::DeliverV1 {
+        attempt_id: shared::domain::attempt::attempt_id(execution_id, target_id),
+        execution_id: execution_id.into(),
+        target_id: target_id.into(),
+    })
+    .expect("json")
+}
+
+#[tokio::test]
+async fn a_second_message_during_a_backoff_waits_for_the_record_and_is_not_a_try() {
+    // Given a 6 s backoff, and a receiver that fails the first try and its
+    // immediate retry
+    let s = running_stack("g-copy-in-backoff", &[("RETRY_SCHEDULE_SECONDS", "6,6,6")]).await;
+    seed_one(&s, "rpt-copy-backoff").await;
+    s.webhook.push_fault(status(503, None));
+    s.webhook.push_fault(status(503, None));
+    let (execution_id, body) = sample_execution("rpt-copy-backoff");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    wait_until("the backoff is recorded", || s.webhook.arrived() >= 2).await;
+    let start = std::time::Instant::now();
+    while s.store_attempts(&execution_id).await[0].retry_count < 1 {
+        assert!(start.elapsed() < SETTLE, "backoff never recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // When a second message for the attempt arrives during the backoff (a
+    // fan-out re-run, the reconciler, or an SQS duplicate)
+    s.send("WebhookDeliveryQueue", &deliver_task(&execution_id, "hook"))
+        .await
+        .expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    // Then the third try waits for the backoff the record holds
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Delivered);
+    assert_eq!(a.tries, 3, "{:?}", a.history);
+    let (second, third) = (&a.history[1], &a.history[2]);
+    let waited = third.at.millis_since(second.at);
+    let backoff = second.delay_ms.expect("a backoff delay") as i64;
+    assert!(
+        waited >= backoff,
+        "third try {waited} ms after the second, inside its {backoff} ms backoff"
+    );
+    assert_eq!(s.webhook.arrived(), 3, "the copy sent nothing of its own");
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_crash_loop_fails_as_crash_loop_at_its_lease_limit_with_one_dead_letter() {
+    // Given deliver dies right after taking the lease, every time; one
+    // backoff in the schedule, so the limit is 3 x 2 leases
+    let s = crash_loop_stack("g-crash-loop").await;
+    seed_one(&s, "rpt-crash-loop").await;
+    let (execution_id, body) = sample_execution("rpt-crash-loop");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    // When the message keeps coming back
+    let attempts = s
+        .wait_settled(&execution_id, 1, Duration::from_secs(300))
+        .await
+        .expect("a crash loop ends, not at maxReceiveCount");
+    // Then the attempt is failed as a crash loop after six dead leases,
+    // with its reason, and exactly one dead letter carries its id
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    let error = a.last_error.as_ref().expect("a reason");
+    assert_eq!(error.code, "crash_loop", "{error:?}");
+    assert_eq!((a.begins, a.crashed_leases), (6, 6));
+    assert_eq!(s.webhook.arrived(), 0);
+    let dead = s
+        .drain("DeliveryDeadLetterQueue", Duration::from_secs(30))
+        .await
+        .expect("drain");
+    assert_eq!(dead.len(), 1, "one dead letter");
+    assert_eq!(dead[0].attributes.get("attempt_id"), Some(&a.id));
+    assert_eq!(
+        dead[0].attributes.get("error_code").map(String::as_str),
+        Some("crash_loop")
+    );
+    s.down().await;
+}
+
+/// A stack whose deliver dies after every lease, with a short timeout and
+/// visibility so each dead lease comes back in seconds.
+async fn crash_loop_stack(test: &str) -> local::stack::LocalStack {
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let work = report_delivery_tests::work_dir().join(format!("{test}-{prefix}"));
+    let mut s = local::stack::LocalStack::up_with(&prefix, &work, |t| {
+        t.set_property("WebhookDeliveryQueue", "VisibilityTimeout", 20.into())?;
+        t.set_property("DeliverFunction", "Timeout", 17.into())
+    })
+    .await
+    .expect("provisioned");
+    s.start_runner(&[
+        ("RETRY_SCHEDULE_SECONDS", "1"),
+        ("LEASE_MARGIN_SECONDS", "1"),
+        ("CHAOS_KILL_POINTS", "deliver.after_begin"),
+    ])
+    .await
+    .expect("runner starts");
+    s
+}
+
+#[tokio::test]
+async fn a_store_error_on_the_lease_leaves_the_message_to_come_back_and_mints_no_letter() {
+    // Given deliver is misconfigured: its attempts table does not exist
+    // (as an IAM or configuration mistake makes every lease fail)
+    let s = running_stack(
+        "g-lease-store-error",
+        &[("ATTEMPTS_TABLE", "no-such-table")],
+    )
+    .await;
+    seed_one(&s, "rpt-store-error").await;
+    let execution_id = "exec-store-error";
+    let a = shared::domain::DeliveryAttempt::queued(
+        execution_id,
+        "rpt-store-error",
+        "hook",
+        shared::domain::TargetType::Webhook,
+        shared::domain::Timestamp::now(),
+    );
+    shared::store::AttemptStore::create(&s.store, &a)
+        .await
+        .expect("create");
+    // When its message is received
+    let host = s.function("deliver").expect("deliver");
+    s.send("WebhookDeliveryQueue", &deliver_task(execution_id, "hook"))
+        .await
+        .expect("send");
+    wait_until("deliver ran", || {
+        host.invocations.load(std::sync::atomic::Ordering::Relaxed) >= 1
+    })
+    .await;
+    // Then no dead letter is minted, the message stays on its queue to come
+    // back once the configuration is fixed, and the attempt waits
+    assert!(
+        s.drain("DeliveryDeadLetterQueue", Duration::from_secs(2))
+            .await
+            .expect("drain")
+            .is_empty(),
+        "a letter without its attempt would outlive the fix"
+    );
+    assert_eq!(s.depth("WebhookDeliveryQueue").await.expect("depth"), 1);
+    let now = shared::store::AttemptStore::get(&s.store, &a.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(now.status, AttemptStatus::Queued);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_execution_that_is_not_found_does_not_count_against_its_target() {
+    // Given a target that is disabled after one permanent failure
+    let s = running_stack("g-missing-exec", &[("AUTO_DISABLE_AFTER", "1")]).await;
+    seed_one(&s, "rpt-missing-exec").await;
+    // And an attempt whose execution record is gone (expired by TTL while
+    // its message waited)
+    let execution_id = "exec-expired";
+    let a = shared::domain::DeliveryAttempt::queued(
+        execution_id,
+        "rpt-missing-exec",
+        "hook",
+        shared::domain::TargetType::Webhook,
+        shared::domain::Timestamp::now(),
+    );
+    shared::store::AttemptStore::create(&s.store, &a)
+        .await
+        .expect("create");
+    // When its message is delivered
+    s.send("WebhookDeliveryQueue", &deliver_task(execution_id, "hook"))
+        .await
+        .expect("send");
+    let attempts = s
+        .wait_settled(execution_id, 1, SETTLE)
+        .await
+        .expect("settles");
+    // Then the attempt fails with the reason, and the target, which did
+    // nothing wrong, stays active with no failure counted
+    assert_eq!(
+        attempts[0].last_error.as_ref().map(|e| e.code.as_str()),
+        Some("execution_not_found")
+    );
+    let target = shared::store::TargetStore::get_target(&s.store, "hook")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(target.active, "disabled for the execution's fault");
+    assert_eq!(target.consecutive_failures, 0);
+    s.down().await;
+}

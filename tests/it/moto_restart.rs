@@ -19,13 +19,15 @@ struct Moto {
 
 impl Moto {
     fn start(port: u16) -> Self {
-        let bin = local::stack::project_root().join(".venv/bin/moto_server");
-        let child = std::process::Command::new(bin)
+        // The project's launcher: moto with DynamoDB's atomic writes.
+        let root = local::stack::project_root();
+        let child = std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("moto_server from the project venv starts");
+            .expect("scripts/moto_server.py starts with the project venv");
         let moto = Self {
             port,
             child: Some(child),

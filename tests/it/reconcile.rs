@@ -92,9 +92,14 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     s.send("DeliveryDeadLetterQueue", &task(&execution_id, "hook"))
         .await
         .expect("send");
-    // And an attempt deliver keeps dying on (its leases used up)
+    // And an attempt deliver keeps dying on: eleven leases in a row ended
+    // with no outcome, and the twelfth has just expired
     let mut looping = left_behind(&crashed, "looping", old);
+    looping.status = AttemptStatus::Processing;
     looping.begins = 12;
+    looping.crashed_leases = 11;
+    looping.lease_token = Some("dead-run".into());
+    looping.lease_expires_at = Some(Timestamp::now().plus(time::Duration::seconds(-1)));
     s.store.create(&looping).await.expect("create");
 
     // When the scheduled reconciler runs
@@ -158,5 +163,111 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     assert_eq!(dead[0].attributes.get("attempt_id"), Some(&looping.id));
     assert_eq!(s.store_attempts(&crashed).await.len(), 3);
     assert_eq!(s.store_attempts(&execution_id).await.len(), 1);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_removed_once_an_operator_retry_delivers_its_attempt() {
+    use local::sinks::Fault;
+    // Given an attempt that exhausted its retries, its letter sent and
+    // confirmed on the dead-letter queue
+    let s = running_stack("reconcile-retried-letter", &[]).await;
+    seed_one(&s, "rpt-retried").await;
+    for _ in 0..5 {
+        s.webhook.push_fault(Fault::Status {
+            code: 503,
+            retry_after: None,
+        });
+    }
+    let (execution_id, attempts) = run_sample(&s, "rpt-retried", 1).await;
+    let a = &attempts[0];
+    assert_eq!(a.status, AttemptStatus::Failed);
+    wait_empty(&s, "WebhookDeliveryQueue").await;
+    assert_eq!(s.depth("DeliveryDeadLetterQueue").await.expect("depth"), 1);
+    // When an operator retries it and it is delivered
+    let api = crate::api::Api::of(&s);
+    let (status, _, r) = api
+        .call(
+            "POST",
+            &format!("/attempts/{}/retry", a.id),
+            Some(serde_json::json!({"force": true})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let start = std::time::Instant::now();
+    loop {
+        let now = s.store.get(&a.id).await.expect("get").expect("exists");
+        if now.status == AttemptStatus::Delivered {
+            assert_eq!(now.episode, 1, "the retry began a new episode");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Then the next reconciler pass removes the letter, which is no longer
+    // the record's, so the queue, /health and the alarm agree with it
+    let host = s.function("reconcile").expect("reconcile function");
+    let report = host
+        .invoke_json(&serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}))
+        .await
+        .expect("reconcile runs");
+    assert_eq!(report["stale_removed"], 1, "{report}");
+    assert_eq!(s.depth("DeliveryDeadLetterQueue").await.expect("depth"), 0);
+    let _ = execution_id;
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_attempt_waiting_in_a_backlog_gets_one_extra_message_per_stale_window_not_one_per_pass()
+{
+    // Given an execution from 40 minutes ago whose attempt still waits: its
+    // message sits in a backlog that deliver is not reading (throttled)
+    let s = running_stack("reconcile-backlog", &[("RECONCILE_STALE_SECONDS", "600")]).await;
+    seed_one(&s, "rpt-backlog").await;
+    let (execution_id, _) = run_sample(&s, "rpt-backlog", 1).await;
+    s.function("deliver").expect("deliver").throttle(1_000);
+    let old = time::Duration::minutes(40);
+    let mut waiting = s
+        .store
+        .get_execution(&execution_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    waiting.id = format!("{execution_id}-waiting");
+    waiting.created_at = Timestamp::now().plus(-old);
+    waiting.fanned_out_at = Some(waiting.created_at);
+    waiting.target_count = Some(1);
+    s.store.put_rendered(&waiting).await.expect("put");
+    s.store
+        .create(&left_behind(&waiting.id, "hook", old))
+        .await
+        .expect("create");
+    s.send("WebhookDeliveryQueue", &task(&waiting.id, "hook"))
+        .await
+        .expect("send");
+    // When the reconciler runs twice, five minutes apart in its schedule
+    let host = s.function("reconcile").expect("reconcile function");
+    let pass = || async {
+        host.invoke_json(
+            &serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
+        )
+        .await
+        .expect("reconcile runs")
+    };
+    let first = pass().await;
+    let second = pass().await;
+    // Then the first pass sends one more message and records it; the second
+    // finds the record's requeue too recent and sends nothing
+    assert_eq!(first["requeued"], 1, "{first}");
+    assert_eq!(second["requeued"], 0, "{second}");
+    let a = s
+        .store
+        .get(&attempt_id(&waiting.id, "hook"))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(a.requeued_at.is_some(), "the requeue is on the record");
+    assert_eq!(s.depth("WebhookDeliveryQueue").await.expect("depth"), 2);
     s.down().await;
 }

@@ -107,6 +107,24 @@ pub struct AttemptError {
     pub at: Timestamp,
 }
 
+impl AttemptError {
+    /// Whether the failure says something about the target (and so counts
+    /// in its failure streak). Failures of the execution or of this
+    /// service (a missing execution or file, an unreadable record, a crash
+    /// loop) do not.
+    pub fn counts_against_target(&self) -> bool {
+        !matches!(
+            self.code.as_str(),
+            "execution_not_found"
+                | "no_files"
+                | "invalid_record"
+                | "store_refused"
+                | "link_keys"
+                | "crash_loop"
+        )
+    }
+}
+
 /// Most tries kept in an attempt's history (the oldest are dropped; the
 /// `tries` count keeps counting).
 pub const HISTORY_LIMIT: usize = 20;
@@ -201,10 +219,27 @@ pub struct DeliveryAttempt {
     /// Sends that finished (with any outcome), the immediate retry included.
     #[serde(default)]
     pub tries: u32,
-    /// Leases taken. More leases than finished invocations means runs died
-    /// mid-way; the reconciler uses it to stop a crash loop.
+    /// Leases taken.
     #[serde(default)]
     pub begins: u32,
+    /// Leases in a row that ended with no recorded outcome (their runs
+    /// died); see [`super::transition`].
+    #[serde(default)]
+    pub crashed_leases: u32,
+    /// The next try is not begun before this (a backoff or a deferral);
+    /// `None` when it is due now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try_at: Option<Timestamp>,
+    /// When the reconciler last sent a new message for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_at: Option<Timestamp>,
+    /// Starts at 0; each operator retry begins a new episode. A dead letter
+    /// belongs to the episode that requested it.
+    #[serde(default)]
+    pub episode: u32,
+    /// Bumped by every write; the condition of the next one.
+    #[serde(default)]
+    pub version: u64,
     /// The last [`HISTORY_LIMIT`] tries, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<TryRecord>,
@@ -274,6 +309,11 @@ impl DeliveryAttempt {
             retry_count: 0,
             tries: 0,
             begins: 0,
+            crashed_leases: 0,
+            next_try_at: None,
+            requeued_at: None,
+            episode: 0,
+            version: 0,
             history: Vec::new(),
             last_error: None,
             created_at: now,
@@ -304,6 +344,30 @@ impl DeliveryAttempt {
                 .is_some_and(|d| d.sent_at.is_none())
     }
 
+    /// The end of a lease that is still live at `now`.
+    pub fn live_lease(&self, now: Timestamp) -> Option<Timestamp> {
+        (self.status == AttemptStatus::Processing)
+            .then_some(self.lease_expires_at)
+            .flatten()
+            .filter(|until| *until >= now)
+    }
+
+    /// Leases in a row that ended with no outcome, counting the current
+    /// one when it has expired at `now` (its run died).
+    pub fn crashed_leases_at(&self, now: Timestamp) -> u32 {
+        let expired = self.status == AttemptStatus::Processing && self.live_lease(now).is_none();
+        self.crashed_leases.saturating_add(u32::from(expired))
+    }
+
+    /// The latest moment anything happened to it or is due: its last
+    /// write, its next try, its lease's end, its last requeue.
+    pub fn last_activity(&self) -> Timestamp {
+        [self.next_try_at, self.lease_expires_at, self.requeued_at]
+            .into_iter()
+            .flatten()
+            .fold(self.updated_at, Timestamp::max)
+    }
+
     /// Milliseconds from creation to delivery, once delivered.
     pub fn delivery_millis(&self) -> Option<i64> {
         self.delivered_at.map(|d| d.millis_since(self.created_at))
@@ -327,305 +391,10 @@ pub struct TriesUpdate {
     pub history: Vec<TryRecord>,
 }
 
-/// A change of status. Each names the statuses it may start from; the store
-/// turns that into a conditional write, so an illegal change never lands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transition {
-    /// Take the processing lease: from queued, or from processing whose
-    /// lease has expired (a crashed run). The message's execution and
-    /// target must be the attempt's. Never from a terminal status.
-    Begin {
-        token: String,
-        now: Timestamp,
-        lease_until: Timestamp,
-        execution_id: String,
-        target_id: String,
-    },
-    /// The send succeeded. Needs the lease.
-    Deliver {
-        token: String,
-        now: Timestamp,
-        metadata: BTreeMap<String, String>,
-        tries: TriesUpdate,
-    },
-    /// A temporary failure with retries left: back to queued with one more
-    /// backoff counted. Needs the lease.
-    ScheduleRetry {
-        token: String,
-        error: AttemptError,
-        tries: TriesUpdate,
-    },
-    /// Back to queued without counting a backoff: the next try was put off
-    /// (near the invocation's deadline, or to a reserved `rate_slot` of the
-    /// destination's rate limit). Needs the lease.
-    Defer {
-        token: String,
-        now: Timestamp,
-        tries: TriesUpdate,
-        rate_slot: Option<Timestamp>,
-    },
-    /// Give up. With a token it needs the lease; without one it starts from
-    /// queued or from processing whose lease has expired at `error.at` (the
-    /// reconciler stops a crash loop). `dead_letter` asks for the message to
-    /// be dead-lettered (retries exhausted).
-    Fail {
-        token: Option<String>,
-        error: AttemptError,
-        tries: Option<TriesUpdate>,
-        dead_letter: bool,
-    },
-    /// Keep provider state (e.g. an uploaded file id) while still processing.
-    Annotate {
-        token: String,
-        metadata: BTreeMap<String, String>,
-    },
-    /// The dead letter of an exhausted attempt is on its queue.
-    ConfirmDeadLetter { now: Timestamp },
-    /// An operator sends a failed attempt again (the spec's RetryJob): back
-    /// to queued with a fresh retry schedule, the action recorded. Only
-    /// from failed.
-    OperatorRetry {
-        action: OperatorAction,
-        /// The bounded list of actions after this one.
-        actions: Vec<OperatorAction>,
-    },
-}
-
-impl Transition {
-    /// The status after the change.
-    pub fn to(&self) -> AttemptStatus {
-        match self {
-            Transition::Begin { .. } | Transition::Annotate { .. } => AttemptStatus::Processing,
-            Transition::Deliver { .. } => AttemptStatus::Delivered,
-            Transition::ScheduleRetry { .. }
-            | Transition::Defer { .. }
-            | Transition::OperatorRetry { .. } => AttemptStatus::Queued,
-            Transition::Fail { .. } | Transition::ConfirmDeadLetter { .. } => AttemptStatus::Failed,
-        }
-    }
-
-    /// The statuses the change may start from.
-    pub fn allowed_from(&self) -> &'static [AttemptStatus] {
-        use AttemptStatus::*;
-        match self {
-            Transition::Begin { .. } => &[Queued, Processing],
-            Transition::Deliver { .. }
-            | Transition::ScheduleRetry { .. }
-            | Transition::Defer { .. }
-            | Transition::Annotate { .. } => &[Processing],
-            Transition::Fail { token: Some(_), .. } => &[Processing],
-            Transition::Fail { token: None, .. } => &[Queued, Processing],
-            Transition::ConfirmDeadLetter { .. } | Transition::OperatorRetry { .. } => &[Failed],
-        }
-    }
-
-    /// Pure check of the whole rule against a current record, used by fakes
-    /// and tests; the DynamoDB store enforces the same rule in its condition.
-    pub fn permits(&self, current: &DeliveryAttempt) -> bool {
-        if !self.allowed_from().contains(&current.status) {
-            return false;
-        }
-        let holds = |token: &str| current.lease_token.as_deref() == Some(token);
-        match self {
-            Transition::Begin {
-                now,
-                execution_id,
-                target_id,
-                ..
-            } => {
-                current.report_execution_id == *execution_id
-                    && current.delivery_target_id == *target_id
-                    && (current.status != AttemptStatus::Processing
-                        || current.lease_expires_at.is_none_or(|until| until < *now))
-            }
-            Transition::Deliver { token, .. }
-            | Transition::ScheduleRetry { token, .. }
-            | Transition::Defer { token, .. }
-            | Transition::Annotate { token, .. } => holds(token),
-            Transition::Fail {
-                token: Some(token), ..
-            } => holds(token),
-            Transition::Fail {
-                token: None, error, ..
-            } => {
-                current.status == AttemptStatus::Queued
-                    || current
-                        .lease_expires_at
-                        .is_none_or(|until| until < error.at)
-            }
-            Transition::ConfirmDeadLetter { .. } => current.dead_letter_pending(),
-            Transition::OperatorRetry { .. } => true,
-        }
-    }
-
-    /// Applies the change to a record in memory (after [`Self::permits`]).
-    pub fn apply(&self, a: &mut DeliveryAttempt) {
-        a.status = self.to();
-        let release = |a: &mut DeliveryAttempt| {
-            a.lease_token = None;
-            a.lease_expires_at = None;
-        };
-        let count = |a: &mut DeliveryAttempt, t: &TriesUpdate| {
-            a.tries = t.tries;
-            a.history = t.history.clone();
-        };
-        match self {
-            Transition::Begin {
-                token,
-                now,
-                lease_until,
-                ..
-            } => {
-                a.lease_token = Some(token.clone());
-                a.lease_expires_at = Some(*lease_until);
-                a.started_at = Some(*now);
-                a.updated_at = *now;
-                a.begins += 1;
-            }
-            Transition::Deliver {
-                now,
-                metadata,
-                tries,
-                ..
-            } => {
-                a.delivered_at = Some(*now);
-                a.updated_at = *now;
-                a.metadata.extend(metadata.clone());
-                count(a, tries);
-                release(a);
-                a.rate_slot = None;
-            }
-            Transition::ScheduleRetry { error, tries, .. } => {
-                a.retry_count += 1;
-                a.updated_at = error.at;
-                a.last_error = Some(error.clone());
-                count(a, tries);
-                release(a);
-                a.rate_slot = None;
-            }
-            Transition::Defer {
-                now,
-                tries,
-                rate_slot,
-                ..
-            } => {
-                a.updated_at = *now;
-                count(a, tries);
-                release(a);
-                a.rate_slot = *rate_slot;
-            }
-            Transition::Fail {
-                error,
-                tries,
-                dead_letter,
-                ..
-            } => {
-                a.updated_at = error.at;
-                a.failed_at = Some(error.at);
-                a.last_error = Some(error.clone());
-                if let Some(t) = tries {
-                    count(a, t);
-                }
-                if *dead_letter {
-                    a.dead_letter = Some(DeadLetterState {
-                        requested_at: error.at,
-                        sent_at: None,
-                    });
-                }
-                release(a);
-            }
-            Transition::Annotate { metadata, .. } => {
-                a.metadata.extend(metadata.clone());
-            }
-            Transition::ConfirmDeadLetter { now } => {
-                if let Some(d) = a.dead_letter.as_mut() {
-                    d.sent_at = Some(*now);
-                }
-                a.updated_at = *now;
-            }
-            Transition::OperatorRetry { action, actions } => {
-                a.retry_count = 0;
-                a.begins = 0;
-                a.failed_at = None;
-                a.dead_letter = None;
-                a.rate_slot = None;
-                a.updated_at = action.at;
-                a.operator_actions = actions.clone();
-                release(a);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::TargetType;
-
-    fn attempt(status: AttemptStatus) -> DeliveryAttempt {
-        let now = Timestamp::now();
-        let mut a = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, now);
-        a.status = status;
-        if status == AttemptStatus::Processing {
-            a.lease_token = Some("tok".into());
-            a.lease_expires_at = Some(now.plus(time::Duration::minutes(5)));
-        }
-        a
-    }
-
-    fn err() -> AttemptError {
-        AttemptError {
-            category: ErrorCategory::Temporary,
-            code: "http_503".into(),
-            message: "service unavailable".into(),
-            at: Timestamp::now(),
-        }
-    }
-
-    fn begin(token: &str, now: Timestamp) -> Transition {
-        Transition::Begin {
-            token: token.into(),
-            now,
-            lease_until: now.plus(time::Duration::minutes(1)),
-            execution_id: "e1".into(),
-            target_id: "t1".into(),
-        }
-    }
-
-    fn every_delivery_transition(now: Timestamp) -> Vec<Transition> {
-        vec![
-            begin("x", now),
-            Transition::Deliver {
-                token: "tok".into(),
-                now,
-                metadata: BTreeMap::new(),
-                tries: TriesUpdate::default(),
-            },
-            Transition::ScheduleRetry {
-                token: "tok".into(),
-                error: err(),
-                tries: TriesUpdate::default(),
-            },
-            Transition::Defer {
-                token: "tok".into(),
-                now,
-                tries: TriesUpdate::default(),
-                rate_slot: None,
-            },
-            Transition::Fail {
-                token: None,
-                error: err(),
-                tries: None,
-                dead_letter: false,
-            },
-            Transition::Fail {
-                token: Some("tok".into()),
-                error: err(),
-                tries: None,
-                dead_letter: true,
-            },
-        ]
-    }
 
     #[test]
     fn attempt_ids_are_deterministic_and_distinct_per_pair() {
@@ -635,101 +404,9 @@ mod tests {
     }
 
     #[test]
-    fn delivered_and_failed_are_terminal_for_every_delivery_transition() {
-        for status in [AttemptStatus::Delivered, AttemptStatus::Failed] {
-            let mut a = attempt(status);
-            a.lease_token = Some("tok".into());
-            for t in every_delivery_transition(Timestamp::now()) {
-                assert!(!t.permits(&a), "{t:?} must not leave {status}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_live_lease_blocks_a_second_begin_but_an_expired_one_does_not() {
-        let a = attempt(AttemptStatus::Processing);
-        let now = Timestamp::now();
-        assert!(!begin("other", now).permits(&a));
-        assert!(begin("other", now.plus(time::Duration::minutes(6))).permits(&a));
-    }
-
-    #[test]
-    fn begin_refuses_a_message_whose_pair_is_not_the_attempts() {
-        let a = attempt(AttemptStatus::Queued);
-        let now = Timestamp::now();
-        let mut wrong = begin("x", now);
-        if let Transition::Begin { target_id, .. } = &mut wrong {
-            *target_id = "t2".into();
-        }
-        assert!(!wrong.permits(&a));
-        assert!(begin("x", now).permits(&a));
-    }
-
-    #[test]
-    fn only_the_lease_holder_may_finish() {
-        let a = attempt(AttemptStatus::Processing);
-        let deliver = |token: &str| Transition::Deliver {
-            token: token.into(),
-            now: Timestamp::now(),
-            metadata: BTreeMap::new(),
-            tries: TriesUpdate::default(),
-        };
-        assert!(deliver("tok").permits(&a));
-        assert!(!deliver("stale").permits(&a));
-    }
-
-    #[test]
-    fn schedule_retry_counts_a_backoff_but_a_deferral_does_not() {
-        let mut a = attempt(AttemptStatus::Processing);
-        let record = TryRecord {
-            n: 1,
-            at: Timestamp::now(),
-            ms: 12,
-            code: Some("http_503".into()),
-            then: TryNext::Backoff,
-            delay_ms: Some(300_000),
-        };
-        let t = Transition::ScheduleRetry {
-            token: "tok".into(),
-            error: err(),
-            tries: TriesUpdate {
-                tries: 1,
-                history: a.history_with(std::slice::from_ref(&record)),
-            },
-        };
-        assert!(t.permits(&a));
-        t.apply(&mut a);
-        assert_eq!(a.status, AttemptStatus::Queued);
-        assert_eq!((a.retry_count, a.tries), (1, 1));
-        assert_eq!(a.history, [record]);
-        assert_eq!(
-            a.last_error.as_ref().map(|e| e.code.as_str()),
-            Some("http_503")
-        );
-        assert!(a.lease_token.is_none());
-
-        let now = Timestamp::now();
-        begin("tok2", now).apply(&mut a);
-        let defer = Transition::Defer {
-            token: "tok2".into(),
-            now,
-            tries: TriesUpdate {
-                tries: 1,
-                history: a.history.clone(),
-            },
-            rate_slot: Some(now),
-        };
-        assert!(defer.permits(&a));
-        defer.apply(&mut a);
-        assert_eq!(
-            (a.status, a.retry_count, a.begins),
-            (AttemptStatus::Queued, 1, 1)
-        );
-    }
-
-    #[test]
     fn history_keeps_the_newest_tries_only() {
-        let mut a = attempt(AttemptStatus::Queued);
+        let mut a =
+            DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, Timestamp::now());
         let tries: Vec<TryRecord> = (1..=HISTORY_LIMIT as u32 + 5)
             .map(|n| TryRecord {
                 n,
@@ -747,39 +424,5 @@ mod tests {
             a.history.last().map(|t| t.n),
             Some(HISTORY_LIMIT as u32 + 5)
         );
-    }
-
-    #[test]
-    fn an_exhausted_failure_asks_for_a_dead_letter_until_it_is_confirmed() {
-        let mut a = attempt(AttemptStatus::Processing);
-        let confirm = Transition::ConfirmDeadLetter {
-            now: Timestamp::now(),
-        };
-        let fail = Transition::Fail {
-            token: Some("tok".into()),
-            error: err(),
-            tries: None,
-            dead_letter: true,
-        };
-        assert!(fail.permits(&a));
-        fail.apply(&mut a);
-        assert!(a.dead_letter_pending());
-        assert!(confirm.permits(&a));
-        confirm.apply(&mut a);
-        assert!(!a.dead_letter_pending());
-        assert!(!confirm.permits(&a), "confirmed once");
-        assert_eq!(a.status, AttemptStatus::Failed);
-    }
-
-    #[test]
-    fn queued_cannot_be_delivered_without_a_lease() {
-        let a = attempt(AttemptStatus::Queued);
-        let t = Transition::Deliver {
-            token: "tok".into(),
-            now: Timestamp::now(),
-            metadata: BTreeMap::new(),
-            tries: TriesUpdate::default(),
-        };
-        assert!(!t.permits(&a));
     }
 }

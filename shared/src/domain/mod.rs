@@ -10,11 +10,12 @@ pub mod retry;
 pub mod stats;
 pub mod target;
 pub mod time;
+pub mod transition;
 pub mod url;
 
 pub use attempt::{
-    AttemptError, AttemptKind, AttemptStatus, DeliveryAttempt, ErrorCategory, Transition,
-    TriesUpdate, TryNext, TryRecord,
+    AttemptError, AttemptKind, AttemptStatus, DeliveryAttempt, ErrorCategory, TriesUpdate, TryNext,
+    TryRecord,
 };
 pub use connection::ServiceConnection;
 pub use execution::ReportExecution;
@@ -22,3 +23,4 @@ pub use link::{LinkClaim, LinkError, LinkSigner};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use target::{DeliveryTarget, TargetConfig, TargetType};
 pub use time::Timestamp;
+pub use transition::{Refusal, Transition};

@@ -89,6 +89,13 @@ impl RetryPolicy {
             .saturating_add(1)
     }
 
+    /// Leases in a row that may end with no outcome (deliver died each
+    /// time) before the attempt is failed as `crash_loop`: the safety
+    /// factor times the receives a full schedule needs.
+    pub fn crash_limit(&self) -> u32 {
+        self.receives_needed().saturating_mul(SAFETY_FACTOR)
+    }
+
     /// Checks the queue's `maxReceiveCount` (the safety net) against the
     /// schedule: it must leave room for receives that are not tries.
     pub fn check_max_receive_count(&self, max_receive_count: u32) -> Result<(), String> {

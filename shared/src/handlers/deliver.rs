@@ -22,7 +22,7 @@ use crate::domain::execution::ReportExecution;
 use crate::domain::retry::clamp_visibility;
 use crate::domain::target::Format;
 use crate::domain::{
-    AttemptError, AttemptKind, AttemptStatus, DeliveryAttempt, DeliveryTarget, ErrorCategory,
+    AttemptError, AttemptKind, DeliveryAttempt, DeliveryTarget, ErrorCategory, Refusal,
     RetryDecision, RetryPolicy, ServiceConnection, Timestamp, Transition, TriesUpdate, TryNext,
     TryRecord,
 };
@@ -306,6 +306,7 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock, executions: &Executi
         lease_until: clock.lease_until(&deps.timing, now),
         execution_id: task.execution_id.clone(),
         target_id: task.target_id.clone(),
+        crash_limit: deps.policy.crash_limit(),
     };
     let attempt = match deps.attempts.apply(&task.attempt_id, &begin).await {
         Ok(Applied::Yes(a)) => {
@@ -319,9 +320,17 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock, executions: &Executi
             };
         }
         Ok(Applied::Refused(Some(current))) => {
-            return not_begun(deps, m, &clock, &task, current).await;
+            return not_begun(deps, m, &clock, &begin, current).await;
         }
-        Err(e) => return store_outcome(&e),
+        // An unreadable record cannot be leased, ever.
+        Err(e @ StoreError::Invalid { .. }) => return store_outcome(&e),
+        // A refused lease is a configuration mistake (IAM, a table name):
+        // the message comes back, and is delivered once it is fixed, instead
+        // of leaving a dead letter behind that outlives the fix.
+        Err(e) => {
+            error!(attempt_id = %task.attempt_id, error = %e, "the lease could not be taken; the message will come back");
+            return temp(&e);
+        }
     };
     match prepare(deps, &attempt, executions).await {
         Ok(send) => {
@@ -356,26 +365,32 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock, executions: &Executi
     }
 }
 
-/// A copy of the message could not take the lease: acknowledge it only when
-/// the attempt is terminal; otherwise hide it until it can try again.
+/// The lease was refused: the transition rule says why, and the message
+/// follows. It is acknowledged only when the attempt is terminal; an early
+/// or second copy hides until the record says the next try is due.
 async fn not_begun(
     deps: &Deps,
     m: &SqsMessage,
     clock: &Clock,
-    task: &Task,
+    begin: &Transition,
     current: DeliveryAttempt,
 ) -> Outcome {
-    if current.delivery_target_id != task.target_id
-        || current.report_execution_id != task.execution_id
-    {
-        return Outcome::Reject {
+    let now = Timestamp::now();
+    let until = |t: Timestamp| {
+        Duration::from_millis(u64::try_from(t.millis_since(now)).unwrap_or(0))
+            + Duration::from_secs(1)
+    };
+    let refusal = match begin.decide(&current) {
+        Err(refusal) => refusal,
+        // It changed since the store read it: the message comes back soon.
+        Ok(_) => Refusal::LeaseHeld { until: now },
+    };
+    match refusal {
+        Refusal::WrongPair => Outcome::Reject {
             code: "mismatched_attempt",
             reason: "the message's execution or target is not the attempt's".into(),
-        };
-    }
-    let now = Timestamp::now();
-    match current.status {
-        AttemptStatus::Failed if current.dead_letter_pending() => {
+        },
+        Refusal::Terminal if current.dead_letter_pending() => {
             let age = current.failed_at.map_or(0, |at| now.millis_since(at));
             let wait = deps
                 .timing
@@ -393,7 +408,7 @@ async fn not_begun(
                 }
             }
         }
-        AttemptStatus::Delivered | AttemptStatus::Failed => {
+        Refusal::Terminal => {
             deps.metrics.count(
                 Metric::DuplicatesIgnored,
                 &[(Dim::Stage, Stage::Delivery.as_str())],
@@ -403,24 +418,55 @@ async fn not_begun(
                 .count_again(&current.report_execution_id, super::receive_count(m));
             Outcome::Done
         }
-        AttemptStatus::Processing => {
-            let left = current
-                .lease_expires_at
-                .map_or(0, |until| until.millis_since(now));
-            let wait = Duration::from_millis(u64::try_from(left).unwrap_or(0));
-            hide(deps, m, wait + Duration::from_secs(1), clock).await;
-            info!(attempt_id = %current.id, wait_ms = wait.as_millis() as u64, "another run holds the lease; message hidden until it expires");
+        Refusal::LeaseHeld { until: end } => {
+            hide(deps, m, until(end), clock).await;
+            info!(attempt_id = %current.id, "another run holds the lease; message hidden until it expires");
             Outcome::Retry {
                 reason: "another run holds the lease".into(),
             }
         }
-        AttemptStatus::Queued => {
-            // Lost a race with another copy between its begin and release.
+        Refusal::NotYet { due } => {
+            hide(deps, m, until(due), clock).await;
+            info!(attempt_id = %current.id, %due, "early copy hidden until the next try is due");
+            Outcome::Retry {
+                reason: format!("the next try is due at {due}"),
+            }
+        }
+        Refusal::CrashLoop { leases } => stop_crash_loop(deps, m, clock, &current, leases).await,
+        Refusal::NotHolder | Refusal::NotApplicable | Refusal::NoSuchLetter => {
             hide(deps, m, Duration::from_secs(1), clock).await;
             Outcome::Retry {
                 reason: "the attempt changed while taking the lease".into(),
             }
         }
+    }
+}
+
+/// Leases keep ending with no outcome (deliver dies on this attempt): fail
+/// it as `crash_loop` and dead-letter it, instead of dying again.
+async fn stop_crash_loop(
+    deps: &Deps,
+    m: &SqsMessage,
+    clock: &Clock,
+    current: &DeliveryAttempt,
+    leases: u32,
+) -> Outcome {
+    let stop = Transition::StopCrashLoop {
+        error: crate::domain::transition::crash_loop_error(current, leases, Timestamp::now()),
+        crash_limit: deps.policy.crash_limit(),
+    };
+    match apply_settling(deps, current, &stop).await {
+        Ok(Applied::Yes(failed)) => {
+            error!(attempt_id = %failed.id, leases, "crash loop stopped");
+            give_up(deps, m, clock, &failed).await
+        }
+        Ok(Applied::Refused(_)) => {
+            hide(deps, m, Duration::from_secs(1), clock).await;
+            Outcome::Retry {
+                reason: "the attempt changed while stopping its crash loop".into(),
+            }
+        }
+        Err(e) => temp(&e),
     }
 }
 
@@ -743,12 +789,14 @@ async fn send_with_retries(
                 deps.metrics.count(Metric::RetriesScheduled, &on(attempt));
                 record.delay_ms = Some(millis(delay));
                 tries.new.push(record);
+                let recorded = attempt_error(&error);
                 let retry = Transition::ScheduleRetry {
                     token: token.to_owned(),
-                    error: attempt_error(&error),
+                    next_try_at: recorded.at.plus(to_time(delay)),
+                    error: recorded,
                     tries: tries.update(),
                 };
-                if let Err(e) = apply_settling(deps, &attempt.id, &retry).await {
+                if let Err(e) = apply_settling(deps, attempt, &retry).await {
                     return temp(&e);
                 }
                 crate::chaos::point("deliver.before_backoff_visibility");
@@ -790,6 +838,10 @@ fn count_outcome(deps: &Deps, attempt: &DeliveryAttempt, outcome: crate::metrics
     );
 }
 
+fn to_time(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::hours(12))
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -809,7 +861,7 @@ async fn delivered(
         metadata: receipt.metadata,
         tries: tries.update(),
     };
-    match apply_settling(deps, &attempt.id, &deliver).await {
+    match apply_settling(deps, attempt, &deliver).await {
         Ok(Applied::Yes(done)) => {
             count_outcome(deps, &done, crate::metrics::Outcome::Delivered);
             if done.kind == AttemptKind::Delivery {
@@ -863,13 +915,15 @@ async fn defer(
     delay: Duration,
     rate_slot: Option<Timestamp>,
 ) -> Outcome {
+    let now = Timestamp::now();
     let t = Transition::Defer {
         token: token.to_owned(),
-        now: Timestamp::now(),
+        now,
         tries: tries.update(),
+        next_try_at: rate_slot.unwrap_or_else(|| now.plus(to_time(delay))),
         rate_slot,
     };
-    if let Err(e) = apply_settling(deps, &attempt.id, &t).await {
+    if let Err(e) = apply_settling(deps, attempt, &t).await {
         return temp(&e);
     }
     hide(deps, m, delay, clock).await;
@@ -914,20 +968,10 @@ async fn exhaust(
         tries: Some(tries.update()),
         dead_letter: true,
     };
-    match apply_settling(deps, &attempt.id, &fail).await {
+    match apply_settling(deps, attempt, &fail).await {
         Ok(Applied::Yes(failed)) => {
-            count_outcome(deps, &failed, crate::metrics::Outcome::FailedExhausted);
-            super::record_settled(
-                super::StatsSink::Batch(&deps.stats_batch),
-                deps.targets.as_ref(),
-                &failed,
-                0,
-            )
-            .await;
-            deps.outcome_batch.push(&failed);
             error!(attempt_id = %attempt.id, tries = failed.tries, "retries exhausted");
-            crate::chaos::point("deliver.after_exhausted");
-            finish_dead_letter(deps, m, clock, &failed).await
+            give_up(deps, m, clock, &failed).await
         }
         Ok(Applied::Refused(current)) => {
             warn!(attempt_id = %attempt.id, status = ?current.map(|c| c.status), "lease lost before giving up");
@@ -935,6 +979,22 @@ async fn exhaust(
         }
         Err(e) => temp(&e),
     }
+}
+
+/// Counts an attempt that failed with a dead letter requested, then sends
+/// and confirms the letter.
+async fn give_up(deps: &Deps, m: &SqsMessage, clock: &Clock, failed: &DeliveryAttempt) -> Outcome {
+    count_outcome(deps, failed, crate::metrics::Outcome::FailedExhausted);
+    super::record_settled(
+        super::StatsSink::Batch(&deps.stats_batch),
+        deps.targets.as_ref(),
+        failed,
+        0,
+    )
+    .await;
+    deps.outcome_batch.push(failed);
+    crate::chaos::point("deliver.after_exhausted");
+    finish_dead_letter(deps, m, clock, failed).await
 }
 
 /// Sends the dead letter of an exhausted attempt and confirms it on the
@@ -945,18 +1005,20 @@ async fn finish_dead_letter(
     clock: &Clock,
     attempt: &DeliveryAttempt,
 ) -> Outcome {
-    let reason = attempt
+    let (code, reason) = attempt
         .last_error
         .as_ref()
-        .map(|e| e.message.as_str())
-        .unwrap_or("retries exhausted");
+        .map_or(("retries_exhausted", "retries exhausted"), |e| {
+            (e.code.as_str(), e.message.as_str())
+        });
     let letter = DeadLetter {
         body: m.body.as_deref().unwrap_or(""),
-        code: "retries_exhausted",
+        code,
         reason,
         source_message_id: m.message_id.as_deref().unwrap_or(""),
         attempt_id: Some(&attempt.id),
         receive_count: Some(super::receive_count(m)),
+        episode: Some(attempt.episode),
     };
     if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
         hide(deps, m, deps.timing.dead_letter_repair_after, clock).await;
@@ -969,8 +1031,9 @@ async fn finish_dead_letter(
     crate::chaos::point("deliver.after_dead_letter");
     let confirm = Transition::ConfirmDeadLetter {
         now: Timestamp::now(),
+        episode: attempt.episode,
     };
-    match apply_settling(deps, &attempt.id, &confirm).await {
+    match apply_settling(deps, attempt, &confirm).await {
         Ok(_) => Outcome::Done,
         Err(e) => temp(&e),
     }
@@ -978,10 +1041,15 @@ async fn finish_dead_letter(
 
 /// Applies a write that settles an invocation's work, retrying briefly on
 /// temporary store errors: losing it would repeat a send or a dead letter.
-async fn apply_settling(deps: &Deps, id: &str, t: &Transition) -> Result<Applied, StoreError> {
+async fn apply_settling(
+    deps: &Deps,
+    seen: &DeliveryAttempt,
+    t: &Transition,
+) -> Result<Applied, StoreError> {
+    let id = seen.id.as_str();
     let mut wait = Duration::from_millis(100);
     for _ in 0..2 {
-        match deps.attempts.apply(id, t).await {
+        match deps.attempts.apply_from(seen, t).await {
             Err(e) if e.is_retryable() => {
                 warn!(attempt_id = %id, error = %e, "store write failed; trying again");
                 tokio::time::sleep(wait).await;
@@ -1077,7 +1145,7 @@ async fn fail(
         tries: Some(tries.update()),
         dead_letter: false,
     };
-    match apply_settling(deps, &attempt.id, &t).await {
+    match apply_settling(deps, attempt, &t).await {
         Ok(applied) => {
             if let Applied::Yes(failed) = applied {
                 count_outcome(deps, &failed, crate::metrics::Outcome::FailedPermanent);

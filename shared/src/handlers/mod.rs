@@ -104,6 +104,7 @@ where
                             source_message_id: &id,
                             attempt_id: None,
                             receive_count: Some(receive_count(m)),
+                            episode: None,
                         };
                         match dead_letters.queue.dead_letter(dead_letters.url, letter).await {
                             Ok(()) => {
@@ -221,6 +222,15 @@ pub async fn record_settled(
         StatsSink::Batch(batch) => batch.push(settled),
     }
     if delivered && failures_before == 0 {
+        return 0;
+    }
+    if !delivered
+        && attempt
+            .last_error
+            .as_ref()
+            .is_some_and(|e| !e.counts_against_target())
+    {
+        // Not the target's doing: its streak is neither extended nor ended.
         return 0;
     }
     let streak = if delivered {

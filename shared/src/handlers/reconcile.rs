@@ -19,9 +19,7 @@
 
 use super::fanout::ChannelQueues;
 use crate::contract::DeliveryTask;
-use crate::domain::{
-    AttemptError, AttemptStatus, DeliveryAttempt, ErrorCategory, RetryPolicy, Timestamp, Transition,
-};
+use crate::domain::{AttemptStatus, DeliveryAttempt, RetryPolicy, Timestamp, Transition};
 use crate::queue::{DeadLetter, Queue, ReceivedMessage};
 use crate::store::{Applied, AttemptStore, PENDING_SHARDS, StoreError};
 use serde::Serialize;
@@ -55,9 +53,9 @@ pub struct Rules {
     /// An unsettled attempt with no activity (and no try due) for this long
     /// has lost its message.
     pub stale_after: Duration,
-    /// An attempt whose leases reach this many is in a crash loop: deliver
-    /// keeps dying on it. It is failed with a reason and dead-lettered.
-    pub max_begins: u32,
+    /// Leases in a row with no outcome that make a crash loop (deliver
+    /// keeps dying on it); see [`RetryPolicy::crash_limit`].
+    pub crash_limit: u32,
     /// An unconfirmed dead letter older than this is finished here.
     pub dead_letter_repair_after: Duration,
     /// Most attempts examined per run.
@@ -72,7 +70,7 @@ impl Rules {
     pub fn for_policy(policy: &RetryPolicy, stale_after: Duration) -> Self {
         Self {
             stale_after,
-            max_begins: policy.receives_needed().saturating_mul(3),
+            crash_limit: policy.crash_limit(),
             dead_letter_repair_after: Duration::from_secs(300),
             max_per_run: 2000,
             reserve: Duration::from_secs(10),
@@ -100,6 +98,9 @@ pub struct Report {
     /// Second copies of one attempt's dead letter removed (a run died
     /// between sending it and confirming it).
     pub duplicates_removed: u64,
+    /// Dead letters removed because they were no longer the record's (an
+    /// operator retried or redrove the attempt).
+    pub stale_removed: u64,
     /// Errors met (each left for the next run).
     pub errors: u64,
 }
@@ -111,8 +112,9 @@ pub enum Action {
     Leave,
     /// Its message is lost: send a new one.
     Requeue,
-    /// Give up with a reason, and dead-letter it.
-    Fail { code: &'static str, message: String },
+    /// Its leases keep ending with no outcome: fail it as `crash_loop`
+    /// and dead-letter it.
+    StopCrashLoop { leases: u32 },
     /// Send its dead letter and confirm it.
     FinishDeadLetter,
 }
@@ -137,39 +139,15 @@ pub fn decide(a: &DeliveryAttempt, now: Timestamp, rules: &Rules, message_gone: 
             }
         }
         AttemptStatus::Queued | AttemptStatus::Processing => {
-            if a.status == AttemptStatus::Processing
-                && a.lease_expires_at.is_some_and(|until| until >= now)
-            {
+            if a.live_lease(now).is_some() {
                 return Action::Leave;
             }
-            // The last activity, or when the next try is due (a backoff).
-            let due = a
-                .history
-                .last()
-                .and_then(|t| t.delay_ms)
-                .and_then(|ms| i64::try_from(ms).ok())
-                .map_or(a.updated_at, |ms| {
-                    a.updated_at.plus(time::Duration::milliseconds(ms))
-                });
-            let last = [Some(due), a.lease_expires_at]
-                .into_iter()
-                .flatten()
-                .max()
-                .unwrap_or(a.updated_at);
-            if !message_gone && !older_than(last, rules.stale_after) {
-                return Action::Leave;
+            let leases = a.crashed_leases_at(now);
+            if leases >= rules.crash_limit {
+                return Action::StopCrashLoop { leases };
             }
-            if a.begins >= rules.max_begins {
-                return Action::Fail {
-                    code: "crash_loop",
-                    message: format!(
-                        "deliver took the lease {} times and never finished; last error: {}",
-                        a.begins,
-                        a.last_error
-                            .as_ref()
-                            .map_or("none".to_owned(), |e| format!("{}: {}", e.code, e.message))
-                    ),
-                };
+            if !message_gone && !older_than(a.last_activity(), rules.stale_after) {
+                return Action::Leave;
             }
             Action::Requeue
         }
@@ -244,6 +222,7 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
         dead_letters_finished = report.dead_letters_finished,
         strays_removed = report.strays_removed,
         duplicates_removed = report.duplicates_removed,
+        stale_removed = report.stale_removed,
         errors = report.errors,
         "reconciled"
     );
@@ -317,6 +296,15 @@ async fn act(
     match decide(&a, Timestamp::now(), &deps.rules, message_gone) {
         Action::Leave => Ok(a.is_settled() && !a.dead_letter_pending()),
         Action::Requeue => {
+            let now = Timestamp::now();
+            let quiet_since = (!message_gone).then(|| {
+                now.plus(-time::Duration::try_from(deps.rules.stale_after).unwrap_or_default())
+            });
+            // Recorded first, so the next pass waits again before another.
+            let requeue = Transition::Requeue { now, quiet_since };
+            if let Applied::Refused(_) = deps.attempts.apply(&a.id, &requeue).await? {
+                return Ok(false);
+            }
             let body = task_body(&a);
             if let Err(e) = deps
                 .queue
@@ -331,19 +319,12 @@ async fn act(
             report.requeued += 1;
             Ok(true)
         }
-        Action::Fail { code, message } => {
-            let fail = Transition::Fail {
-                token: None,
-                error: AttemptError {
-                    category: ErrorCategory::Temporary,
-                    code: code.to_owned(),
-                    message,
-                    at: Timestamp::now(),
-                },
-                tries: None,
-                dead_letter: true,
+        Action::StopCrashLoop { leases } => {
+            let stop = Transition::StopCrashLoop {
+                error: crate::domain::transition::crash_loop_error(&a, leases, Timestamp::now()),
+                crash_limit: deps.rules.crash_limit,
             };
-            match deps.attempts.apply(&a.id, &fail).await? {
+            match deps.attempts.apply(&a.id, &stop).await? {
                 Applied::Yes(failed) => {
                     use crate::metrics::{Dim, Metric, Outcome, channel};
                     deps.metrics.count(
@@ -360,7 +341,7 @@ async fn act(
                         0,
                     )
                     .await;
-                    warn!(attempt_id = %a.id, code, "failed by the reconciler");
+                    warn!(attempt_id = %a.id, leases, "crash loop stopped by the reconciler");
                     report.failed += 1;
                     // Dead letter first: the execution settles only after.
                     let finished = finish_dead_letter(deps, &failed, report).await;
@@ -397,6 +378,7 @@ async fn finish_dead_letter(
         source_message_id: "",
         attempt_id: Some(&a.id),
         receive_count: None,
+        episode: Some(a.episode),
     };
     if let Err(e) = deps.queue.dead_letter(&deps.dead_letter_url, letter).await {
         warn!(attempt_id = %a.id, error = %e, "dead-lettering failed");
@@ -415,6 +397,7 @@ async fn finish_dead_letter(
             &a.id,
             &Transition::ConfirmDeadLetter {
                 now: Timestamp::now(),
+                episode: a.episode,
             },
         )
         .await?;
@@ -440,6 +423,35 @@ async fn sweep_dead_letters(deps: &Deps, report: &mut Report, time_left: &dyn Fn
     }
 }
 
+/// What the sweep does with one of the code's own dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Letter {
+    /// The record's letter: it stays.
+    Keep,
+    /// A second copy of the record's letter (a run died between sending
+    /// and confirming it).
+    Duplicate,
+    /// No longer the record's: an operator retried or redrove the attempt
+    /// (a new episode), or it is gone.
+    Stale,
+}
+
+/// Decides for one dead letter of `episode`, given its attempt as read and
+/// whether this sweep already kept the record's letter.
+pub fn letter(attempt: Option<&DeliveryAttempt>, episode: u32, kept_one: bool) -> Letter {
+    let current = attempt.is_some_and(|a| {
+        a.status == AttemptStatus::Failed && a.dead_letter.is_some() && a.episode == episode
+    });
+    match (current, kept_one) {
+        (false, _) => Letter::Stale,
+        (true, true) => Letter::Duplicate,
+        (true, false) => Letter::Keep,
+    }
+}
+
+/// Empty or repeated batches in a row that end a sweep.
+const SWEEP_IDLE_BATCHES: u32 = 2;
+
 async fn read_dead_letters(
     deps: &Deps,
     report: &mut Report,
@@ -448,7 +460,8 @@ async fn read_dead_letters(
 ) {
     let mut seen = BTreeSet::new();
     let mut lettered = BTreeSet::new();
-    while time_left() {
+    let mut idle = 0;
+    while time_left() && idle < SWEEP_IDLE_BATCHES {
         let batch = match deps
             .queue
             .receive(&deps.dead_letter_url, 10, Duration::from_secs(60))
@@ -466,34 +479,20 @@ async fn read_dead_letters(
             .filter(|m| seen.insert(m.message_id.clone()))
             .collect();
         if fresh.is_empty() {
-            return;
+            idle += 1;
+            continue;
         }
+        idle = 0;
         for m in fresh {
-            // One dead letter per attempt: later copies of ours are dropped.
-            if m.attributes.contains_key("error_code")
-                && let Some(id) = m.attributes.get("attempt_id")
-                && !lettered.insert(id.clone())
-            {
-                match deps
-                    .queue
-                    .delete(&deps.dead_letter_url, &m.receipt_handle)
-                    .await
-                {
-                    Ok(()) => report.duplicates_removed += 1,
-                    Err(e) => {
-                        warn!(error = %e, "removing a duplicate dead letter failed");
-                        report.errors += 1;
-                    }
+            if m.attributes.contains_key("error_code") {
+                match m.attributes.get("attempt_id") {
+                    Some(id) => own_letter(deps, report, &m, id, &mut lettered, kept).await,
+                    None => kept.push(m.receipt_handle),
                 }
                 continue;
             }
-            let task = serde_json::from_str::<DeliveryTask>(&m.body);
-            let attempt_id = match task {
-                Ok(DeliveryTask::DeliverV1 { attempt_id, .. })
-                    if !m.attributes.contains_key("error_code") =>
-                {
-                    attempt_id
-                }
+            let attempt_id = match serde_json::from_str::<DeliveryTask>(&m.body) {
+                Ok(DeliveryTask::DeliverV1 { attempt_id, .. }) => attempt_id,
                 _ => {
                     kept.push(m.receipt_handle);
                     continue;
@@ -516,6 +515,56 @@ async fn read_dead_letters(
                     warn!(%attempt_id, error = %e, "reconciling a stray dead letter failed");
                     report.errors += 1;
                     kept.push(m.receipt_handle);
+                }
+            }
+        }
+    }
+}
+
+/// One of the code's own dead letters: kept while it is the record's
+/// letter, removed as a duplicate or once stale.
+async fn own_letter(
+    deps: &Deps,
+    report: &mut Report,
+    m: &ReceivedMessage,
+    attempt_id: &str,
+    lettered: &mut BTreeSet<(String, u32)>,
+    kept: &mut Vec<String>,
+) {
+    let episode = m
+        .attributes
+        .get("episode")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    let attempt = match deps.attempts.get(attempt_id).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%attempt_id, error = %e, "reading a dead letter's attempt failed");
+            report.errors += 1;
+            kept.push(m.receipt_handle.clone());
+            return;
+        }
+    };
+    let key = (attempt_id.to_owned(), episode);
+    match letter(attempt.as_ref(), episode, lettered.contains(&key)) {
+        Letter::Keep => {
+            lettered.insert(key);
+            kept.push(m.receipt_handle.clone());
+        }
+        verdict @ (Letter::Duplicate | Letter::Stale) => {
+            match deps
+                .queue
+                .delete(&deps.dead_letter_url, &m.receipt_handle)
+                .await
+            {
+                Ok(()) if verdict == Letter::Duplicate => report.duplicates_removed += 1,
+                Ok(()) => {
+                    info!(%attempt_id, episode, "dead letter no longer the record's; removed");
+                    report.stale_removed += 1;
+                }
+                Err(e) => {
+                    warn!(error = %e, "removing a dead letter failed");
+                    report.errors += 1;
                 }
             }
         }
@@ -548,8 +597,8 @@ impl Deps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::TargetType;
     use crate::domain::attempt::{TryNext, TryRecord};
-    use crate::domain::{AttemptError, TargetType};
 
     fn rules() -> Rules {
         Rules::for_policy(&RetryPolicy::default(), Duration::from_secs(1800))
@@ -585,6 +634,7 @@ mod tests {
         // Given an attempt that scheduled a 1 h backoff 45 minutes ago
         let mut a = attempt(AttemptStatus::Queued, 45);
         a.retry_count = 3;
+        a.next_try_at = Some(a.updated_at.plus(time::Duration::hours(1)));
         a.history.push(TryRecord {
             n: 4,
             at: a.updated_at,
@@ -612,23 +662,23 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_loop_is_failed_with_a_reason() {
-        let mut a = attempt(AttemptStatus::Processing, 120);
-        a.begins = rules().max_begins;
-        a.lease_expires_at = Some(a.updated_at);
-        a.last_error = Some(AttemptError {
-            category: ErrorCategory::Temporary,
-            code: "deadline".into(),
-            message: "slow".into(),
-            at: a.updated_at,
-        });
-        match decide(&a, Timestamp::now(), &rules(), false) {
-            Action::Fail { code, message } => {
-                assert_eq!(code, "crash_loop");
-                assert!(message.contains("deadline"), "{message}");
+    fn a_crash_loop_is_stopped_once_its_lease_expires_however_recent_the_write() {
+        // Given leases that kept ending with no outcome, the last one
+        // taken a minute ago (so the attempt is not stale)
+        let now = Timestamp::now();
+        let mut a = attempt(AttemptStatus::Processing, 1);
+        a.crashed_leases = rules().crash_limit - 1;
+        a.lease_expires_at = Some(now.plus(time::Duration::seconds(-1)));
+        // Then it is stopped now, not after the staleness window
+        assert_eq!(
+            decide(&a, now, &rules(), false),
+            Action::StopCrashLoop {
+                leases: rules().crash_limit
             }
-            other => panic!("expected a failure, got {other:?}"),
-        }
+        );
+        // And one crash fewer is only a crashed run, requeued when stale
+        a.crashed_leases -= 1;
+        assert_eq!(decide(&a, now, &rules(), false), Action::Leave);
     }
 
     #[test]
@@ -645,5 +695,23 @@ mod tests {
         assert_eq!(decide(&a, later, &rules(), false), Action::FinishDeadLetter);
         a.dead_letter = None;
         assert_eq!(decide(&a, later, &rules(), false), Action::Leave);
+    }
+
+    #[test]
+    fn a_letter_stays_only_while_it_is_its_records_and_only_once() {
+        let mut a = attempt(AttemptStatus::Failed, 1);
+        a.dead_letter = Some(crate::domain::attempt::DeadLetterState {
+            requested_at: a.updated_at,
+            sent_at: Some(a.updated_at),
+        });
+        assert_eq!(letter(Some(&a), 0, false), Letter::Keep);
+        assert_eq!(letter(Some(&a), 0, true), Letter::Duplicate);
+        // An operator retry began episode 1: the old letter is stale, and
+        // so is any letter once the attempt is delivered
+        a.episode = 1;
+        assert_eq!(letter(Some(&a), 0, false), Letter::Stale);
+        a.status = AttemptStatus::Delivered;
+        assert_eq!(letter(Some(&a), 1, false), Letter::Stale);
+        assert_eq!(letter(None, 0, false), Letter::Stale);
     }
 }

@@ -32,6 +32,10 @@ pub struct DeadLetter<'a> {
     pub source_message_id: &'a str,
     /// The attempt it belongs to, when known (deliver's exhausted retries).
     pub attempt_id: Option<&'a str>,
+    /// The attempt's episode that requested it (see
+    /// [`crate::domain::transition`]): a letter of an older episode is no
+    /// longer the record's, and the reconciler removes it.
+    pub episode: Option<u32>,
     /// The SQS receive count of the message when it was refused (1 means
     /// it was refused on its first receive).
     pub receive_count: Option<u32>,

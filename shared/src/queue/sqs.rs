@@ -90,6 +90,9 @@ impl Queue for SqsQueue {
         if let Some(n) = l.receive_count {
             req = req.message_attributes("source_receive_count", attr(&n.to_string())?);
         }
+        if let Some(n) = l.episode {
+            req = req.message_attributes("episode", attr(&n.to_string())?);
+        }
         req.send().await.map_err(err)?;
         Ok(())
     }
@@ -172,7 +175,9 @@ impl SqsQueue {
             .queue_url(queue_url)
             .max_number_of_messages(max.clamp(1, 10))
             .visibility_timeout(visibility.as_secs().min(43_200) as i32)
-            .wait_time_seconds(0)
+            // A long poll asks every server; a short one samples some and
+            // can answer empty while letters wait.
+            .wait_time_seconds(1)
             .message_attribute_names("All")
             .send()
             .await

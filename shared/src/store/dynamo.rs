@@ -715,29 +715,36 @@ impl AttemptStore for DynamoStore {
     }
 
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
-        let w = attempt_update(t)?;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.tables.attempts)
-            .key("id", s(id))
-            .update_expression(w.expression())
-            .condition_expression(format!("attribute_exists(id) AND ({})", w.condition))
-            .set_expression_attribute_names(Some(w.names))
-            .set_expression_attribute_values(Some(w.values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Applied::Yes(from_item(id, item)?))
+        // Read, decide, and write on condition that nothing changed since
+        // the read; a lost race reads and decides again.
+        for _ in 0..MAX_RACES {
+            let Some(current) = AttemptStore::get(self, id).await? else {
+                return Ok(Applied::Refused(None));
+            };
+            let next = match t.decide(&current) {
+                Ok(next) => next,
+                Err(_) => return Ok(Applied::Refused(Some(current))),
+            };
+            if self.put_attempt_if(&next, current.version).await? {
+                return Ok(Applied::Yes(next));
             }
-            Err(e) if is_condition_failure(&e) => {
-                Ok(Applied::Refused(AttemptStore::get(self, id).await?))
-            }
-            Err(e) => Err(backend(e)),
         }
+        Err(StoreError::Backend(format!(
+            "attempt {id} changed under {MAX_RACES} writes in a row"
+        )))
+    }
+
+    async fn apply_from(
+        &self,
+        seen: &DeliveryAttempt,
+        t: &Transition,
+    ) -> Result<Applied, StoreError> {
+        if let Ok(next) = t.decide(seen)
+            && self.put_attempt_if(&next, seen.version).await?
+        {
+            return Ok(Applied::Yes(next));
+        }
+        self.apply(&seen.id, t).await
     }
 
     async fn by_target(
@@ -824,7 +831,38 @@ impl AttemptStore for DynamoStore {
     }
 }
 
+/// Reads and decisions in a row that may lose a race for one attempt
+/// before the write gives up (as a temporary error).
+const MAX_RACES: usize = 8;
+
 impl DynamoStore {
+    /// Writes an attempt's next record on condition that the stored one is
+    /// still at `seen`; `false` when it moved on.
+    async fn put_attempt_if(&self, next: &DeliveryAttempt, seen: u64) -> Result<bool, StoreError> {
+        let mut item = to_item(next)?;
+        item.insert("expires_at".into(), self.expires_at(next.created_at));
+        let condition = if seen == 0 {
+            // Records written before versions count as version 0.
+            "attribute_exists(id) AND (attribute_not_exists(version) OR version = :seen)"
+        } else {
+            "attribute_exists(id) AND version = :seen"
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.tables.attempts)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     /// Why a versioned target write was refused: missing, or its version.
     async fn version_of(&self, id: &str) -> Result<Versioned, StoreError> {
         Ok(match self.get_item(&self.tables.targets, id).await? {
@@ -1501,235 +1539,6 @@ impl RateLimiter for DynamoStore {
             "rate bucket {key} changed under twenty reservations in a row"
         )))
     }
-}
-
-/// One conditional attempt update: what to set and remove, and when.
-struct AttemptWrite {
-    set: Vec<String>,
-    remove: Vec<&'static str>,
-    condition: String,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl AttemptWrite {
-    fn expression(&self) -> String {
-        let mut update = format!("SET {}", self.set.join(", "));
-        if !self.remove.is_empty() {
-            update.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
-        }
-        update
-    }
-
-    fn value(&mut self, name: &str, v: AttributeValue) {
-        self.values.insert(name.to_owned(), v);
-    }
-
-    fn metadata(&mut self, meta: &std::collections::BTreeMap<String, String>) {
-        for (i, (k, v)) in meta.iter().enumerate() {
-            self.names.insert(format!("#m{i}"), k.clone());
-            self.values.insert(format!(":m{i}"), s(v.clone()));
-            self.set.push(format!("metadata.#m{i} = :m{i}"));
-        }
-    }
-
-    fn tries(&mut self, t: &crate::domain::TriesUpdate) -> Result<(), StoreError> {
-        let history = serde_dynamo::to_attribute_value(&t.history)
-            .map_err(|e| StoreError::Backend(format!("encode: {e}")))?;
-        self.value(":tries", AttributeValue::N(t.tries.to_string()));
-        self.value(":hist", history);
-        self.set
-            .extend(["tries = :tries".into(), "history = :hist".into()]);
-        Ok(())
-    }
-
-    fn lease_held(&mut self, token: &str) {
-        self.condition = "#s = :processing AND lease_token = :tok".into();
-        self.value(":processing", s("processing"));
-        self.value(":tok", s(token));
-    }
-
-    /// Ends the lease; a reserved rate slot is used up with it, unless a
-    /// deferral keeps one.
-    fn release(&mut self) {
-        self.remove.extend(["lease_token", "lease_expires_at"]);
-    }
-
-    fn use_rate_slot(&mut self) {
-        self.remove.push("rate_slot");
-    }
-}
-
-/// Turns a transition into its conditional update (the same rule as
-/// [`Transition::permits`]).
-fn attempt_update(t: &Transition) -> Result<AttemptWrite, StoreError> {
-    let mut w = AttemptWrite {
-        set: vec!["#s = :to".to_owned()],
-        remove: Vec::new(),
-        condition: String::new(),
-        names: HashMap::from([("#s".to_owned(), "status".to_owned())]),
-        values: HashMap::from([(":to".to_owned(), s(t.to().as_str()))]),
-    };
-    match t {
-        Transition::Begin {
-            token,
-            now,
-            lease_until,
-            execution_id,
-            target_id,
-        } => {
-            w.condition = "delivery_target_id = :t AND report_execution_id = :e \
-                 AND (#s = :queued OR (#s = :processing AND lease_expires_at < :now))"
-                .into();
-            w.value(":t", s(target_id));
-            w.value(":e", s(execution_id));
-            w.value(":queued", s("queued"));
-            w.value(":processing", s("processing"));
-            w.value(":now", s(now.to_string()));
-            w.value(":tok", s(token));
-            w.value(":until", s(lease_until.to_string()));
-            w.value(":zero", AttributeValue::N("0".into()));
-            w.value(":one", AttributeValue::N("1".into()));
-            w.set.extend([
-                "lease_token = :tok".into(),
-                "lease_expires_at = :until".into(),
-                "started_at = :now".into(),
-                "updated_at = :now".into(),
-                "begins = if_not_exists(begins, :zero) + :one".into(),
-            ]);
-        }
-        Transition::Deliver {
-            token,
-            now,
-            metadata,
-            tries,
-        } => {
-            w.lease_held(token);
-            w.value(":now", s(now.to_string()));
-            w.set
-                .extend(["delivered_at = :now".into(), "updated_at = :now".into()]);
-            w.metadata(metadata);
-            w.tries(tries)?;
-            w.release();
-            w.use_rate_slot();
-        }
-        Transition::ScheduleRetry {
-            token,
-            error,
-            tries,
-        } => {
-            w.lease_held(token);
-            w.value(":err", AttributeValue::M(to_item(error)?));
-            w.value(":at", s(error.at.to_string()));
-            w.value(":one", AttributeValue::N("1".into()));
-            w.set.extend([
-                "retry_count = retry_count + :one".into(),
-                "last_error = :err".into(),
-                "updated_at = :at".into(),
-            ]);
-            w.tries(tries)?;
-            w.release();
-            w.use_rate_slot();
-        }
-        Transition::Defer {
-            token,
-            now,
-            tries,
-            rate_slot,
-        } => {
-            w.lease_held(token);
-            w.value(":now", s(now.to_string()));
-            w.set.push("updated_at = :now".into());
-            w.tries(tries)?;
-            w.release();
-            match rate_slot {
-                Some(slot) => {
-                    w.value(":slot", s(slot.to_string()));
-                    w.set.push("rate_slot = :slot".into());
-                }
-                None => w.remove.push("rate_slot"),
-            }
-        }
-        Transition::Fail {
-            token,
-            error,
-            tries,
-            dead_letter,
-        } => {
-            match token {
-                Some(token) => w.lease_held(token),
-                None => {
-                    w.condition =
-                        "#s = :queued OR (#s = :processing AND lease_expires_at < :at)".into();
-                    w.value(":queued", s("queued"));
-                    w.value(":processing", s("processing"));
-                }
-            }
-            w.value(":err", AttributeValue::M(to_item(error)?));
-            w.value(":at", s(error.at.to_string()));
-            w.set.extend([
-                "last_error = :err".into(),
-                "failed_at = :at".into(),
-                "updated_at = :at".into(),
-            ]);
-            if let Some(tries) = tries {
-                w.tries(tries)?;
-            }
-            if *dead_letter {
-                let state = crate::domain::attempt::DeadLetterState {
-                    requested_at: error.at,
-                    sent_at: None,
-                };
-                w.value(":dl", AttributeValue::M(to_item(&state)?));
-                w.set.push("dead_letter = :dl".into());
-            }
-            w.release();
-        }
-        Transition::Annotate { token, metadata } => {
-            w.lease_held(token);
-            w.metadata(metadata);
-        }
-        Transition::OperatorRetry { action, actions } => {
-            w.condition = "#s = :failed".into();
-            w.value(":failed", s("failed"));
-            w.value(":now", s(action.at.to_string()));
-            w.value(":zero", AttributeValue::N("0".into()));
-            w.value(
-                ":actions",
-                AttributeValue::L(
-                    actions
-                        .iter()
-                        .map(|a| to_item(a).map(AttributeValue::M))
-                        .collect::<Result<_, _>>()?,
-                ),
-            );
-            w.set.extend([
-                "retry_count = :zero".into(),
-                "begins = :zero".into(),
-                "operator_actions = :actions".into(),
-                "updated_at = :now".into(),
-            ]);
-            w.remove.extend([
-                "failed_at",
-                "dead_letter",
-                "rate_slot",
-                "lease_token",
-                "lease_expires_at",
-            ]);
-        }
-        Transition::ConfirmDeadLetter { now } => {
-            w.condition = "#s = :failed AND attribute_exists(dead_letter) \
-                 AND attribute_not_exists(dead_letter.sent_at)"
-                .into();
-            w.value(":failed", s("failed"));
-            w.value(":now", s(now.to_string()));
-            w.set.extend([
-                "dead_letter.sent_at = :now".into(),
-                "updated_at = :now".into(),
-            ]);
-        }
-    }
-    Ok(w)
 }
 
 #[cfg(test)]

@@ -205,8 +205,19 @@ pub trait AttemptStore: Send + Sync {
     async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError>;
     /// Reads an attempt.
     async fn get(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError>;
-    /// Applies a transition as a conditional write.
+    /// Reads the attempt, decides the transition on it
+    /// ([`Transition::decide`]) and writes the answer on condition that the
+    /// record is still the one read; a lost race reads and decides again.
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
+    /// Like [`Self::apply`], deciding first on `seen`, the record as the
+    /// caller last had it: when nothing changed since, the read is saved.
+    async fn apply_from(
+        &self,
+        seen: &DeliveryAttempt,
+        transition: &Transition,
+    ) -> Result<Applied, StoreError> {
+        self.apply(&seen.id, transition).await
+    }
     /// Attempts of a target, optionally in one status.
     async fn by_target(
         &self,
