@@ -103,6 +103,21 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts on an ephemeral port.
     pub async fn start(upstream: &str, chaos: std::sync::Arc<Chaos>) -> Result<Self> {
+        Self::start_with(upstream, chaos, Duration::ZERO).await
+    }
+
+    /// A proxy with no faults that forwards each request at once and holds
+    /// the answer for `hold`: a provider that accepts a call, then answers
+    /// late.
+    pub async fn slow(upstream: &str, hold: Duration) -> Result<Self> {
+        Self::start_with(upstream, std::sync::Arc::new(Chaos::new(0.0, 1)), hold).await
+    }
+
+    async fn start_with(
+        upstream: &str,
+        chaos: std::sync::Arc<Chaos>,
+        hold: Duration,
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let client = reqwest::Client::new();
@@ -111,7 +126,7 @@ impl FaultProxy {
             while let Ok((stream, _)) = listener.accept().await {
                 let (client, upstream, chaos) = (client.clone(), upstream.clone(), chaos.clone());
                 tokio::spawn(async move {
-                    let _ = proxy(stream, &client, &upstream, &chaos).await;
+                    let _ = proxy(stream, &client, &upstream, &chaos, hold).await;
                 });
             }
         });
@@ -130,6 +145,7 @@ async fn proxy(
     client: &reqwest::Client,
     upstream: &str,
     chaos: &Chaos,
+    hold: Duration,
 ) -> Result<()> {
     let Some(req) = read_request(&mut stream).await? else {
         return Ok(());
@@ -159,7 +175,11 @@ async fn proxy(
             tokio::time::sleep(CHAOS_TIMEOUT).await;
             forward(client, upstream, &req).await?
         }
-        None => forward(client, upstream, &req).await?,
+        None => {
+            let answer = forward(client, upstream, &req).await?;
+            tokio::time::sleep(hold).await;
+            answer
+        }
     };
     let mut head = format!(
         "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",

@@ -3,11 +3,30 @@
 //! S3 switches to path-style addressing when an endpoint is overridden,
 //! as moto and other local stacks need.
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use std::time::Duration;
 
-/// Loads the shared SDK config from the environment.
+/// Loads the shared SDK config from the environment, with [`timeouts`].
 pub async fn load() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
+/// Every SDK call has a deadline: a hung connection or a silent service
+/// ends in a temporary error (retried by the SDK, then by the caller)
+/// instead of holding an invocation to its Lambda timeout. An attempt gets
+/// 10 s (the longest call is an SES send of a 10 MB message or an S3 put
+/// of a large report), a call with its SDK retries 25 s; SQS long polls
+/// wait at most 1 s.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(25))
+        .build()
 }
 
 /// An S3 client; path-style when a custom endpoint is in use.
@@ -38,4 +57,20 @@ pub fn sesv2(config: &SdkConfig) -> aws_sdk_sesv2::Client {
 /// A KMS client.
 pub fn kms(config: &SdkConfig) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_client_config_carries_connect_attempt_and_operation_timeouts() {
+        let config = load().await;
+        let t = config.timeout_config().expect("a timeout config");
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(10)));
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(25)));
+        // Longer than the longest SQS long poll the functions make (1 s)
+        assert!(t.operation_attempt_timeout() > Some(Duration::from_secs(1)));
+    }
 }

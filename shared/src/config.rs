@@ -2,8 +2,20 @@
 //! read once at start-up with clear errors.
 
 use crate::domain::RetryPolicy;
-use crate::store::dynamo::Tables;
 use std::time::Duration;
+
+/// Table names, from the function's environment.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub targets: String,
+    pub attempts: String,
+    pub executions: String,
+    pub connections: String,
+    /// Token buckets of per-destination rate limits.
+    pub rate_limits: String,
+    /// Delivery statistics counters.
+    pub stats: String,
+}
 
 /// A missing or malformed setting.
 #[derive(Debug, thiserror::Error)]
@@ -111,20 +123,4 @@ pub fn retry_policy() -> Result<RetryPolicy, ConfigError> {
             })?;
     }
     Ok(policy)
-}
-
-/// The download-link signing keys, from the Secrets Manager secret named
-/// by `LINK_SIGNING_SECRET_ARN` (a comma-separated list, newest first). The
-/// value is never logged.
-pub fn link_keys(
-    sdk: &aws_config::SdkConfig,
-) -> Result<crate::handlers::links::KeyRing, ConfigError> {
-    let source = crate::handlers::links::SecretsManagerKeys::new(
-        aws_sdk_secretsmanager::Client::new(sdk),
-        required("LINK_SIGNING_SECRET_ARN")?,
-    );
-    Ok(crate::handlers::links::KeyRing::lazy(
-        Box::new(source),
-        Duration::from_secs(60),
-    ))
 }

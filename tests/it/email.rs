@@ -349,3 +349,52 @@ async fn duplicate_deliver_messages_never_send_a_second_email() {
     );
     s.down().await;
 }
+
+#[tokio::test]
+async fn waiting_for_an_email_slot_is_never_counted_against_a_send_or_repeats_one() {
+    // Given SES accepts each send at once but answers 7 s later, deliver has
+    // 25 s per invocation, and eight email targets arrive together (two
+    // attached sends in flight per instance, so the later ones wait)
+    let proxy = local::chaos::FaultProxy::slow(
+        &local::endpoint().expect("moto"),
+        std::time::Duration::from_secs(7),
+    )
+    .await
+    .expect("slow SES");
+    let s =
+        report_delivery_tests::fast_stack("email-slots", &[("AWS_ENDPOINT_URL_SESV2", &proxy.url)])
+            .await;
+    let targets: Vec<serde_json::Value> = (1..=8)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("mail{i}"),
+                "report_id": "rpt-slots",
+                "target_type": "email",
+                "config": {"to": [format!("ops{i}@example.com")]},
+            })
+        })
+        .collect();
+    s.seed(&serde_json::json!({"targets": targets}).to_string())
+        .await
+        .expect("seed");
+    // When the execution is delivered
+    let (execution_id, attempts) = run_sample(&s, "rpt-slots", 8).await;
+    // Then each attempt was sent once, in one try: no send timed out while
+    // it waited for a slot, and none was cut off after SES accepted it
+    for a in &attempts {
+        assert_eq!(a.status, AttemptStatus::Delivered, "{:?}", a.last_error);
+        assert!(
+            a.history.iter().all(|t| t.code.is_none()),
+            "{}: {:?}",
+            a.id,
+            a.history
+        );
+        assert_eq!(a.tries, 1, "{}", a.id);
+    }
+    assert_eq!(
+        s.emails(&execution_id).await.expect("moto").len(),
+        8,
+        "exactly one email per target"
+    );
+    s.down().await;
+}

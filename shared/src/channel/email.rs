@@ -3,7 +3,7 @@
 //! configurable size the files are linked instead of attached. Bcc goes in
 //! the envelope only, never in a header.
 
-use super::{Channel, DeliveryContext, DeliveryError, LinkedFile, Receipt, error_chain};
+use super::{Channel, DeliveryContext, DeliveryError, LinkedFile, Receipt, SendSlot, error_chain};
 use crate::domain::TargetConfig;
 use crate::domain::target::{EmailAddress, EmailConfig};
 use askama::Template;
@@ -406,6 +406,15 @@ pub fn build_message(
 
 #[async_trait]
 impl Channel for EmailChannel {
+    async fn slot<'a>(&'a self, ctx: &DeliveryContext<'_>) -> Result<SendSlot<'a>, DeliveryError> {
+        match mode(ctx.files, self.attachment_limit) {
+            Mode::Attached => Ok(Some(self.attached_in_flight.acquire().await.map_err(
+                |_| DeliveryError::temporary("shutting_down", "the email channel is closing"),
+            )?)),
+            Mode::Linked => Ok(None),
+        }
+    }
+
     async fn deliver(&self, ctx: &DeliveryContext<'_>) -> Result<Receipt, DeliveryError> {
         let TargetConfig::Email(config) = &ctx.target.config else {
             return Err(DeliveryError::permanent(
@@ -414,12 +423,6 @@ impl Channel for EmailChannel {
             ));
         };
         let mode = mode(ctx.files, self.attachment_limit);
-        let _permit = match mode {
-            Mode::Attached => Some(self.attached_in_flight.acquire().await.map_err(|_| {
-                DeliveryError::temporary("shutting_down", "the email channel is closing")
-            })?),
-            Mode::Linked => None,
-        };
         let mut attachments = Vec::new();
         if mode == Mode::Attached {
             for f in ctx.files {

@@ -295,11 +295,21 @@ pub struct Receipt {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A local send slot, held while a send runs (`None`: the channel has no cap).
+pub type SendSlot<'a> = Option<tokio::sync::SemaphorePermit<'a>>;
+
 /// A way of delivering a report.
 #[async_trait]
 pub trait Channel: Send + Sync {
     /// Sends once. The handler owns retries.
     async fn deliver(&self, ctx: &DeliveryContext<'_>) -> Result<Receipt, DeliveryError>;
+
+    /// Waits for a local send slot (e.g. a cap on memory-heavy sends in
+    /// flight) and holds it until dropped. The handler takes it before the
+    /// send's timeout starts, so waiting is never counted against a send.
+    async fn slot<'a>(&'a self, _ctx: &DeliveryContext<'_>) -> Result<SendSlot<'a>, DeliveryError> {
+        Ok(None)
+    }
 
     /// The destination's shared rate limit, if the provider has one: a
     /// key naming the destination (never a secret) and the limit.

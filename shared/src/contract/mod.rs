@@ -1,6 +1,7 @@
 //! Queue message contracts. Every payload is a tagged, versioned enum, so a
 //! later version can live beside the old one while messages drain.
 
+pub mod display;
 mod rows;
 
 pub use rows::{CsvRows, JsonRows, Rows, Summary, summarize, totals_of};
@@ -337,7 +338,7 @@ pub enum Total {
 
 /// A column name bounded and cleaned for an error message.
 pub(crate) fn shown(name: &str) -> String {
-    crate::render::display::display(name, 100)
+    crate::contract::display::display(name, 100)
 }
 
 /// Why an integer above `i64::MAX` is refused.

@@ -182,7 +182,7 @@ fn check_row(columns: &[Column], r: usize, row: &[Value]) -> Result<(), TableErr
                 row: r,
                 column: shown(&col.name),
                 expected: col.kind,
-                got: crate::render::display::display(&cell.to_string(), 60),
+                got: crate::contract::display::display(&cell.to_string(), 60),
             });
         }
     }
@@ -268,7 +268,7 @@ pub struct CsvRows {
 impl CsvRows {
     /// Checks the header against `columns`; the rows are read by [`Rows::scan`].
     pub fn new(bytes: Vec<u8>, columns: Vec<Column>) -> Result<Self, String> {
-        use crate::render::display::display;
+        use crate::contract::display::display;
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(bytes.as_slice());
@@ -304,7 +304,7 @@ impl CsvRows {
 
 /// One CSV cell as its column's value.
 fn csv_cell(cell: &str, col: &Column, r: usize) -> Result<Value, String> {
-    use crate::render::display::display;
+    use crate::contract::display::display;
     let bad = |why: &str| {
         format!(
             "CSV row {r}, column {:?}: {:?} {why}",
@@ -345,7 +345,7 @@ impl Rows for CsvRows {
     }
 
     fn scan(&self, f: &mut dyn FnMut(&[Value]) -> ControlFlow<()>) -> Result<(), TableError> {
-        use crate::render::display::display;
+        use crate::contract::display::display;
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(self.bytes.as_slice());

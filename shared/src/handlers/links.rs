@@ -325,7 +325,7 @@ impl Deps {
         use crate::config::{required, seconds};
         let sdk = crate::aws::load().await;
         Ok(Self {
-            keys: crate::config::link_keys(&sdk)?,
+            keys: link_keys(&sdk)?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),
                 required("REPORTS_BUCKET")?,
@@ -333,6 +333,20 @@ impl Deps {
             presign_ttl: seconds("PRESIGN_TTL_SECONDS", 300)?,
         })
     }
+}
+
+/// The download-link signing keys, from the Secrets Manager secret named
+/// by `LINK_SIGNING_SECRET_ARN` (a comma-separated list, newest first). The
+/// value is never logged.
+pub fn link_keys(sdk: &aws_config::SdkConfig) -> Result<KeyRing, crate::config::ConfigError> {
+    let source = SecretsManagerKeys::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        crate::config::required("LINK_SIGNING_SECRET_ARN")?,
+    );
+    Ok(KeyRing::lazy(
+        Box::new(source),
+        std::time::Duration::from_secs(60),
+    ))
 }
 
 #[cfg(test)]

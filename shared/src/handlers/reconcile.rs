@@ -175,6 +175,15 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     // budget or deadline) does not starve the later ones.
     let first = u8::try_from((now.unix_millis() / 300_000).rem_euclid(i64::from(PENDING_SHARDS)))
         .unwrap_or(0);
+    // The dead-letter sweep goes first, within half of the run, so no
+    // amount of unsettled work can crowd it out.
+    let sweep_until = deadline.map(|d| {
+        let left = d.millis_since(now).max(0);
+        now.plus(time::Duration::milliseconds(left / 2))
+    });
+    let sweep_time_left =
+        || time_left() && sweep_until.is_none_or(|until| until.millis_since(Timestamp::now()) > 0);
+    sweep_dead_letters(deps, &mut report, &sweep_time_left).await;
     'shards: for shard in (0..PENDING_SHARDS).map(|i| (first + i) % PENDING_SHARDS) {
         let mut cursor = None;
         loop {
@@ -208,7 +217,6 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
             }
         }
     }
-    sweep_dead_letters(deps, &mut report, &time_left).await;
     // Every run reports, zero included, so the alarm sees data.
     let stuck = report.requeued + report.failed + report.dead_letters_finished;
     deps.metrics
@@ -229,8 +237,13 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     report
 }
 
-/// Acts on every attempt of one unsettled execution, then takes it out of
-/// the index if they all settled.
+/// Attempts read per page of one execution (the time left is checked
+/// between pages, so one huge execution never holds a run past its
+/// deadline).
+const ATTEMPTS_PAGE: i32 = 100;
+
+/// Acts on every attempt of one unsettled execution, a page at a time,
+/// then takes it out of the index if they all settled.
 async fn reconcile_execution(
     deps: &Deps,
     execution_id: &str,
@@ -238,21 +251,35 @@ async fn reconcile_execution(
     time_left: &dyn Fn() -> bool,
 ) -> Result<(), StoreError> {
     report.executions += 1;
-    let attempts = deps.attempts.by_execution(execution_id).await?;
+    let of = crate::store::AttemptsOf::Execution(execution_id.to_owned());
+    let mut cursor = None;
     let mut open = false;
-    for a in attempts {
-        if a.is_settled() && !a.dead_letter_pending() {
-            continue;
+    loop {
+        if !time_left() {
+            return Ok(());
         }
-        open = true;
-        if !time_left() || report.examined as usize >= deps.rules.max_per_run {
-            break;
+        let page = deps
+            .attempts
+            .attempts_page(&of, cursor, ATTEMPTS_PAGE)
+            .await?;
+        for a in page.items {
+            if a.is_settled() && !a.dead_letter_pending() {
+                continue;
+            }
+            open = true;
+            if !time_left() || report.examined as usize >= deps.rules.max_per_run {
+                return Ok(());
+            }
+            report.examined += 1;
+            let id = a.id.clone();
+            if let Err(e) = act(deps, a, false, report).await {
+                warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
+                report.errors += 1;
+            }
         }
-        report.examined += 1;
-        let id = a.id.clone();
-        if let Err(e) = act(deps, a, false, report).await {
-            warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
-            report.errors += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
         }
     }
     if !open && outcomes(deps).complete(execution_id).await {

@@ -33,20 +33,6 @@ pub enum KeyError {
     Corrupt(String),
 }
 
-impl From<KeyError> for crate::store::StoreError {
-    fn from(e: KeyError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            KeyError::Unavailable(m) => StoreError::Backend(m),
-            KeyError::Refused { code, reason } => StoreError::Refused { code, reason },
-            KeyError::Corrupt(m) => StoreError::Invalid {
-                id: "sealed secret".into(),
-                reason: m,
-            },
-        }
-    }
-}
-
 /// The encryption context: names and values that bind a seal to its record.
 pub type Context = BTreeMap<String, String>;
 

@@ -3,7 +3,7 @@
 
 pub mod chart;
 pub mod csv;
-pub mod display;
+pub use crate::contract::display;
 pub mod fonts;
 pub mod pdf;
 pub mod preview;

@@ -372,3 +372,17 @@ pub trait RateLimiter: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<std::time::Duration>, StoreError>;
 }
+
+impl From<crate::keys::KeyError> for StoreError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        use crate::keys::KeyError;
+        match e {
+            KeyError::Unavailable(m) => StoreError::Backend(m),
+            KeyError::Refused { code, reason } => StoreError::Refused { code, reason },
+            KeyError::Corrupt(m) => StoreError::Invalid {
+                id: "sealed secret".into(),
+                reason: m,
+            },
+        }
+    }
+}
