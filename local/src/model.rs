@@ -29,7 +29,7 @@ struct State {
     executions: HashMap<String, ReportExecution>,
     connections: HashMap<String, ServiceConnection>,
     settled: HashMap<String, u64>,
-    claimed: HashMap<String, bool>,
+    claimed: HashMap<String, u64>,
     /// Bodies sent with `send_batch`, by queue URL.
     batches: BTreeMap<String, Vec<String>>,
 }
@@ -302,9 +302,20 @@ impl ExecutionStore for Model {
             }
         })
     }
-    async fn claim_outcome(&self, id: &str, _: Timestamp, _: u64) -> Result<bool, StoreError> {
+    async fn claim_outcome(
+        &self,
+        id: &str,
+        _: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError> {
         self.call("executions.UpdateItem").await;
-        self.with(|s| s.claimed.insert(id.to_owned(), true).is_none())
+        self.with(|s| match s.claimed.get(id) {
+            Some(revision) if *revision >= reopened => false,
+            _ => {
+                s.claimed.insert(id.to_owned(), reopened);
+                true
+            }
+        })
     }
     async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
         self.call("executions.UpdateItem").await;

@@ -252,3 +252,56 @@ async fn a_target_that_keeps_failing_is_disabled_after_n_permanent_failures_with
     assert_eq!(s.webhook.received().len(), 3);
     s.down().await;
 }
+
+#[tokio::test]
+async fn an_operator_retry_that_delivers_a_failed_attempt_sends_a_corrected_execution_outcome() {
+    // Given an execution to two targets whose webhook refuses once: its
+    // outcome says "delivered to 1 of 2 targets"
+    let s = running_stack("outcomes-corrected", &[]).await;
+    s.seed(&webhook_targets(
+        "rpt-fix",
+        &[
+            ("ok", "/hooks/ok", true, false),
+            ("bad", "/hooks/bad", true, false),
+        ],
+    ))
+    .await
+    .expect("seed");
+    s.webhook.push_fault(Fault::Status {
+        code: 400,
+        retry_after: None,
+    });
+    let (execution_id, body) = sample_execution("rpt-fix");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, 2, Duration::from_secs(60))
+        .await
+        .expect("settles");
+    let failed = attempts
+        .iter()
+        .find(|a| a.status == shared::domain::AttemptStatus::Failed)
+        .expect("one failed")
+        .clone();
+    let first = read_outcomes(&s, 3, Duration::from_secs(20)).await;
+    let firsts = of_type(&first, "execution_outcome.v1");
+    assert_eq!(firsts.len(), 1, "{first:#?}");
+    assert_eq!(firsts[0]["summary"], "delivered to 1 of 2 targets");
+    // When an operator retries the failed attempt and it is delivered
+    let api = crate::api::Api::of(&s);
+    let (status, _, r) = api
+        .call("POST", &format!("/attempts/{}/retry", failed.id), None, &[])
+        .await;
+    assert_eq!(status, 202, "{r}");
+    // Then a corrected execution outcome follows, with its own event id and
+    // a higher revision, saying what is true now
+    let later = read_outcomes(&s, 2, Duration::from_secs(30)).await;
+    assert_schema_valid(&later);
+    let corrected = of_type(&later, "execution_outcome.v1");
+    assert_eq!(corrected.len(), 1, "{later:#?}");
+    let c = corrected[0];
+    assert_eq!(c["summary"], "delivered to 2 of 2 targets");
+    assert!(c["revision"].as_u64() > Some(0), "{c}");
+    assert_ne!(c["event_id"], firsts[0]["event_id"]);
+    assert_eq!(c["execution_id"], execution_id.as_str());
+    s.down().await;
+}

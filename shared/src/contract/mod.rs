@@ -510,11 +510,21 @@ pub struct ExecutionOutcomeAttempt {
     pub error_code: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Version 1 of the per-execution outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionOutcomeV1 {
-    /// The execution id: there is one such event per execution.
+    /// The execution id for the first outcome; `<execution id>.r<revision>`
+    /// for a later revision.
     pub event_id: String,
+    /// 0 (absent) for the first outcome. After an operator retry or redrive
+    /// settles the execution again, a new event with a higher revision
+    /// supersedes the earlier ones.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
     pub execution_id: String,
     pub report_id: String,
     pub targets: u64,

@@ -113,6 +113,7 @@ pub fn execution_event(
     note: Option<String>,
     attempts: &[DeliveryAttempt],
     at: Timestamp,
+    revision: u64,
 ) -> ExecutionOutcomeV1 {
     let delivered = attempts
         .iter()
@@ -120,7 +121,12 @@ pub fn execution_event(
         .count() as u64;
     let targets = attempts.len() as u64;
     ExecutionOutcomeV1 {
-        event_id: execution_id.to_owned(),
+        event_id: if revision == 0 {
+            execution_id.to_owned()
+        } else {
+            format!("{execution_id}.r{revision}")
+        },
+        revision,
         execution_id: execution_id.to_owned(),
         report_id: report_id.to_owned(),
         targets,
@@ -323,6 +329,7 @@ impl Outcomes<'_> {
             execution.fanout_note.clone(),
             &attempts,
             at,
+            reopened,
         );
         if self.send(&OutcomeEvent::ExecutionV1(event.clone())).await {
             info!(%execution_id, summary = %event.summary, "execution outcome sent");
@@ -391,7 +398,7 @@ mod tests {
         assert_eq!(d.error.as_ref().map(|e| e.code.as_str()), Some("http_400"));
         assert_eq!(d.event_id, format!("{}:{now}", bad.id));
         assert!(delivery_event(&ok).error.is_none());
-        let e = execution_event("e1", "r1", None, &[ok, bad], now);
+        let e = execution_event("e1", "r1", None, &[ok, bad], now, 0);
         assert_eq!(e.summary, "delivered to 1 of 2 targets");
         assert_eq!((e.delivered, e.failed), (1, 1));
         let v = serde_json::to_value(OutcomeEvent::ExecutionV1(e)).expect("json");

@@ -99,12 +99,18 @@ impl ExecutionStore for DynamoStore {
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("SET outcome_sent_at = :at REMOVE pending_shard")
-            // The caller read every attempt settled; the counter may lag.
+            .update_expression(
+                "SET outcome_sent_at = :at, outcome_revision = :rev REMOVE pending_shard",
+            )
+            // The caller read every attempt settled; the counter may lag. A
+            // reopened execution (an operator retry) is claimed again, once
+            // per reopening, for its corrected event.
             .condition_expression(format!(
-                "attribute_exists(target_count) AND attribute_not_exists(outcome_sent_at) AND {same}"
+                "attribute_exists(target_count) AND (attribute_not_exists(outcome_sent_at) \
+                 OR outcome_revision < :rev) AND {same}"
             ))
-            .expression_attribute_values(":at", s(at.to_string()));
+            .expression_attribute_values(":at", s(at.to_string()))
+            .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
         if let Some(v) = value {
             req = req.expression_attribute_values(":reopened", v);
         }
