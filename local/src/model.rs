@@ -226,6 +226,13 @@ impl AttemptStore for Model {
             None => Applied::Refused(None),
         })
     }
+    async fn apply_reopening(
+        &self,
+        id: &str,
+        transition: &Transition,
+    ) -> Result<Applied, StoreError> {
+        self.apply(id, transition).await
+    }
     async fn by_target(
         &self,
         _: &str,

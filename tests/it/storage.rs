@@ -872,3 +872,88 @@ async fn conditional_writes_on_one_item_never_both_win() {
 fn attr(v: &str) -> aws_sdk_dynamodb::types::AttributeValue {
     aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned())
 }
+
+#[tokio::test]
+async fn an_operator_retry_and_its_executions_reopening_are_one_write_so_no_completion_drops_it() {
+    use shared::domain::attempt::OperatorAction;
+    use shared::store::ExecutionStore;
+    // Given a fanned-out execution whose one attempt failed, settled and
+    // out of the unsettled index
+    let s = stack("storage-reopen").await;
+    local::bench::record_rendered(&s.store, "ex-r", "rpt-r")
+        .await
+        .expect("render");
+    let now = Timestamp::now;
+    s.store
+        .mark_fanned_out("ex-r", 1, None, now())
+        .await
+        .expect("fanned out");
+    let a = queued(&s.store, "ex-r", "t1").await;
+    s.store
+        .apply(&a.id, &begin(&a, "tok"))
+        .await
+        .expect("begin");
+    s.store
+        .apply(&a.id, &fail(Some("tok"), "http_400", false))
+        .await
+        .expect("fail");
+    assert!(
+        s.store
+            .claim_outcome("ex-r", now(), 0)
+            .await
+            .expect("claim")
+    );
+    assert!(unsettled(&s.store).await.is_empty());
+    // And a completion that has just read every attempt settled (reopened 0)
+    let read = s
+        .store
+        .get_execution("ex-r")
+        .await
+        .expect("get")
+        .expect("exists");
+    // When an operator retries the attempt in between
+    let action = OperatorAction {
+        action: "retry".into(),
+        by: "ops".into(),
+        at: now(),
+        force: false,
+        rerendered: false,
+    };
+    let retry = Transition::OperatorRetry {
+        actions: vec![action.clone()],
+        action,
+    };
+    let queued_again = s.store.apply_reopening(&a.id, &retry).await.expect("retry");
+    assert_eq!(status(&queued_again), Some(AttemptStatus::Queued));
+    // Then the execution is back in the index in the same write, and the
+    // stale completion can neither claim it nor take it out: the queued
+    // attempt stays findable (before, a retry reopened the execution in a
+    // separate write before and after its own; an API that died between
+    // them left a queued attempt in no index)
+    assert_eq!(unsettled(&s.store).await, ["ex-r"]);
+    assert!(
+        !s.store
+            .claim_outcome("ex-r", now(), read.reopened)
+            .await
+            .expect("claim")
+    );
+    s.store
+        .mark_settled("ex-r", read.reopened, false)
+        .await
+        .expect("refused no-op");
+    assert_eq!(unsettled(&s.store).await, ["ex-r"]);
+    // And a retry of an attempt whose execution is gone changes nothing
+    let orphan = queued(&s.store, "ex-gone", "t1").await;
+    s.store
+        .apply(&orphan.id, &begin(&orphan, "tok"))
+        .await
+        .expect("begin");
+    s.store
+        .apply(&orphan.id, &fail(Some("tok"), "http_400", false))
+        .await
+        .expect("fail");
+    let refused = s.store.apply_reopening(&orphan.id, &retry).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let still = s.store.get(&orphan.id).await.expect("get").expect("exists");
+    assert_eq!(still.status, AttemptStatus::Failed);
+}

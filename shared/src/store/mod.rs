@@ -209,6 +209,15 @@ pub trait AttemptStore: Send + Sync {
     /// ([`Transition::decide`]) and writes the answer on condition that the
     /// record is still the one read; a lost race reads and decides again.
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
+    /// Applies a transition that reopens a settled attempt (an operator
+    /// retry or redrive) and reopens its execution (back in the unsettled
+    /// index, `reopened` one more) in one atomic write, so no completion
+    /// can take the execution out of the index between the two.
+    async fn apply_reopening(
+        &self,
+        id: &str,
+        transition: &Transition,
+    ) -> Result<Applied, StoreError>;
     /// Like [`Self::apply`], deciding first on `seen`, the record as the
     /// caller last had it: when nothing changed since, the read is saved.
     async fn apply_from(

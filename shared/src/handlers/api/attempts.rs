@@ -216,20 +216,10 @@ pub async fn retry(
     let excess = actions.len().saturating_sub(HISTORY_LIMIT);
     actions.drain(..excess);
     let t = Transition::OperatorRetry { action, actions };
-    // Unsettled again: back where the reconciler looks, before the attempt
-    // is (a crash between the two leaves only an extra look).
-    if let Err(e) = deps.executions.mark_unsettled(&a.report_execution_id).await {
-        return store_problem(&e).into_response();
-    }
-    let queued = match deps.attempts.apply(&a.id, &t).await {
-        Ok(Applied::Yes(q)) => {
-            // Again after: a completion that read the attempts before this
-            // retry can no longer take the execution out of the index.
-            if let Err(e) = deps.executions.mark_unsettled(&a.report_execution_id).await {
-                warn!(attempt_id = %a.id, error = %e, "execution not reopened after the retry");
-            }
-            q
-        }
+    // The attempt and its execution reopen in one atomic write: no
+    // completion can take the execution out of the index in between.
+    let queued = match deps.attempts.apply_reopening(&a.id, &t).await {
+        Ok(Applied::Yes(q)) => q,
         Ok(Applied::Refused(current)) => {
             return Problem::new(
                 StatusCode::CONFLICT,

@@ -197,24 +197,13 @@ async fn retry_attempt(
     actions.push(action.clone());
     let excess = actions.len().saturating_sub(HISTORY_LIMIT);
     actions.drain(..excess);
-    // Unsettled again: back where the reconciler looks, before the attempt.
-    if deps
-        .executions
-        .mark_unsettled(&a.report_execution_id)
-        .await
-        .is_err()
-    {
-        return ("left", "the store did not answer".into());
-    }
+    // The attempt and its execution reopen in one atomic write.
     match deps
         .attempts
-        .apply(&a.id, &Transition::OperatorRetry { action, actions })
+        .apply_reopening(&a.id, &Transition::OperatorRetry { action, actions })
         .await
     {
         Ok(Applied::Yes(q)) => {
-            // Again after: a completion that read the attempts before this
-            // redrive can no longer take the execution out of the index.
-            let _ = deps.executions.mark_unsettled(&q.report_execution_id).await;
             let body = serde_json::to_string(&DeliveryTask::for_attempt(&q)).unwrap_or_default();
             // A lost send is left to the reconciler.
             let _ = deps

@@ -56,6 +56,79 @@ impl AttemptStore for DynamoStore {
         )))
     }
 
+    async fn apply_reopening(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        for _ in 0..MAX_RACES {
+            let Some(current) = AttemptStore::get(self, id).await? else {
+                return Ok(Applied::Refused(None));
+            };
+            let next = match t.decide(&current) {
+                Ok(next) => next,
+                Err(_) => return Ok(Applied::Refused(Some(current))),
+            };
+            let (condition, seen) = version_condition(current.version);
+            let mut item = to_item(&next)?;
+            item.insert("expires_at".into(), self.expires_at(next.created_at));
+            let put = Put::builder()
+                .table_name(&self.tables.attempts)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .expression_attribute_values(":seen", seen)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("transaction: {e}")))?;
+            let execution = &next.report_execution_id;
+            let reopen = Update::builder()
+                .table_name(&self.tables.executions)
+                .key("id", s(execution))
+                .update_expression("SET pending_shard = :shard ADD reopened :one")
+                .condition_expression("attribute_exists(id)")
+                .expression_attribute_values(":shard", s(pending_shard(execution)))
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .build()
+                .map_err(|e| StoreError::Backend(format!("transaction: {e}")))?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().update(reopen).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(Applied::Yes(next)),
+                Err(e) => {
+                    let reasons: Vec<Option<String>> = match e.as_service_error() {
+                        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                            .cancellation_reasons()
+                            .iter()
+                            .map(|r| r.code().map(str::to_owned))
+                            .collect(),
+                        _ => return Err(backend(e)),
+                    };
+                    let failed = |i: usize| {
+                        reasons.get(i).cloned().flatten().as_deref()
+                            == Some("ConditionalCheckFailed")
+                    };
+                    if failed(1) {
+                        return Err(StoreError::Refused {
+                            code: "execution_gone".into(),
+                            reason: format!("execution {execution} is no longer recorded"),
+                        });
+                    }
+                    if !failed(0) {
+                        return Err(StoreError::Backend(format!(
+                            "reopening {id} was cancelled: {reasons:?}"
+                        )));
+                    }
+                    // The attempt moved on since the read: decide again.
+                }
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "attempt {id} changed under {MAX_RACES} writes in a row"
+        )))
+    }
+
     async fn apply_from(
         &self,
         seen: &DeliveryAttempt,
@@ -163,19 +236,14 @@ impl DynamoStore {
     async fn put_attempt_if(&self, next: &DeliveryAttempt, seen: u64) -> Result<bool, StoreError> {
         let mut item = to_item(next)?;
         item.insert("expires_at".into(), self.expires_at(next.created_at));
-        let condition = if seen == 0 {
-            // Records written before versions count as version 0.
-            "attribute_exists(id) AND (attribute_not_exists(version) OR version = :seen)"
-        } else {
-            "attribute_exists(id) AND version = :seen"
-        };
+        let (condition, seen) = version_condition(seen);
         let result = self
             .client
             .put_item()
             .table_name(&self.tables.attempts)
             .set_item(Some(item))
             .condition_expression(condition)
-            .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()))
+            .expression_attribute_values(":seen", seen)
             .send()
             .await;
         match result {
@@ -256,4 +324,16 @@ impl DynamoStore {
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
+}
+
+/// The condition that a stored attempt is still at version `seen`, and the
+/// value of `:seen`.
+fn version_condition(seen: u64) -> (&'static str, AttributeValue) {
+    let condition = if seen == 0 {
+        // Records written before versions count as version 0.
+        "attribute_exists(id) AND (attribute_not_exists(version) OR version = :seen)"
+    } else {
+        "attribute_exists(id) AND version = :seen"
+    };
+    (condition, AttributeValue::N(seen.to_string()))
 }
