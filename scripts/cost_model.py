@@ -149,8 +149,8 @@ PENDING_SHARDS = 16       # shared/src/store/mod.rs PENDING_SHARDS
 WRU_PER_ATTEMPT = [
     # (write, base table, GSI, code)
     ("attempt created (fan-out PutItem)", 1, 2, "AttemptStore::create: by_target, by_execution"),
-    ("lease taken (deliver Begin)", 1, 0, "AttemptStore::apply(Begin)"),
-    ("delivered (deliver)", 1, 0, "apply(Deliver): no index key changes"),
+    ("lease taken (deliver Begin: conditional PutItem)", 1, 0, "AttemptStore::apply(Begin) after a GetItem"),
+    ("delivered (deliver: conditional PutItem)", 1, 0, "apply_from(Deliver) on the leased record: no read, no index key changes"),
     ("statistics: the target day item", 1, 0, "stats.rs record_all"),
 ]
 # Written once per deliver invocation, whatever its batch holds.
@@ -413,6 +413,7 @@ def model(a):
         "render: GetItem execution (strong, absent)": 1,
         "fanout: GetItem execution (strong)": 1,
         "fanout: Query by_report (keys only, 500/page)": sum(query(min(500, T - p)) for p in range(0, T, 500)) or 0.5,
+        "deliver: GetItem attempt before Begin (strong), per message": T,
         "deliver: GetItem target (strong), per message": T,
         "deliver: GetItem connection (strong), signed": T * a.signed_fraction,
         "deliver: GetItem execution (strong), once per invocation": exec_reads_deliver,
