@@ -49,9 +49,16 @@ pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
-/// An SES v2 client.
+/// An SES v2 client that never repeats a call itself. A send is not
+/// idempotent: had the SDK retried one whose answer was lost (an attempt
+/// timeout), the mail would go out twice with one success on the record.
+/// The failure reaches deliver instead, which records the try and retries
+/// by its policy.
 pub fn sesv2(config: &SdkConfig) -> aws_sdk_sesv2::Client {
-    aws_sdk_sesv2::Client::new(config)
+    let conf = aws_sdk_sesv2::config::Builder::from(config)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_sesv2::Client::from_conf(conf)
 }
 
 /// A KMS client.
@@ -72,5 +79,12 @@ mod tests {
         assert_eq!(t.operation_timeout(), Some(Duration::from_secs(25)));
         // Longer than the longest SQS long poll the functions make (1 s)
         assert!(t.operation_attempt_timeout() > Some(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn the_ses_client_never_repeats_a_send_itself() {
+        let ses = sesv2(&load().await);
+        let retry = ses.config().retry_config().expect("a retry config");
+        assert_eq!(retry.max_attempts(), 1);
     }
 }

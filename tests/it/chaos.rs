@@ -1,10 +1,15 @@
 //! Chaos: one execution fanned out to every channel while 30 % of sends get
 //! temporary faults (5xx, 429 with Retry-After, timeouts, dropped
 //! connections), deliver's execution environments are killed at random
-//! times and at random points of their code, and duplicate delivery messages are injected.
-//! At the end every attempt must be terminal, the dead-letter queue must
-//! hold exactly the attempts the code dead-lettered, nothing may be lost,
-//! and duplicates may come only from the documented windows.
+//! times and at random points of their code, duplicate delivery messages
+//! are injected, the reconciler runs every 10 s (re-sending what looks
+//! lost), fan-out messages come again, and an operator retries failed
+//! attempts and redrives the dead-letter queue through the API. The retry
+//! schedule has steps of different lengths (1 s, 3 s, 12 s: 5 m, 15 m, 1 h
+//! scaled down). At the end every attempt must be terminal, the
+//! dead-letter queue must hold exactly the attempts failed by exhaustion
+//! now, tries must be spaced by their backoffs, nothing may be lost, and
+//! duplicates may come only from the documented windows.
 //!
 //! `make test` runs 240 deliveries; `make soak` runs the ignored
 //! [`soak`] test with `CHAOS_DELIVERIES` (default 1000).
@@ -25,6 +30,10 @@ use std::time::{Duration, Instant};
 /// its queue's visibility timeout (9 min) would only make the run slow.
 const KILL_POINTS: &str = "deliver.after_begin,deliver.after_send,deliver.before_backoff_visibility,deliver.after_exhausted,deliver.after_dead_letter";
 
+/// The retry schedule: 5 m, 15 m, 1 h scaled down, steps of different
+/// lengths.
+const SCHEDULE: &str = "1,3,12";
+
 /// What a chaos run saw.
 #[derive(Debug, Default)]
 struct Summary {
@@ -38,6 +47,8 @@ struct Summary {
     faults: BTreeMap<&'static str, u64>,
     duplicate_messages: u64,
     dead_letters: usize,
+    operator_actions: u64,
+    requeued: u64,
     elapsed: Duration,
 }
 
@@ -46,7 +57,7 @@ impl Summary {
     fn line(&self) -> String {
         let map = |m: &dyn Fn() -> Vec<String>| m().join(" ");
         format!(
-            "chaos: deliveries={} delivered={} failed={} lost={} duplicates[{}] kills[external={} in_code={}] faults[{}] duplicate_messages={} dead_letters={} elapsed={}s",
+            "chaos: deliveries={} delivered={} failed={} lost={} duplicates[{}] kills[external={} in_code={}] faults[{}] duplicate_messages={} reconciler_requeues={} operator_actions={} dead_letters={} elapsed={}s",
             self.deliveries,
             self.delivered,
             self.failed,
@@ -64,6 +75,8 @@ impl Summary {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect()),
             self.duplicate_messages,
+            self.requeued,
+            self.operator_actions,
             self.dead_letters,
             self.elapsed.as_secs()
         )
@@ -106,6 +119,8 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
             ("CHAOS_KILL_POINTS", KILL_POINTS),
             ("CHAOS_KILL_RATE", "0.02"),
             ("DEAD_LETTER_REPAIR_SECONDS", "2"),
+            ("RETRY_SCHEDULE_SECONDS", SCHEDULE),
+            ("RECONCILE_STALE_SECONDS", "20"),
         ],
     )
     .await;
@@ -141,6 +156,16 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
         dups.clone(),
         seed,
     ));
+    let requeued = Arc::new(AtomicU64::new(0));
+    let reconciler = tokio::spawn(reconcile_now_and_then(
+        s.clone(),
+        execution_id.clone(),
+        stop.clone(),
+        requeued.clone(),
+    ));
+    // The operator acts until its budget is spent, then leaves the run to
+    // settle (its retries reopen attempts).
+    let operated = operate(s.clone(), execution_id.clone(), seed, deliveries / 30).await;
     // A generous bound: a killed environment's messages wait out their
     // 40 s visibility timeout, and the local runner has four environments.
     let settle = Duration::from_secs((deliveries as u64 * 2).max(900));
@@ -150,6 +175,7 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
     stop.store(true, Ordering::SeqCst);
     let _ = killer.await;
     let _ = duplicator.await;
+    let _ = reconciler.await;
     for q in [
         "EmailDeliveryQueue",
         "SlackDeliveryQueue",
@@ -182,6 +208,22 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
     assert_eq!(report["requeued"], 0, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     let attempts = s.store.by_execution(&execution_id).await.expect("attempts");
+    // And every try waited out the backoff or deferral before it, whoever
+    // sent the message that started it
+    for a in &attempts {
+        for w in a.history.windows(2) {
+            let (before, after) = (&w[0], &w[1]);
+            let waited = after.at.millis_since(before.at);
+            let due = before.delay_ms.unwrap_or(0) as i64;
+            assert!(
+                waited >= due,
+                "{}: try {} began {waited} ms after try {}, inside its {due} ms wait",
+                a.id,
+                after.n,
+                before.n
+            );
+        }
+    }
     assert_eq!(attempts.len(), deliveries);
     assert!(attempts.iter().all(DeliveryAttempt::is_settled));
     // And the dead-letter queue holds exactly the dead-lettered attempts
@@ -250,6 +292,8 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
             .count(),
         duplicate_messages: dups.load(Ordering::SeqCst),
         dead_letters: dead.len(),
+        operator_actions: operated,
+        requeued: requeued.load(Ordering::SeqCst),
         ..Summary::default()
     };
     summary.faults.insert("webhook", hooks.injected());
@@ -270,6 +314,25 @@ async fn chaos_run(deliveries: usize, seed: u64) -> Summary {
             eprintln!("lost: {} ({channel}) is delivered but never arrived", a.id);
         }
         *summary.duplicates.entry(channel).or_default() += n.saturating_sub(1);
+        // Each duplicate of this attempt needs its own explanation: a run
+        // that died after a send and before recording it (a later lease
+        // took over), or a send whose answer was lost (a timeout or a broken
+        // connection, which the provider may still have applied), or an
+        // operator's retry. moto's writes are atomic now, so two copies can
+        // never both hold the lease.
+        let ambiguous = a
+            .history
+            .iter()
+            .filter(|t| matches!(t.code.as_deref(), Some("timeout" | "network" | "deadline")))
+            .count();
+        let explained = a.begins.saturating_sub(1) as usize + ambiguous + a.operator_actions.len();
+        assert!(
+            n.saturating_sub(1) <= explained,
+            "{} ({channel}) arrived {n} times with only {explained} causes: begins {}, {ambiguous} unanswered sends, {} operator actions",
+            a.id,
+            a.begins,
+            a.operator_actions.len()
+        );
     }
     summary.elapsed = started.elapsed();
     eprintln!("{}", summary.line());
@@ -391,6 +454,84 @@ async fn kill_now_and_then(
         host.kill_slot(slot).await;
         kills.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Runs the reconciler every 10 s (its stale window is 20 s in the chaos
+/// stack, so it re-sends messages for attempts whose runs were killed), and
+/// sends the execution's fan-out message again each time.
+async fn reconcile_now_and_then(
+    s: Arc<LocalStack>,
+    execution_id: String,
+    stop: Arc<AtomicBool>,
+    requeued: Arc<AtomicU64>,
+) {
+    let host = s.function("reconcile").expect("reconcile");
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Ok(report) = host.invoke_json(&serde_json::json!({})).await {
+            requeued.fetch_add(report["requeued"].as_u64().unwrap_or(0), Ordering::SeqCst);
+        }
+        let fanout = serde_json::json!({"type": "fanout.v1", "execution_id": execution_id});
+        let _ = s.send("FanoutQueue", &fanout.to_string()).await;
+    }
+}
+
+/// An operator at work: every 2–4 s, retries a random failed attempt
+/// through the API (with `force`, past the retry limit), and every third
+/// action redrives the delivery dead-letter queue instead, until `budget`
+/// actions are done (or four minutes pass). Returns the actions taken.
+async fn operate(s: Arc<LocalStack>, execution_id: String, seed: u64, budget: usize) -> u64 {
+    let api = crate::api::Api::of(&s);
+    let dice = Chaos::new(1.0, seed ^ 0x0b5);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while (done as usize) < budget && started.elapsed() < Duration::from_secs(240) {
+        tokio::time::sleep(Duration::from_millis(2000 + (dice.unit() * 2000.0) as u64)).await;
+        if done % 3 == 2 {
+            let (status, _, r) = api
+                .call(
+                    "POST",
+                    "/dlq/delivery/redrive",
+                    Some(serde_json::json!({"limit": 2})),
+                    &[],
+                )
+                .await;
+            assert_eq!(status, 200, "redrive: {r}");
+            if r["moved"].as_u64().unwrap_or(0) > 0 {
+                done += 1;
+            }
+            continue;
+        }
+        let failed: Vec<DeliveryAttempt> = s
+            .store
+            .by_execution(&execution_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.status == AttemptStatus::Failed)
+            .collect();
+        if failed.is_empty() {
+            continue;
+        }
+        let a = &failed[((dice.unit() * failed.len() as f64) as usize).min(failed.len() - 1)];
+        let (status, _, r) = api
+            .call(
+                "POST",
+                &format!("/attempts/{}/retry", a.id),
+                Some(serde_json::json!({"force": true})),
+                &[],
+            )
+            .await;
+        // 409: it changed meanwhile (a run was finishing its dead letter)
+        assert!(matches!(status, 202 | 409), "retry: {status} {r}");
+        if status == 202 {
+            done += 1;
+        }
+    }
+    done
 }
 
 /// Sends a copy of a random attempt's delivery message every 300 ms, once

@@ -371,7 +371,7 @@ impl Channels {
                         .map_err(|e| invalid("EMAIL_ATTACHMENT_LIMIT_BYTES", &e))?,
                 };
                 let sender = email::SesSender::new(
-                    aws_sdk_sesv2::Client::new(sdk),
+                    crate::aws::sesv2(sdk),
                     optional("SES_CONFIGURATION_SET"),
                 );
                 Some(Box::new(email::EmailChannel::new(

@@ -39,10 +39,16 @@ impl AttemptStore for DynamoStore {
     async fn apply(&self, id: &str, t: &Transition) -> Result<Applied, StoreError> {
         // Read, decide, and write on condition that nothing changed since
         // the read; a lost race reads and decides again.
+        let mut tried: Option<DeliveryAttempt> = None;
         for _ in 0..MAX_RACES {
             let Some(current) = AttemptStore::get(self, id).await? else {
                 return Ok(Applied::Refused(None));
             };
+            if tried.as_ref() == Some(&current) {
+                // Our own write landed though its answer said otherwise (the
+                // SDK repeated a put whose first answer was lost).
+                return Ok(Applied::Yes(current));
+            }
             let next = match t.decide(&current) {
                 Ok(next) => next,
                 Err(_) => return Ok(Applied::Refused(Some(current))),
@@ -50,6 +56,7 @@ impl AttemptStore for DynamoStore {
             if self.put_attempt_if(&next, current.version).await? {
                 return Ok(Applied::Yes(next));
             }
+            tried = Some(next);
         }
         Err(StoreError::Backend(format!(
             "attempt {id} changed under {MAX_RACES} writes in a row"
@@ -134,10 +141,14 @@ impl AttemptStore for DynamoStore {
         seen: &DeliveryAttempt,
         t: &Transition,
     ) -> Result<Applied, StoreError> {
-        if let Ok(next) = t.decide(seen)
-            && self.put_attempt_if(&next, seen.version).await?
-        {
-            return Ok(Applied::Yes(next));
+        if let Ok(next) = t.decide(seen) {
+            if self.put_attempt_if(&next, seen.version).await? {
+                return Ok(Applied::Yes(next));
+            }
+            if AttemptStore::get(self, &seen.id).await?.as_ref() == Some(&next) {
+                // Our own write landed though its answer said otherwise.
+                return Ok(Applied::Yes(next));
+            }
         }
         self.apply(&seen.id, t).await
     }
