@@ -265,6 +265,26 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A queued attempt of `execution_id` for the seeded "hook" target, stored
+/// with no execution record and no message.
+async fn queued_for_hook(
+    s: &local::stack::LocalStack,
+    execution_id: &str,
+    report_id: &str,
+) -> shared::domain::DeliveryAttempt {
+    let a = shared::domain::DeliveryAttempt::queued(
+        execution_id,
+        report_id,
+        "hook",
+        shared::domain::TargetType::Webhook,
+        shared::domain::Timestamp::now(),
+    );
+    shared::store::AttemptStore::create(&s.store, &a)
+        .await
+        .expect("create");
+    a
+}
+
 fn deliver_task(execution_id: &str, target_id: &str) -> String {
     serde_json::to_string(&DeliveryTask::DeliverV1 {
         attempt_id: shared::domain::attempt::attempt_id(execution_id, target_id),
@@ -381,16 +401,7 @@ async fn a_store_error_on_the_lease_leaves_the_message_to_come_back_and_mints_no
     .await;
     seed_one(&s, "rpt-store-error").await;
     let execution_id = "exec-store-error";
-    let a = shared::domain::DeliveryAttempt::queued(
-        execution_id,
-        "rpt-store-error",
-        "hook",
-        shared::domain::TargetType::Webhook,
-        shared::domain::Timestamp::now(),
-    );
-    shared::store::AttemptStore::create(&s.store, &a)
-        .await
-        .expect("create");
+    let a = queued_for_hook(&s, execution_id, "rpt-store-error").await;
     // When its message is received
     let host = s.function("deliver").expect("deliver");
     s.send("WebhookDeliveryQueue", &deliver_task(execution_id, "hook"))
@@ -426,16 +437,7 @@ async fn an_execution_that_is_not_found_does_not_count_against_its_target() {
     // And an attempt whose execution record is gone (expired by TTL while
     // its message waited)
     let execution_id = "exec-expired";
-    let a = shared::domain::DeliveryAttempt::queued(
-        execution_id,
-        "rpt-missing-exec",
-        "hook",
-        shared::domain::TargetType::Webhook,
-        shared::domain::Timestamp::now(),
-    );
-    shared::store::AttemptStore::create(&s.store, &a)
-        .await
-        .expect("create");
+    queued_for_hook(&s, execution_id, "rpt-missing-exec").await;
     // When its message is delivered
     s.send("WebhookDeliveryQueue", &deliver_task(execution_id, "hook"))
         .await
