@@ -148,20 +148,20 @@ PENDING_SHARDS = 16       # shared/src/store/mod.rs PENDING_SHARDS
 # --------------------------------------------------------------------------
 WRU_PER_ATTEMPT = [
     # (write, base table, GSI, code)
-    ("attempt created (fan-out PutItem)", 1, 2, "AttemptStore::create: by_target, by_execution"),
+    ("attempt created (fan-out PutItem)", 1, 3, "AttemptStore::create: by_target, by_execution, open"),
     ("lease taken (deliver Begin: conditional PutItem)", 1, 0, "AttemptStore::apply(Begin) after a GetItem"),
-    ("delivered (deliver: conditional PutItem)", 1, 0, "apply_from(Deliver) on the leased record: no read, no index key changes"),
+    ("delivered (deliver: conditional PutItem)", 1, 1, "apply_from(Deliver) on the leased record: no read; leaves the sparse open index"),
     ("statistics: the target day item", 1, 0, "stats.rs record_all"),
 ]
 # Written once per deliver invocation, whatever its batch holds.
 WRU_PER_BATCH = [
     ("statistics: report-hour + service-hour shards", 2, "stats.rs record_all: Gain per item"),
-    ("settled counter on the execution (one ADD per execution)", 1, "outcomes.rs OutcomeBatch -> count_settled"),
 ]
 WRU_PER_EXECUTION = [
     ("execution rendered (render PutItem) + by_unsettled put", 2, "put_rendered"),
     ("execution fanned out", 1, "mark_fanned_out"),
-    ("execution outcome claimed (item over 1 KB) + by_unsettled delete", 3, "claim_outcome"),
+    ("execution outcome claimed (item over 1 KB)", 2, "claim_outcome"),
+    ("execution completion recorded (item over 1 KB) + by_unsettled delete", 3, "record_outcome"),
 ]
 
 # --------------------------------------------------------------------------
@@ -417,6 +417,8 @@ def model(a):
         "deliver: GetItem target (strong), per message": T,
         "deliver: GetItem connection (strong), signed": T * a.signed_fraction,
         "deliver: GetItem execution (strong), once per invocation": exec_reads_deliver,
+        "fanout: Query open (is any attempt open?)": 0.5,
+        "deliver: Query open (is any attempt open?), once per invocation": 0.5 * exec_reads_deliver,
         "completion: GetItem execution (strong)": 1,
         "completion: Query by_execution (keys only)": query(T),
         "completion: BatchGetItem attempts (strong, <4 KB each)": T,

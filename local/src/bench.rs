@@ -321,6 +321,7 @@ pub fn rendered_execution(execution_id: &str, report: &str) -> ReportExecution {
         input_sha256: None,
         test_target_id: None,
         reopened: 0,
+        outcome_revision: None,
     }
 }
 

@@ -16,7 +16,7 @@ use shared::domain::{
 use shared::queue::{DeadLetter, OutMessage, Queue, QueueError, ReceivedMessage};
 use shared::store::{
     Applied, AttemptStore, AttemptsOf, ConnectionInfo, ConnectionStore, Created, ExecutionStore,
-    Page, Progress, RateLimiter, StatsStore, StoreError, Streak, TargetRef, TargetStore, Versioned,
+    Page, RateLimiter, StatsStore, StoreError, Streak, TargetRef, TargetStore, Versioned,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,8 +28,7 @@ struct State {
     attempts: HashMap<String, DeliveryAttempt>,
     executions: HashMap<String, ReportExecution>,
     connections: HashMap<String, ServiceConnection>,
-    settled: HashMap<String, u64>,
-    claimed: HashMap<String, u64>,
+    claimed: HashMap<String, (u64, Timestamp)>,
     /// Bodies sent with `send_batch`, by queue URL.
     batches: BTreeMap<String, Vec<String>>,
 }
@@ -240,6 +239,30 @@ impl AttemptStore for Model {
     ) -> Result<Vec<DeliveryAttempt>, StoreError> {
         Err(not_modelled("by_target"))
     }
+    async fn open_page(
+        &self,
+        _: u8,
+        _: Timestamp,
+        _: Option<String>,
+        _: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError> {
+        Err(not_modelled("open_page"))
+    }
+    async fn open_of_execution(
+        &self,
+        execution_id: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call("attempts.Query").await;
+        self.with(|s| {
+            s.attempts
+                .values()
+                .filter(|a| a.report_execution_id == execution_id && a.is_open())
+                .map(|a| a.id.clone())
+                .take(usize::try_from(limit).unwrap_or(1))
+                .collect()
+        })
+    }
     async fn by_execution(&self, execution_id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
         self.call("attempts.Query").await;
         self.with(|s| {
@@ -284,7 +307,7 @@ impl ExecutionStore for Model {
         target_count: u64,
         note: Option<&str>,
         at: Timestamp,
-    ) -> Result<Progress, StoreError> {
+    ) -> Result<(), StoreError> {
         self.call("executions.UpdateItem").await;
         self.with(|s| {
             if let Some(e) = s.executions.get_mut(id) {
@@ -292,42 +315,47 @@ impl ExecutionStore for Model {
                 e.fanned_out_at = Some(at);
                 e.fanout_note = note.map(str::to_owned);
             }
-            Progress {
-                settled: s.settled.get(id).copied().unwrap_or(0),
-                target_count: Some(target_count),
-            }
-        })
-    }
-    async fn count_settled(&self, id: &str, by: u64) -> Result<Progress, StoreError> {
-        self.call("executions.UpdateItem").await;
-        self.with(|s| {
-            let n = s.settled.entry(id.to_owned()).or_default();
-            *n += by;
-            Progress {
-                settled: *n,
-                target_count: s.executions.get(id).and_then(|e| e.target_count),
-            }
         })
     }
     async fn claim_outcome(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError> {
+        self.call("executions.UpdateItem").await;
+        self.with(|s| {
+            let recorded = s
+                .executions
+                .get(id)
+                .and_then(|e| e.outcome_revision)
+                .is_some_and(|r| r >= reopened);
+            let held = s
+                .claimed
+                .get(id)
+                .is_some_and(|(r, u)| *r >= reopened && *u > now);
+            if recorded || held {
+                return false;
+            }
+            s.claimed.insert(id.to_owned(), (reopened, until));
+            true
+        })
+    }
+    async fn record_outcome(
         &self,
         id: &str,
         _: Timestamp,
         reopened: u64,
     ) -> Result<bool, StoreError> {
         self.call("executions.UpdateItem").await;
-        self.with(|s| match s.claimed.get(id) {
-            Some(revision) if *revision >= reopened => false,
-            _ => {
-                s.claimed.insert(id.to_owned(), reopened);
+        self.with(|s| match s.executions.get_mut(id) {
+            Some(e) if e.outcome_revision.is_none_or(|r| r < reopened) => {
+                e.outcome_revision = Some(reopened);
+                s.claimed.remove(id);
                 true
             }
-        })
-    }
-    async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
-        self.call("executions.UpdateItem").await;
-        self.with(|s| {
-            s.claimed.remove(id);
+            _ => false,
         })
     }
     async fn unsettled(
@@ -338,14 +366,6 @@ impl ExecutionStore for Model {
         _: i32,
     ) -> Result<Page<String>, StoreError> {
         Err(not_modelled("unsettled"))
-    }
-    async fn mark_unsettled(&self, _: &str) -> Result<(), StoreError> {
-        self.call("executions.UpdateItem").await;
-        Ok(())
-    }
-    async fn mark_settled(&self, _: &str, _: u64, _: bool) -> Result<(), StoreError> {
-        self.call("executions.UpdateItem").await;
-        Ok(())
     }
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
         Err(not_modelled("oldest_unsettled"))

@@ -287,6 +287,11 @@ pub async fn provision(
                 .and_then(|p| get(p, "ProjectionType"))
                 .and_then(scalar)
                 .unwrap_or_else(|| "ALL".into());
+            // INCLUDE carries its attributes, as CloudFormation passes them.
+            let included: Option<Vec<String>> = get(&g, "Projection")
+                .and_then(|p| get(p, "NonKeyAttributes"))
+                .and_then(Value::as_sequence)
+                .map(|s| s.iter().filter_map(scalar).collect());
             req = req.global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
                     .index_name(get(&g, "IndexName").and_then(scalar).unwrap_or_default())
@@ -294,6 +299,7 @@ pub async fn provision(
                     .projection(
                         Projection::builder()
                             .projection_type(ProjectionType::from(proj.as_str()))
+                            .set_non_key_attributes(included)
                             .build(),
                     )
                     .build()?,

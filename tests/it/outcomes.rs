@@ -305,3 +305,62 @@ async fn an_operator_retry_that_delivers_a_failed_attempt_sends_a_corrected_exec
     assert_eq!(c["execution_id"], execution_id.as_str());
     s.down().await;
 }
+
+#[tokio::test]
+async fn an_execution_whose_last_run_died_before_its_check_is_completed_by_the_reconciler() {
+    // Given deliver dies once after settling the execution's one attempt,
+    // before the end-of-run check that would complete the execution
+    let once = report_delivery_tests::work_dir()
+        .join(format!("kill-once-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&once).expect("marker dir");
+    let once = once.to_string_lossy().into_owned();
+    let s = report_delivery_tests::fast_stack(
+        "outcomes-backstop",
+        &[
+            ("CHAOS_KILL_POINTS", "deliver.before_flush"),
+            ("CHAOS_KILL_ONCE_DIR", &once),
+            ("RECONCILE_STALE_SECONDS", "1"),
+        ],
+    )
+    .await;
+    s.seed(&webhook_targets(
+        "rpt-backstop",
+        &[("ok", "/hooks/ok", true, false)],
+    ))
+    .await
+    .expect("seed");
+    let (execution_id, body) = sample_execution("rpt-backstop");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    s.wait_settled(&execution_id, 1, Duration::from_secs(60))
+        .await
+        .expect("settles");
+    // Then no execution outcome went out (its message waits out the
+    // visibility timeout of the run that died)
+    let none = read_outcomes(&s, 1, Duration::from_secs(3)).await;
+    assert!(
+        of_type(&none, "execution_outcome.v1").is_empty(),
+        "{none:#?}"
+    );
+    // When the reconciler runs
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let report = s
+        .function("reconcile")
+        .expect("reconcile")
+        .invoke_json(&serde_json::json!({}))
+        .await
+        .expect("reconcile runs");
+    // Then it completes the execution: one event, and out of the index
+    assert_eq!(report["settled"], 1, "{report}");
+    let events = read_outcomes(&s, 1, Duration::from_secs(10)).await;
+    let executions = of_type(&events, "execution_outcome.v1");
+    assert_eq!(executions.len(), 1, "{events:#?}");
+    assert_eq!(executions[0]["summary"], "delivered to 1 of 1 targets");
+    let report = s
+        .function("reconcile")
+        .expect("reconcile")
+        .invoke_json(&serde_json::json!({}))
+        .await
+        .expect("reconcile runs");
+    assert_eq!(report["executions"], 0, "{report}");
+    s.down().await;
+}

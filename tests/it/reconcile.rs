@@ -61,11 +61,12 @@ async fn the_reconciler_requeues_lost_messages_fails_crash_loops_and_clears_stra
     crashed.created_at = Timestamp::now().plus(-old);
     crashed.fanned_out_at = None;
     crashed.target_count = None;
+    crashed.outcome_revision = None;
     s.store.put_rendered(&crashed).await.expect("put");
     let crashed_record = crashed.clone();
     let crashed = crashed.id;
     // And an execution whose one attempt settled in a run that died before
-    // counting it: fanned out, settled, still in the unsettled index
+    // its check: fanned out, settled, still in the incomplete index
     let mut uncounted = crashed_record;
     uncounted.id = format!("{execution_id}-uncounted");
     uncounted.fanned_out_at = Some(uncounted.created_at);

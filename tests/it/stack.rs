@@ -108,8 +108,21 @@ async fn provisioned_queues_and_tables_have_the_template_attributes() {
                 "by_target".to_owned(),
                 vec!["delivery_target_id".to_owned(), "created_at".to_owned()]
             ),
+            (
+                "open".to_owned(),
+                vec!["open_shard".to_owned(), "report_execution_id".to_owned()]
+            ),
         ]
     );
+    // And the sparse open index carries created_at, for the reconciler's
+    // filter
+    let open = table
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some("open"))
+        .and_then(|g| g.projection())
+        .map(|p| p.non_key_attributes().to_vec());
+    assert_eq!(open, Some(vec!["created_at".to_owned()]));
 }
 
 /// The timing rules deliver relies on, read from `template.yaml` itself:

@@ -700,107 +700,189 @@ async fn unsettled(store: &shared::store::dynamo::DynamoStore) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn an_execution_is_unsettled_from_its_render_until_every_attempt_settled() {
+async fn an_execution_is_incomplete_from_its_render_until_one_claim_records_it() {
     use shared::store::ExecutionStore;
     let s = stack("unsettled").await;
-    // Given two rendered executions: both are unsettled from birth
-    for e in ["ex-a", "ex-b"] {
+    // Given two rendered executions: both are incomplete from birth
+    for e in ["ex-a", "ex-b", "ex-c"] {
         local::bench::record_rendered(&s.store, e, "rpt-u")
             .await
             .expect("render");
     }
-    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b", "ex-c"]);
     assert!(
         s.store.oldest_unsettled().await.expect("oldest").is_some(),
         "the health check sees them"
     );
     let now = Timestamp::now;
-    // When one is marked settled (twice: the second is a refused no-op)
-    s.store
-        .mark_settled("ex-a", 0, false)
-        .await
-        .expect("settle");
-    s.store.mark_settled("ex-a", 0, false).await.expect("again");
-    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
-    // And an operator retry puts it back, counting a reopening
-    s.store.mark_unsettled("ex-a").await.expect("unsettle");
-    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
-    let reopened = |id: &'static str| {
-        let store = &s.store;
-        async move {
-            store
-                .get_execution(id)
-                .await
-                .expect("get")
-                .expect("exists")
-                .reopened
-        }
-    };
-    assert_eq!(reopened("ex-a").await, 1);
-    // Then a completion that read it before the reopening cannot take it out
-    s.store.mark_settled("ex-a", 0, false).await.expect("stale");
-    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
+    let soon = || now().plus(time::Duration::minutes(2));
+    let gone = || now().plus(time::Duration::minutes(-1));
+    // When one is claimed before its fan-out finished, nothing changes
+    assert!(
+        !s.store
+            .claim_outcome("ex-a", now(), soon(), 0)
+            .await
+            .expect("claim")
+    );
+    for e in ["ex-a", "ex-b"] {
+        s.store
+            .mark_fanned_out(e, 0, None, now())
+            .await
+            .expect("fanned out");
+    }
+    // And once fanned out one run claims its event; a second is refused
+    // while the claim is live
+    assert!(
+        s.store
+            .claim_outcome("ex-a", now(), soon(), 0)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !s.store
+            .claim_outcome("ex-a", now(), soon(), 0)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b", "ex-c"]);
+    // And recording it takes it out of the index, once per revision
+    assert!(
+        s.store
+            .record_outcome("ex-a", now(), 0)
+            .await
+            .expect("record")
+    );
+    assert!(
+        !s.store
+            .record_outcome("ex-a", now(), 0)
+            .await
+            .expect("record")
+    );
+    assert!(
+        !s.store
+            .claim_outcome("ex-a", now(), soon(), 0)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(unsettled(&s.store).await, ["ex-b", "ex-c"]);
+    let recorded = s.store.get_execution("ex-a").await.expect("get");
+    assert_eq!(recorded.and_then(|e| e.outcome_revision), Some(0));
+    // And a fan-out copy after it does not put it back
     s.store
         .mark_fanned_out("ex-a", 0, None, now())
         .await
-        .expect("fanned out");
+        .expect("fanned out again");
+    assert_eq!(unsettled(&s.store).await, ["ex-b", "ex-c"]);
+    // And a claim whose run died (it ran out) may be taken again
+    assert!(
+        s.store
+            .claim_outcome("ex-b", gone(), gone(), 0)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        s.store
+            .claim_outcome("ex-b", now(), soon(), 0)
+            .await
+            .expect("again")
+    );
+    // And nothing is claimed or recorded at a revision it is not at
     assert!(
         !s.store
-            .claim_outcome("ex-a", now(), 0)
-            .await
-            .expect("claim")
-    );
-    assert_eq!(unsettled(&s.store).await, ["ex-a", "ex-b"]);
-    // And one that read it after can
-    assert!(
-        s.store
-            .claim_outcome("ex-a", now(), 1)
-            .await
-            .expect("claim")
-    );
-    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
-    // And the outcome claim takes a fanned-out one out, once
-    s.store
-        .mark_fanned_out("ex-b", 0, None, now())
-        .await
-        .expect("fanned out");
-    // (without the claim held, "settled after a claim" is refused)
-    s.store
-        .mark_settled("ex-b", 0, true)
-        .await
-        .expect("unclaimed");
-    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
-    assert!(
-        s.store
-            .claim_outcome("ex-b", now(), 0)
+            .claim_outcome("ex-b", now(), soon(), 1)
             .await
             .expect("claim")
     );
     assert!(
         !s.store
-            .claim_outcome("ex-b", now(), 0)
+            .record_outcome("ex-b", now(), 1)
             .await
-            .expect("claim")
+            .expect("record")
     );
-    assert!(unsettled(&s.store).await.is_empty());
-    // And a claim given back (its event was not sent) makes it unsettled
-    // again, and a run that lost the claim race cannot take it out then
-    s.store.release_outcome("ex-b").await.expect("release");
-    s.store
-        .mark_settled("ex-b", 0, true)
+    assert_eq!(unsettled(&s.store).await, ["ex-b", "ex-c"]);
+    s.down().await;
+}
+
+#[tokio::test]
+async fn an_attempt_is_in_the_open_index_from_its_creation_until_the_write_that_settles_it() {
+    // Given an execution with two attempts
+    let s = stack("storage-open").await;
+    let a = queued(&s.store, "ex-o", "t1").await;
+    let b = queued(&s.store, "ex-o", "t2").await;
+    let later = Timestamp::now().plus(time::Duration::seconds(5));
+    let open = |limit| s.store.open_of_execution("ex-o", limit);
+    let mut ids = open(10).await.expect("open");
+    ids.sort();
+    let mut both = vec![a.id.clone(), b.id.clone()];
+    both.sort();
+    assert_eq!(ids, both);
+    assert_eq!(open(1).await.expect("open").len(), 1, "a limit holds");
+    let shard = |e: &str| {
+        let key = shared::store::dynamo::pending_shard(e);
+        key[1..].parse::<u8>().expect("shard number")
+    };
+    let page = s
+        .store
+        .open_page(shard("ex-o"), later, None, 100)
         .await
-        .expect("released");
-    assert_eq!(unsettled(&s.store).await, ["ex-b"]);
-    // And a claim needs the fan-out finished
-    local::bench::record_rendered(&s.store, "ex-c", "rpt-u")
+        .expect("page");
+    assert_eq!(page.items.len(), 2, "the reconciler reads them back");
+    let earlier = Timestamp::now().plus(time::Duration::minutes(-5));
+    let young = s
+        .store
+        .open_page(shard("ex-o"), earlier, None, 100)
+        .await
+        .expect("page");
+    assert!(young.items.is_empty(), "younger ones are left out");
+    // When one is delivered, it leaves the index in that same write
+    s.store
+        .apply(&a.id, &begin(&a, "tok"))
+        .await
+        .expect("begin");
+    assert_eq!(
+        open(10).await.expect("open").len(),
+        2,
+        "a lease keeps it open"
+    );
+    s.store
+        .apply(&a.id, &deliver("tok"))
+        .await
+        .expect("deliver");
+    assert_eq!(open(10).await.expect("open"), std::slice::from_ref(&b.id));
+    // And one that fails with its dead letter stays until the letter is
+    // confirmed
+    s.store
+        .apply(&b.id, &begin(&b, "tok"))
+        .await
+        .expect("begin");
+    s.store
+        .apply(&b.id, &fail(Some("tok"), "retries_exhausted", true))
+        .await
+        .expect("fail");
+    assert_eq!(open(10).await.expect("open"), std::slice::from_ref(&b.id));
+    let confirm = Transition::ConfirmDeadLetter {
+        now: Timestamp::now(),
+        episode: 0,
+    };
+    s.store.apply(&b.id, &confirm).await.expect("confirm");
+    assert!(open(10).await.expect("open").is_empty());
+    // And an operator retry puts it back in the same write
+    let action = shared::domain::attempt::OperatorAction {
+        action: "retry".into(),
+        by: "ops".into(),
+        at: Timestamp::now(),
+        force: false,
+        rerendered: false,
+    };
+    let retry = Transition::OperatorRetry {
+        actions: vec![action.clone()],
+        action,
+    };
+    local::bench::record_rendered(&s.store, "ex-o", "r1")
         .await
         .expect("render");
-    assert!(
-        !s.store
-            .claim_outcome("ex-c", now(), 0)
-            .await
-            .expect("claim")
-    );
+    s.store.apply_reopening(&b.id, &retry).await.expect("retry");
+    assert_eq!(open(10).await.expect("open"), std::slice::from_ref(&b.id));
     s.down().await;
 }
 
@@ -899,7 +981,7 @@ async fn an_operator_retry_and_its_executions_reopening_are_one_write_so_no_comp
         .expect("fail");
     assert!(
         s.store
-            .claim_outcome("ex-r", now(), 0)
+            .record_outcome("ex-r", now(), 0)
             .await
             .expect("claim")
     );
@@ -926,21 +1008,16 @@ async fn an_operator_retry_and_its_executions_reopening_are_one_write_so_no_comp
     let queued_again = s.store.apply_reopening(&a.id, &retry).await.expect("retry");
     assert_eq!(status(&queued_again), Some(AttemptStatus::Queued));
     // Then the execution is back in the index in the same write, and the
-    // stale completion can neither claim it nor take it out: the queued
-    // attempt stays findable (before, a retry reopened the execution in a
-    // separate write before and after its own; an API that died between
-    // them left a queued attempt in no index)
+    // stale completion cannot record it complete (before, a retry reopened
+    // the execution in a separate write before and after its own; an API
+    // that died between them left a queued attempt in no index)
     assert_eq!(unsettled(&s.store).await, ["ex-r"]);
     assert!(
         !s.store
-            .claim_outcome("ex-r", now(), read.reopened)
+            .record_outcome("ex-r", now(), read.reopened)
             .await
             .expect("claim")
     );
-    s.store
-        .mark_settled("ex-r", read.reopened, false)
-        .await
-        .expect("refused no-op");
     assert_eq!(unsettled(&s.store).await, ["ex-r"]);
     // And a retry of an attempt whose execution is gone changes nothing
     let orphan = queued(&s.store, "ex-gone", "t1").await;

@@ -112,6 +112,7 @@ impl Sample {
             input_sha256: None,
             test_target_id: None,
             reopened: 0,
+            outcome_revision: None,
         };
         let blobs = MemoryBlobs::default();
         let mut files = Vec::new();

@@ -334,6 +334,13 @@ impl DeliveryAttempt {
         self.status.is_terminal()
     }
 
+    /// Whether something is still to happen to the attempt: it is not
+    /// settled, or its dead letter is not yet confirmed. Open attempts
+    /// carry the sparse `open_shard` key, so the reconciler finds them.
+    pub fn is_open(&self) -> bool {
+        !self.is_settled() || self.dead_letter_pending()
+    }
+
     /// Whether the attempt failed by exhaustion and its dead letter is not
     /// yet confirmed on the queue.
     pub fn dead_letter_pending(&self) -> bool {

@@ -61,11 +61,16 @@ pub struct ReportExecution {
     /// this one target (whatever its state) instead of the report's targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_target_id: Option<String>,
-    /// Times an operator retry reopened the execution: the writes that
-    /// take it out of the unsettled index hold only if it did not change
-    /// since the attempts were read.
+    /// Times an operator retry reopened the execution (its revision): the
+    /// completion claim holds only if it did not change since the attempts
+    /// were read.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reopened: u64,
+    /// The revision (`reopened` count) at which the execution was last
+    /// recorded complete, its outcome event sent; written only by the
+    /// completion claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_revision: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -190,16 +190,15 @@ async fn process(deps: &Deps, m: &SqsMessage, deadline: Option<Timestamp>) -> Ou
     // A report with no active targets is a legitimate, recorded outcome,
     // not a dead letter.
     let note = (queued == 0).then_some(NO_ACTIVE_TARGETS);
-    let progress = match deps
+    if let Err(e) = deps
         .executions
         .mark_fanned_out(&execution_id, queued, note, Timestamp::now())
         .await
     {
-        Ok(p) => p,
-        Err(e) => return store_outcome(&e),
-    };
+        return store_outcome(&e);
+    }
     // Every attempt may have settled already (or there were none).
-    outcomes(deps).fanned_out(&execution_id, progress).await;
+    outcomes(deps).fanned_out(&execution_id).await;
     deps.metrics.record(
         Metric::FanoutDuration,
         &[],
@@ -240,16 +239,15 @@ async fn test_send(deps: &Deps, execution: &ReportExecution, target_id: &str) ->
     {
         return outcome;
     }
-    let progress = match deps
+    if let Err(e) = deps
         .executions
         .mark_fanned_out(&execution.id, 1, None, Timestamp::now())
         .await
     {
-        Ok(p) => p,
-        Err(e) => return store_outcome(&e),
-    };
+        return store_outcome(&e);
+    }
     // Its attempt may have settled already; a test sends no event.
-    outcomes(deps).fanned_out(&execution.id, progress).await;
+    outcomes(deps).fanned_out(&execution.id).await;
     info!(execution_id = %execution.id, %target_id, "test send queued");
     Outcome::Done
 }

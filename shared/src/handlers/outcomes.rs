@@ -1,73 +1,84 @@
-//! Settling executions, and the outcome events for the reporting system on
-//! the outcomes queue: one `delivery_outcome.v1` per settled attempt, and
-//! one `execution_outcome.v1` per execution once every attempt settled —
-//! exactly one, through a conditional write on the execution. Sent by the
-//! run that settled the attempt (or finished the fan-out); never a path for
-//! deliveries. Deliver keeps an invocation's settled attempts in an
-//! [`OutcomeBatch`]: their events go out in `SendMessageBatch` calls of 10
-//! and each execution's settled counter takes one `ADD` per invocation.
+//! Completing executions, and the outcome events for the reporting system
+//! on the outcomes queue: one `delivery_outcome.v1` per settled attempt,
+//! and one `execution_outcome.v1` per completion of an execution (a
+//! corrected one after each operator reopening). Never a path for
+//! deliveries.
 //!
-//! Whether or not events are sent, an execution whose attempts all settled
-//! leaves the unsettled index the reconciler reads (in the same write as
-//! the event's claim). The counter only says when to look; the attempt
-//! records decide.
+//! One rule, [`is_complete`], says from the records whether an execution is
+//! complete, and [`Outcomes::complete`] is its one writer: it reads the
+//! execution, then its attempts (strongly consistent), claims the event
+//! (a conditional write that runs out after two minutes), sends it, and
+//! records the completion with one conditional write, which also takes the
+//! execution out of the incomplete index. Whoever settles attempts asks
+//! [`Outcomes::check`], which reads the sparse `open` index of attempts
+//! first; deliver asks once per execution at the end of its invocation, and
+//! the reconciler asks for every incomplete execution it reads, so a run
+//! that died, or two that each saw the other's attempt still open, leave
+//! nothing behind. Two runs that complete an execution at once send one
+//! event; a run that dies after its claim leaves the event to the
+//! reconciler once the claim runs out (sent again, with the same
+//! `event_id`, if it died after the send).
 
 use crate::contract::{
     DeliveryOutcomeV1, ExecutionOutcomeAttempt, ExecutionOutcomeV1, OutcomeError, OutcomeEvent,
 };
+use crate::domain::execution::ReportExecution;
 use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt, Timestamp};
 use crate::queue::{OutMessage, Queue};
-use crate::store::{AttemptStore, ExecutionStore, Progress};
+use crate::store::{AttemptStore, ExecutionStore};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 
-/// Attempts settled by one deliver invocation, whose outcome events and
-/// settled counts go out together at its end ([`Outcomes::flush`]). A run
-/// that dies before the flush loses their events, as a run that died
-/// right after the settling write always could.
+/// What one deliver invocation settled: the attempts whose outcome events
+/// go out at its end ([`Outcomes::flush`]), and the attempts whose
+/// executions it then checks. A run that dies before the flush loses their
+/// events, as a run that died right after the settling write always could;
+/// the reconciler completes their executions.
 #[derive(Debug, Default)]
 pub struct OutcomeBatch {
     settled: std::sync::Mutex<Vec<DeliveryAttempt>>,
-    recount: std::sync::Mutex<Vec<String>>,
+    touched: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl OutcomeBatch {
-    /// Keeps a settled attempt for the flush.
+    /// Keeps a settled attempt for its event and its execution's check.
     pub fn push(&self, a: &DeliveryAttempt) {
         if let Ok(mut s) = self.settled.lock() {
             s.push(a.clone());
         }
+        self.touch(a);
     }
 
-    /// Counts once more an attempt that settled earlier, met by a copy of
-    /// its message received `receive_count` times: a copy received again
-    /// came back from a run that did not finish, which may have died before
-    /// its flush, and it makes up for the lost count (no event is sent
-    /// again). First receives (fan-out re-sends) are not counted, so the
-    /// counter runs ahead only after failures; running ahead is harmless,
-    /// the records decide.
-    pub fn count_again(&self, execution_id: &str, receive_count: u32) {
-        if receive_count <= 1 {
-            return;
-        }
-        if let Ok(mut r) = self.recount.lock() {
-            r.push(execution_id.to_owned());
+    /// Checks the attempt's execution at the flush, with no event: its
+    /// dead letter was just confirmed, or a copy of its message met it
+    /// settled (the run that settled it may have died before its flush).
+    pub fn touch(&self, a: &DeliveryAttempt) {
+        if let Ok(mut t) = self.touched.lock() {
+            t.push((a.report_execution_id.clone(), a.id.clone()));
         }
     }
 
-    fn take(&self) -> (Vec<DeliveryAttempt>, Vec<String>) {
+    fn take(&self) -> (Vec<DeliveryAttempt>, Vec<(String, String)>) {
         let settled = self
             .settled
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
-        let recount = self
-            .recount
+        let touched = self
+            .touched
             .lock()
-            .map(|mut r| std::mem::take(&mut *r))
+            .map(|mut t| std::mem::take(&mut *t))
             .unwrap_or_default();
-        (settled, recount)
+        (settled, touched)
     }
+}
+
+/// The rule: an execution is complete once fan-out recorded how many
+/// attempts it made, they all exist, and none is open (every one settled,
+/// every dead letter confirmed).
+pub fn is_complete(e: &ReportExecution, attempts: &[DeliveryAttempt]) -> bool {
+    e.target_count
+        .is_some_and(|n| attempts.len() as u64 >= n && attempts.iter().all(|a| !a.is_open()))
 }
 
 /// Where outcome events go, and the stores they are read from.
@@ -161,25 +172,24 @@ impl Outcomes<'_> {
         false
     }
 
-    /// After an attempt settled: its event, then the execution's completion
-    /// when it was the last one.
+    /// After an attempt settled: its event, then its execution's check.
     pub async fn attempt_settled(&self, a: &DeliveryAttempt) {
-        self.settled(std::slice::from_ref(a), &[]).await;
+        let touched = [(a.report_execution_id.clone(), a.id.clone())];
+        self.settled(std::slice::from_ref(a), &touched).await;
     }
 
-    /// Sends the events of a batch's settled attempts, counts them and
-    /// the ones met again per execution, and empties it.
+    /// Sends the events of a batch's settled attempts, checks each
+    /// execution it touched once, and empties it.
     pub async fn flush(&self, batch: &OutcomeBatch) {
-        let (settled, recount) = batch.take();
-        if !settled.is_empty() || !recount.is_empty() {
-            self.settled(&settled, &recount).await;
+        let (settled, touched) = batch.take();
+        if !settled.is_empty() || !touched.is_empty() {
+            self.settled(&settled, &touched).await;
         }
     }
 
     /// The events of settled attempts (10 per request; none for test
-    /// sends), then one settled count per execution, and the execution's
-    /// completion when it was the last.
-    async fn settled(&self, settled: &[DeliveryAttempt], recount: &[String]) {
+    /// sends), then one check per execution touched.
+    async fn settled(&self, settled: &[DeliveryAttempt], touched: &[(String, String)]) {
         if let Some(url) = self.url {
             let deliveries: Vec<DeliveryAttempt> = settled
                 .iter()
@@ -190,16 +200,15 @@ impl Outcomes<'_> {
                 self.send_chunk(url, chunk).await;
             }
         }
-        let mut per_execution: BTreeMap<&str, u64> = BTreeMap::new();
-        let ids = settled.iter().map(|a| a.report_execution_id.as_str());
-        for id in ids.chain(recount.iter().map(String::as_str)) {
-            *per_execution.entry(id).or_default() += 1;
+        let mut per_execution: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (execution_id, attempt_id) in touched {
+            per_execution
+                .entry(execution_id)
+                .or_default()
+                .push(attempt_id);
         }
-        for (execution_id, n) in per_execution {
-            match self.executions.count_settled(execution_id, n).await {
-                Ok(p) => self.maybe_complete(execution_id, p).await,
-                Err(e) => warn!(%execution_id, error = %e, "settled count not kept"),
-            }
+        for (execution_id, own) in per_execution {
+            self.check(execution_id, &own).await;
         }
     }
 
@@ -259,30 +268,43 @@ impl Outcomes<'_> {
 
     /// After fan-out finished: the execution may already be complete (or
     /// have nothing to deliver).
-    pub async fn fanned_out(&self, execution_id: &str, p: Progress) {
-        self.maybe_complete(execution_id, p).await;
+    pub async fn fanned_out(&self, execution_id: &str) {
+        self.check(execution_id, &[]).await;
     }
 
-    /// Completes the execution if the counter says every attempt settled.
-    async fn maybe_complete(&self, execution_id: &str, p: Progress) {
-        if p.complete() {
-            self.complete(execution_id).await;
+    /// Completes the execution unless the `open` index shows an open
+    /// attempt other than `own` (the ones the caller just settled, whose
+    /// index entries may not be gone yet). Returns whether it is complete.
+    pub async fn check(&self, execution_id: &str, own: &[&str]) -> bool {
+        let limit = i32::try_from(own.len() + 1).unwrap_or(100);
+        match self.attempts.open_of_execution(execution_id, limit).await {
+            Ok(open) if open.iter().all(|id| own.contains(&id.as_str())) => {
+                self.complete(execution_id).await
+            }
+            // Another attempt is open: whoever settles it checks again.
+            Ok(_) => false,
+            Err(e) => {
+                warn!(%execution_id, error = %e, "open attempts not read; the reconciler completes the execution");
+                false
+            }
         }
     }
 
-    /// If the records say every attempt settled (dead letters confirmed),
-    /// takes the execution out of the unsettled index, with its event when
-    /// events are sent and this run wins the claim. Returns whether it is
-    /// settled. The counter can run ahead (an operator retry settles an
-    /// attempt twice) or behind (a run died before its flush): the records
-    /// decide, and the reconciler calls this for what the counter missed.
+    /// Applies [`is_complete`] to the records and, when it holds, claims
+    /// and sends the execution's event (unless events are off or it is a
+    /// test send) and records the completion at the revision read. Returns
+    /// whether this run recorded it (or found it recorded). A failed send
+    /// records nothing, so the reconciler tries again.
     pub async fn complete(&self, execution_id: &str) -> bool {
-        // The execution first: its `reopened` count guards the writes below
-        // against an operator retry between these reads and them.
+        // The execution first: its `reopened` revision guards the claim
+        // against an operator retry between these reads and it.
         let read = async {
             let Some(e) = self.executions.get_execution(execution_id).await? else {
                 return Ok(None);
             };
+            if e.outcome_revision.is_some_and(|r| r >= e.reopened) {
+                return Ok(Some((e, Vec::new())));
+            }
             let a = self.attempts.by_execution(execution_id).await?;
             Ok::<_, crate::store::StoreError>(Some((e, a)))
         };
@@ -294,69 +316,66 @@ impl Outcomes<'_> {
                 return false;
             }
         };
-        let Some(target_count) = execution.target_count else {
-            return false; // still fanning out
-        };
-        if attempts
-            .iter()
-            .any(|a| !a.is_settled() || a.dead_letter_pending())
-            || (attempts.len() as u64) < target_count
+        if execution
+            .outcome_revision
+            .is_some_and(|r| r >= execution.reopened)
         {
+            return true; // recorded before
+        }
+        if !is_complete(&execution, &attempts) {
             return false;
         }
-        let reopened = execution.reopened;
-        if self.url.is_none() || execution.test_target_id.is_some() {
-            return self.leave_index(execution_id, reopened, false).await;
-        }
         let at = Timestamp::now();
-        match self
-            .executions
-            .claim_outcome(execution_id, at, reopened)
-            .await
-        {
-            Ok(true) => {}
-            // Claimed before (its event was sent): only the index is left,
-            // while the claim is held (a failed send gives it back).
-            Ok(false) => return self.leave_index(execution_id, reopened, true).await,
-            Err(e) => {
-                warn!(%execution_id, error = %e, "execution outcome not claimed");
+        let revision = execution.reopened;
+        if self.url.is_some() && execution.test_target_id.is_none() {
+            // One sender: a claim that runs out if this run dies before
+            // recording, so the reconciler sends the event then.
+            let until = at.plus(OUTCOME_CLAIM);
+            match self
+                .executions
+                .claim_outcome(execution_id, at, until, revision)
+                .await
+            {
+                Ok(true) => {}
+                // Another run is sending it, or it was reopened since.
+                Ok(false) => return false,
+                Err(e) => {
+                    warn!(%execution_id, error = %e, "execution outcome not claimed");
+                    return false;
+                }
+            }
+            let event = execution_event(
+                execution_id,
+                &execution.report_id,
+                execution.fanout_note.clone(),
+                &attempts,
+                at,
+                revision,
+            );
+            if !self.send(&OutcomeEvent::ExecutionV1(event.clone())).await {
+                warn!(%execution_id, "execution outcome not sent; the reconciler tries again");
                 return false;
             }
+            info!(%execution_id, summary = %event.summary, revision, "execution outcome sent");
         }
-        let event = execution_event(
-            execution_id,
-            &execution.report_id,
-            execution.fanout_note.clone(),
-            &attempts,
-            at,
-            reopened,
-        );
-        if self.send(&OutcomeEvent::ExecutionV1(event.clone())).await {
-            info!(%execution_id, summary = %event.summary, "execution outcome sent");
-            true
-        } else {
-            // Released: unsettled again, so the reconciler tries again.
-            if let Err(e) = self.executions.release_outcome(execution_id).await {
-                warn!(%execution_id, error = %e, "execution outcome lost");
-            }
-            false
-        }
-    }
-
-    async fn leave_index(&self, execution_id: &str, reopened: u64, claimed: bool) -> bool {
         match self
             .executions
-            .mark_settled(execution_id, reopened, claimed)
+            .record_outcome(execution_id, at, revision)
             .await
         {
-            Ok(()) => true,
+            // `false`: reopened since (the next completion corrects it).
+            Ok(recorded) => recorded,
             Err(e) => {
-                warn!(%execution_id, error = %e, "execution not marked settled");
+                warn!(%execution_id, error = %e, "execution completion not recorded");
                 false
             }
         }
     }
 }
+
+/// How long a run holds the sending of an execution's outcome event: more
+/// than three sends at the SDK's 25 s operation timeout.
+const OUTCOME_CLAIM: time::Duration = time::Duration::seconds(120);
 
 #[cfg(test)]
 mod tests {
@@ -364,17 +383,60 @@ mod tests {
     use crate::domain::{AttemptError, ErrorCategory, TargetType};
 
     #[test]
-    fn only_copies_received_again_are_counted_again_and_a_take_empties_the_batch() {
+    fn a_batch_keeps_events_for_settled_attempts_only_and_a_take_empties_it() {
         let batch = OutcomeBatch::default();
         let a = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Webhook, Timestamp::now());
+        let b = DeliveryAttempt::queued("e2", "r1", "t1", TargetType::Webhook, Timestamp::now());
         batch.push(&a);
-        batch.count_again("e1", 1); // a fan-out re-send: counted by its run
-        batch.count_again("e2", 2); // back from a run that did not finish
-        let (settled, recount) = batch.take();
+        batch.touch(&b); // a copy met it settled: a check, no event
+        let (settled, touched) = batch.take();
         assert_eq!(settled.len(), 1);
-        assert_eq!(recount, ["e2"]);
-        let (settled, recount) = batch.take();
-        assert!(settled.is_empty() && recount.is_empty());
+        assert_eq!(
+            touched,
+            [
+                ("e1".to_owned(), a.id.clone()),
+                ("e2".to_owned(), b.id.clone())
+            ]
+        );
+        let (settled, touched) = batch.take();
+        assert!(settled.is_empty() && touched.is_empty());
+    }
+
+    #[test]
+    fn an_execution_is_complete_once_fanned_out_and_no_attempt_is_open() {
+        let now = Timestamp::now();
+        let mut e: ReportExecution = serde_json::from_value(serde_json::json!({
+            "id": "e1", "report_id": "r1", "report_name": "R",
+            "generated_at": now, "time_zone": "UTC", "row_count": 1,
+            "pdf": {"key": "k", "content_type": "application/pdf", "size": 1, "sha256": "0"},
+            "rendered_at": now, "created_at": now, "updated_at": now,
+        }))
+        .expect("execution");
+        let mut ok = DeliveryAttempt::queued("e1", "r1", "t1", TargetType::Email, now);
+        // Not fanned out yet: never complete
+        e.target_count = None;
+        assert!(!is_complete(&e, &[]));
+        // Fanned out with nothing to deliver: complete
+        e.target_count = Some(0);
+        assert!(is_complete(&e, &[]));
+        // One attempt, not all there yet or still open: not complete
+        e.target_count = Some(1);
+        assert!(!is_complete(&e, &[]));
+        assert!(!is_complete(&e, std::slice::from_ref(&ok)));
+        ok.status = AttemptStatus::Delivered;
+        assert!(is_complete(&e, std::slice::from_ref(&ok)));
+        // A failure whose dead letter is not yet confirmed is still open
+        let mut bad = ok.clone();
+        bad.status = AttemptStatus::Failed;
+        bad.dead_letter = Some(crate::domain::attempt::DeadLetterState {
+            requested_at: now,
+            sent_at: None,
+        });
+        assert!(!is_complete(&e, &[bad.clone()]));
+        if let Some(d) = bad.dead_letter.as_mut() {
+            d.sent_at = Some(now);
+        }
+        assert!(is_complete(&e, &[bad]));
     }
 
     #[test]

@@ -1,15 +1,14 @@
 //! reconcile: a scheduled sweep that makes sure no attempt is left behind.
 //!
-//! * It reads the sparse, sharded index of unsettled executions (rendered,
-//!   not yet known to be settled; spread over [`PENDING_SHARDS`]
-//!   partitions, so it never reads one hot partition), reads each one's
-//!   attempts, and re-enqueues attempts that sat `queued` or `processing`
-//!   for too long without a message (e.g. a fan-out dead-lettered after
-//!   writing its attempts), fails crash loops with a reason, and finishes
-//!   dead letters whose confirmation was lost. An execution whose attempts
-//!   all settled leaves the index (with its outcome event, when a run died
-//!   before claiming it). Each run starts at another shard and counts only
-//!   unsettled attempts against its budget.
+//! * It reads the sparse `open` index of attempts (spread over
+//!   [`PENDING_SHARDS`] partitions, so it never reads one hot partition)
+//!   and re-enqueues attempts that sat `queued` or `processing` for too
+//!   long without a message (e.g. a fan-out dead-lettered after writing its
+//!   attempts), fails crash loops with a reason, and finishes dead letters
+//!   whose confirmation was lost. Each run starts at another shard.
+//! * It reads the sparse index of executions whose completion is not yet
+//!   recorded and completes the ones with no open attempt left (a run died
+//!   before its check, or two runs each saw the other's attempt open).
 //! * It reads the delivery dead-letter queue for messages that the queue's
 //!   safety net (`maxReceiveCount`) moved there without a reason: their
 //!   attempts are re-enqueued or failed, and the stray copies removed, so
@@ -81,11 +80,11 @@ impl Rules {
 /// What one run did, logged and returned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
-    /// Unsettled executions examined.
+    /// Incomplete executions examined.
     pub executions: u64,
-    /// Unsettled attempts examined.
+    /// Open attempts examined.
     pub examined: u64,
-    /// Executions found settled and taken out of the index.
+    /// Executions found complete and recorded so.
     pub settled: u64,
     /// Attempts whose message was sent again.
     pub requeued: u64,
@@ -184,39 +183,24 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     let sweep_time_left =
         || time_left() && sweep_until.is_none_or(|until| until.millis_since(Timestamp::now()) > 0);
     sweep_dead_letters(deps, &mut report, &sweep_time_left).await;
-    'shards: for shard in (0..PENDING_SHARDS).map(|i| (first + i) % PENDING_SHARDS) {
-        let mut cursor = None;
-        loop {
-            if !time_left() || report.examined as usize >= deps.rules.max_per_run {
-                break 'shards;
-            }
-            let page = match deps
-                .executions
-                .unsettled(shard, created_before, cursor.take(), 25)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(shard, error = %e, "reading the unsettled index failed");
-                    report.errors += 1;
-                    break;
-                }
-            };
-            for id in &page.items {
-                if !time_left() {
-                    break 'shards;
-                }
-                if let Err(e) = reconcile_execution(deps, id, &mut report, &time_left).await {
-                    warn!(execution_id = %id, error = %e, "reconciling failed; left for the next run");
-                    report.errors += 1;
-                }
-            }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-    }
+    // Executions next, within half of what is left: an open-index read
+    // each, so a backlog of open attempts cannot starve their outcomes.
+    let executions_until = deadline.map(|d| {
+        let now = Timestamp::now();
+        now.plus(time::Duration::milliseconds(d.millis_since(now).max(0) / 2))
+    });
+    let executions_time_left = || {
+        time_left() && executions_until.is_none_or(|until| until.millis_since(Timestamp::now()) > 0)
+    };
+    complete_executions(
+        deps,
+        first,
+        created_before,
+        &mut report,
+        &executions_time_left,
+    )
+    .await;
+    reconcile_open_attempts(deps, first, created_before, &mut report, &time_left).await;
     // Every run reports, zero included, so the alarm sees data.
     let stuck = report.requeued + report.failed + report.dead_letters_finished;
     deps.metrics
@@ -237,56 +221,102 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
     report
 }
 
-/// Attempts read per page of one execution (the time left is checked
-/// between pages, so one huge execution never holds a run past its
-/// deadline).
+/// Open attempts read per page (the time left is checked between
+/// attempts).
 const ATTEMPTS_PAGE: i32 = 100;
 
-/// Acts on every attempt of one unsettled execution, a page at a time,
-/// then takes it out of the index if they all settled.
-async fn reconcile_execution(
+/// Acts on the open attempts created before `created_before`, shard by
+/// shard from `first`, until the budget or the time runs out.
+async fn reconcile_open_attempts(
     deps: &Deps,
-    execution_id: &str,
+    first: u8,
+    created_before: Timestamp,
     report: &mut Report,
     time_left: &dyn Fn() -> bool,
-) -> Result<(), StoreError> {
-    report.executions += 1;
-    let of = crate::store::AttemptsOf::Execution(execution_id.to_owned());
-    let mut cursor = None;
-    let mut open = false;
-    loop {
-        if !time_left() {
-            return Ok(());
-        }
-        let page = deps
-            .attempts
-            .attempts_page(&of, cursor, ATTEMPTS_PAGE)
-            .await?;
-        for a in page.items {
-            if a.is_settled() && !a.dead_letter_pending() {
-                continue;
-            }
-            open = true;
+) {
+    for shard in (0..PENDING_SHARDS).map(|i| (first + i) % PENDING_SHARDS) {
+        let mut cursor = None;
+        loop {
             if !time_left() || report.examined as usize >= deps.rules.max_per_run {
-                return Ok(());
+                return;
             }
-            report.examined += 1;
-            let id = a.id.clone();
-            if let Err(e) = act(deps, a, false, report).await {
-                warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
-                report.errors += 1;
+            let page = match deps
+                .attempts
+                .open_page(shard, created_before, cursor.take(), ATTEMPTS_PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(shard, error = %e, "reading the open attempts failed");
+                    report.errors += 1;
+                    break;
+                }
+            };
+            for a in page.items {
+                if !time_left() || report.examined as usize >= deps.rules.max_per_run {
+                    return;
+                }
+                if !a.is_open() {
+                    continue; // settled since the index was read
+                }
+                report.examined += 1;
+                let id = a.id.clone();
+                if let Err(e) = act(deps, a, false, report).await {
+                    warn!(attempt_id = %id, error = %e, "reconciling failed; left for the next run");
+                    report.errors += 1;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+    }
+}
+
+/// Completes the incomplete executions created before `created_before`
+/// whose attempts are all settled, shard by shard from `first`.
+async fn complete_executions(
+    deps: &Deps,
+    first: u8,
+    created_before: Timestamp,
+    report: &mut Report,
+    time_left: &dyn Fn() -> bool,
+) {
+    for shard in (0..PENDING_SHARDS).map(|i| (first + i) % PENDING_SHARDS) {
+        let mut cursor = None;
+        loop {
+            if !time_left() || report.executions as usize >= deps.rules.max_per_run {
+                return;
+            }
+            let page = match deps
+                .executions
+                .unsettled(shard, created_before, cursor.take(), 25)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(shard, error = %e, "reading the incomplete executions failed");
+                    report.errors += 1;
+                    break;
+                }
+            };
+            for id in &page.items {
+                if !time_left() {
+                    return;
+                }
+                report.executions += 1;
+                if outcomes(deps).check(id, &[]).await {
+                    info!(execution_id = %id, "execution completed");
+                    report.settled += 1;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
     }
-    if !open && outcomes(deps).complete(execution_id).await {
-        info!(%execution_id, "execution settled");
-        report.settled += 1;
-    }
-    Ok(())
 }
 
 fn outcomes(deps: &Deps) -> super::outcomes::Outcomes<'_> {

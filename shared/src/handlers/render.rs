@@ -234,6 +234,7 @@ async fn render_and_store(
         input_sha256: Some(input_sha256.clone()),
         test_target_id,
         reopened: 0,
+        outcome_revision: None,
     };
     // If another render of this id won the race, its record comes back.
     let stored = deps

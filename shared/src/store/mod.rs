@@ -34,9 +34,10 @@ impl StoreError {
     }
 }
 
-/// Shards of the unsettled-executions index: executions with an attempt
-/// not yet settled spread over this many partition keys, so the
-/// reconciler's reads never make one hot partition.
+/// Shards of the two sparse indexes: open attempts (keyed by their
+/// execution's shard) and executions whose completion is not yet recorded
+/// spread over this many partition keys, so no read or write makes one hot
+/// partition.
 pub const PENDING_SHARDS: u8 = 16;
 
 /// One page of a query, with the cursor for the next one.
@@ -210,9 +211,9 @@ pub trait AttemptStore: Send + Sync {
     /// record is still the one read; a lost race reads and decides again.
     async fn apply(&self, id: &str, transition: &Transition) -> Result<Applied, StoreError>;
     /// Applies a transition that reopens a settled attempt (an operator
-    /// retry or redrive) and reopens its execution (back in the unsettled
-    /// index, `reopened` one more) in one atomic write, so no completion
-    /// can take the execution out of the index between the two.
+    /// retry or redrive) and reopens its execution (back among the
+    /// incomplete, `reopened` one more) in one atomic write, so no
+    /// completion can record the execution complete between the two.
     async fn apply_reopening(
         &self,
         id: &str,
@@ -227,6 +228,23 @@ pub trait AttemptStore: Send + Sync {
     ) -> Result<Applied, StoreError> {
         self.apply(&seen.id, transition).await
     }
+    /// One page of the open attempts (not settled, or failed with their
+    /// dead letter not yet confirmed) in one shard of the sparse `open`
+    /// index, created before `created_before`; read back from the table.
+    async fn open_page(
+        &self,
+        shard: u8,
+        created_before: Timestamp,
+        cursor: Option<String>,
+        limit: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError>;
+    /// Ids of up to `limit` open attempts of an execution, from the `open`
+    /// index (eventually consistent: a write a moment ago may not show).
+    async fn open_of_execution(
+        &self,
+        execution_id: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError>;
     /// Attempts of a target, optionally in one status.
     async fn by_target(
         &self,
@@ -265,26 +283,34 @@ pub trait ExecutionStore: Send + Sync {
         target_count: u64,
         note: Option<&str>,
         at: Timestamp,
-    ) -> Result<Progress, StoreError>;
-    /// Counts `n` more settled attempts of the execution.
-    async fn count_settled(&self, id: &str, n: u64) -> Result<Progress, StoreError>;
-    /// Claims the execution's one outcome event once it fanned out (the
-    /// caller read every attempt settled) and takes it out of the
-    /// unsettled index: `true` for the first caller, `false` after that or
-    /// if it was reopened since `reopened` was read.
+    ) -> Result<(), StoreError>;
+    /// Claims the sending of the execution's outcome event at revision
+    /// `reopened` until `until` (the caller read the execution at that
+    /// revision, then every attempt settled): `false` when it is recorded
+    /// at this revision already, another run holds a live claim, it was
+    /// reopened since, or it has not finished fanning out. A claim that
+    /// runs out (its run died before [`Self::record_outcome`]) may be
+    /// taken again.
     async fn claim_outcome(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError>;
+    /// Records the execution complete at revision `reopened` and takes it
+    /// out of the incomplete index, in one conditional write: `false` when
+    /// it was recorded at this revision before or reopened since.
+    async fn record_outcome(
         &self,
         id: &str,
         at: Timestamp,
         reopened: u64,
     ) -> Result<bool, StoreError>;
-    /// Gives a claim back when its event could not be sent (and puts the
-    /// execution back among the unsettled, so the reconciler tries again).
-    async fn release_outcome(&self, id: &str) -> Result<(), StoreError>;
-    /// Ids of executions that may have an unsettled attempt (rendered, not
-    /// yet known to be settled), created before `created_before`, in one
-    /// shard of the unsettled index, oldest first. A rendered execution is
-    /// in it from birth; it leaves when every attempt settled.
+    /// Ids of executions whose completion is not yet recorded, created
+    /// before `created_before`, in one shard of the sparse incomplete
+    /// index, oldest first. A rendered execution is in it from birth; the
+    /// claim takes it out and a reopening puts it back.
     async fn unsettled(
         &self,
         shard: u8,
@@ -292,30 +318,9 @@ pub trait ExecutionStore: Send + Sync {
         cursor: Option<String>,
         page_size: i32,
     ) -> Result<Page<String>, StoreError>;
-    /// Puts the execution back among the unsettled and counts one more
-    /// reopening (an operator retry, before and after its write).
-    async fn mark_unsettled(&self, id: &str) -> Result<(), StoreError>;
-    /// Takes the execution out of the unsettled (every attempt settled),
-    /// unless it was reopened since `reopened` was read or, with `claimed`,
-    /// its outcome claim is not held.
-    async fn mark_settled(&self, id: &str, reopened: u64, claimed: bool) -> Result<(), StoreError>;
-    /// When the oldest unsettled execution was created (`None`: none).
+    /// When the oldest execution not yet complete was created (`None`:
+    /// none).
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError>;
-}
-
-/// How far an execution is: attempts settled, and how many fan-out made
-/// (`None` until fan-out finished).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Progress {
-    pub settled: u64,
-    pub target_count: Option<u64>,
-}
-
-impl Progress {
-    /// Every attempt has settled.
-    pub fn complete(&self) -> bool {
-        self.target_count.is_some_and(|n| self.settled >= n)
-    }
 }
 
 /// Service connections (credentials).

@@ -36,8 +36,7 @@ pub(super) async fn not_begun(
                 .saturating_sub(Duration::from_millis(u64::try_from(age).unwrap_or(0)));
             if wait.is_zero() {
                 warn!(attempt_id = %current.id, "finishing an unconfirmed dead letter");
-                deps.outcome_batch
-                    .count_again(&current.report_execution_id, super::super::receive_count(m));
+                deps.outcome_batch.touch(&current);
                 finish_dead_letter(deps, m, clock, &current).await
             } else {
                 hide(deps, m, wait + Duration::from_secs(1), clock).await;
@@ -52,8 +51,8 @@ pub(super) async fn not_begun(
                 &[(Dim::Stage, Stage::Delivery.as_str())],
             );
             info!(attempt_id = %current.id, status = %current.status, "duplicate message acknowledged");
-            deps.outcome_batch
-                .count_again(&current.report_execution_id, super::super::receive_count(m));
+            // The run that settled it may have died before its flush.
+            deps.outcome_batch.touch(&current);
             Outcome::Done
         }
         Refusal::LeaseHeld { until: end } => {

@@ -190,6 +190,7 @@ pub async fn handle(deps: &Deps, event: SqsEvent, deadline: Option<Timestamp>) -
     )
     .await;
     let outcomes = outcomes(deps);
+    crate::chaos::point("deliver.before_flush");
     // The flush keeps to the deadline too: what it cannot write in time is
     // only counters and events, which the records (and the reconciler)
     // make up for.

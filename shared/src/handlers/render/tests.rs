@@ -37,17 +37,20 @@ impl ExecutionStore for FakeExecutions {
         _: u64,
         _: Option<&str>,
         _: Timestamp,
-    ) -> Result<crate::store::Progress, StoreError> {
-        Ok(crate::store::Progress::default())
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
-    async fn count_settled(&self, _: &str, _: u64) -> Result<crate::store::Progress, StoreError> {
-        Ok(crate::store::Progress::default())
-    }
-    async fn claim_outcome(&self, _: &str, _: Timestamp, _: u64) -> Result<bool, StoreError> {
+    async fn claim_outcome(
+        &self,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+        _: u64,
+    ) -> Result<bool, StoreError> {
         Ok(false)
     }
-    async fn release_outcome(&self, _: &str) -> Result<(), StoreError> {
-        Ok(())
+    async fn record_outcome(&self, _: &str, _: Timestamp, _: u64) -> Result<bool, StoreError> {
+        Ok(false)
     }
     async fn unsettled(
         &self,
@@ -60,12 +63,6 @@ impl ExecutionStore for FakeExecutions {
             items: Vec::new(),
             next: None,
         })
-    }
-    async fn mark_unsettled(&self, _: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn mark_settled(&self, _: &str, _: u64, _: bool) -> Result<(), StoreError> {
-        Ok(())
     }
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(None)

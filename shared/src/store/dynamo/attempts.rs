@@ -1,5 +1,6 @@
 //! The attempts table: every change is [`Transition::decide`] on the record
-//! as read, written with one `PutItem` conditioned on its `version`; reads
+//! as read, written with one `PutItem` conditioned on its `version` (the
+//! sparse `open` key follows the record, see `attempt_item`); reads
 //! through the keys-only indexes batch-get the items.
 
 use super::*;
@@ -7,8 +8,7 @@ use super::*;
 #[async_trait]
 impl AttemptStore for DynamoStore {
     async fn create(&self, attempt: &DeliveryAttempt) -> Result<Created, StoreError> {
-        let mut item = to_item(attempt)?;
-        item.insert("expires_at".into(), self.expires_at(attempt.created_at));
+        let item = attempt_item(self, attempt)?;
         let result = self
             .client
             .put_item()
@@ -75,8 +75,7 @@ impl AttemptStore for DynamoStore {
                 Err(_) => return Ok(Applied::Refused(Some(current))),
             };
             let (condition, seen) = version_condition(current.version);
-            let mut item = to_item(&next)?;
-            item.insert("expires_at".into(), self.expires_at(next.created_at));
+            let item = attempt_item(self, &next)?;
             let put = Put::builder()
                 .table_name(&self.tables.attempts)
                 .set_item(Some(item))
@@ -151,6 +150,69 @@ impl AttemptStore for DynamoStore {
             }
         }
         self.apply(&seen.id, t).await
+    }
+
+    async fn open_page(
+        &self,
+        shard: u8,
+        created_before: Timestamp,
+        cursor: Option<String>,
+        limit: i32,
+    ) -> Result<Page<DeliveryAttempt>, StoreError> {
+        let key = shard_key(shard);
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.attempts)
+            .index_name(ATTEMPTS_OPEN)
+            .key_condition_expression("open_shard = :p")
+            .filter_expression("created_at < :before")
+            .expression_attribute_values(":p", s(key.clone()))
+            .expression_attribute_values(":before", s(created_before.to_string()))
+            .set_exclusive_start_key(decode_cursor(
+                cursor,
+                &["id", "open_shard", "report_execution_id"],
+                &[("open_shard", &key)],
+            )?)
+            .limit(limit.clamp(1, 100))
+            .send()
+            .await
+            .map_err(backend)?;
+        let ids: Vec<String> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
+            .collect();
+        Ok(Page {
+            items: self.get_attempts(&ids).await?,
+            next: encode_cursor(out.last_evaluated_key),
+        })
+    }
+
+    async fn open_of_execution(
+        &self,
+        execution_id: &str,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.attempts)
+            .index_name(ATTEMPTS_OPEN)
+            .key_condition_expression("open_shard = :p AND report_execution_id = :e")
+            .expression_attribute_values(":p", s(pending_shard(execution_id)))
+            .expression_attribute_values(":e", s(execution_id))
+            .limit(limit.clamp(1, 100))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
+            .collect())
     }
 
     async fn by_target(
@@ -245,8 +307,7 @@ impl DynamoStore {
     /// Writes an attempt's next record on condition that the stored one is
     /// still at `seen`; `false` when it moved on.
     async fn put_attempt_if(&self, next: &DeliveryAttempt, seen: u64) -> Result<bool, StoreError> {
-        let mut item = to_item(next)?;
-        item.insert("expires_at".into(), self.expires_at(next.created_at));
+        let item = attempt_item(self, next)?;
         let (condition, seen) = version_condition(seen);
         let result = self
             .client

@@ -1,5 +1,6 @@
 //! The executions table: rendered executions, fan-out progress, the
-//! settled count and outcome claim, and the sparse `by_unsettled` index.
+//! completion claim, and the sparse `by_unsettled` index of executions
+//! whose completion is not yet recorded.
 
 use super::*;
 
@@ -42,12 +43,8 @@ impl ExecutionStore for DynamoStore {
         count: u64,
         note: Option<&str>,
         at: Timestamp,
-    ) -> Result<super::super::Progress, StoreError> {
-        // Unsettled again if a late copy created attempts after a claim (no
-        // index write when the key is unchanged).
-        let mut update =
-            "SET fanned_out_at = :at, target_count = :n, updated_at = :at, pending_shard = :shard"
-                .to_owned();
+    ) -> Result<(), StoreError> {
+        let mut update = "SET fanned_out_at = :at, target_count = :n, updated_at = :at".to_owned();
         let mut req = self
             .client
             .update_item()
@@ -55,39 +52,50 @@ impl ExecutionStore for DynamoStore {
             .key("id", s(id))
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(":n", AttributeValue::N(count.to_string()))
-            .expression_attribute_values(":shard", s(pending_shard(id)))
-            .return_values(ReturnValue::AllNew);
+            .expression_attribute_values(":n", AttributeValue::N(count.to_string()));
         if let Some(note) = note {
             update.push_str(", fanout_note = :note");
             req = req.expression_attribute_values(":note", s(note));
         }
-        let out = req
-            .update_expression(update)
+        req.update_expression(update)
             .send()
             .await
             .map_err(backend)?;
-        Ok(progress(out.attributes.as_ref()))
+        Ok(())
     }
 
-    async fn count_settled(&self, id: &str, n: u64) -> Result<super::super::Progress, StoreError> {
-        let out = self
+    async fn claim_outcome(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+        reopened: u64,
+    ) -> Result<bool, StoreError> {
+        let (same, value) = unchanged(reopened);
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.tables.executions)
             .key("id", s(id))
-            .update_expression("ADD settled_count :n")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(backend)?;
-        // ALL_NEW costs no read capacity and carries target_count too.
-        Ok(progress(out.attributes.as_ref()))
+            .update_expression("SET claim_revision = :rev, claim_until = :until")
+            // Fanned out, at the revision the caller read, not recorded at
+            // it yet, and no live claim at it.
+            .condition_expression(format!(
+                "attribute_exists(target_count) AND {same} \
+                 AND (attribute_not_exists(outcome_revision) OR outcome_revision < :rev) \
+                 AND (attribute_not_exists(claim_until) OR claim_until < :now \
+                      OR claim_revision < :rev)"
+            ))
+            .expression_attribute_values(":now", s(now.to_string()))
+            .expression_attribute_values(":until", s(until.to_string()))
+            .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
+        if let Some(v) = value {
+            req = req.expression_attribute_values(":reopened", v);
+        }
+        written(req.send().await)
     }
 
-    async fn claim_outcome(
+    async fn record_outcome(
         &self,
         id: &str,
         at: Timestamp,
@@ -100,14 +108,13 @@ impl ExecutionStore for DynamoStore {
             .table_name(&self.tables.executions)
             .key("id", s(id))
             .update_expression(
-                "SET outcome_sent_at = :at, outcome_revision = :rev REMOVE pending_shard",
+                "SET outcome_sent_at = :at, outcome_revision = :rev \
+                 REMOVE pending_shard, claim_revision, claim_until",
             )
-            // The caller read every attempt settled; the counter may lag. A
-            // reopened execution (an operator retry) is claimed again, once
-            // per reopening, for its corrected event.
+            // Not reopened since: a reopening keeps it in the index.
             .condition_expression(format!(
-                "attribute_exists(target_count) AND (attribute_not_exists(outcome_sent_at) \
-                 OR outcome_revision < :rev) AND {same}"
+                "attribute_exists(target_count) AND {same} \
+                 AND (attribute_not_exists(outcome_revision) OR outcome_revision < :rev)"
             ))
             .expression_attribute_values(":at", s(at.to_string()))
             .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
@@ -115,20 +122,6 @@ impl ExecutionStore for DynamoStore {
             req = req.expression_attribute_values(":reopened", v);
         }
         written(req.send().await)
-    }
-
-    async fn release_outcome(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
-            .update_expression("REMOVE outcome_sent_at SET pending_shard = :shard")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":shard", s(pending_shard(id)))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn unsettled(
@@ -169,42 +162,6 @@ impl ExecutionStore for DynamoStore {
         })
     }
 
-    async fn mark_unsettled(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
-            .update_expression("SET pending_shard = :shard ADD reopened :one")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":shard", s(pending_shard(id)))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn mark_settled(&self, id: &str, reopened: u64, claimed: bool) -> Result<(), StoreError> {
-        let (same, value) = unchanged(reopened);
-        // Already out: no write (a refused condition costs one unit, not
-        // the index delete).
-        let mut condition = format!("attribute_exists(pending_shard) AND {same}");
-        if claimed {
-            condition.push_str(" AND attribute_exists(outcome_sent_at)");
-        }
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
-            .update_expression("REMOVE pending_shard")
-            .condition_expression(condition);
-        if let Some(v) = value {
-            req = req.expression_attribute_values(":reopened", v);
-        }
-        written(req.send().await).map(|_| ())
-    }
-
     async fn oldest_unsettled(&self) -> Result<Option<Timestamp>, StoreError> {
         let reads = (0..super::super::PENDING_SHARDS).map(|shard| self.oldest_in_shard(shard));
         let oldest = futures::future::try_join_all(reads).await?;
@@ -222,19 +179,6 @@ fn unchanged(seen: u64) -> (&'static str, Option<AttributeValue>) {
             "reopened = :reopened",
             Some(AttributeValue::N(seen.to_string())),
         )
-    }
-}
-
-/// An execution's progress from its stored attributes.
-fn progress(item: Option<&HashMap<String, AttributeValue>>) -> super::super::Progress {
-    let num = |k: &str| {
-        item.and_then(|i| i.get(k))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    super::super::Progress {
-        settled: num("settled_count").unwrap_or(0),
-        target_count: num("target_count"),
     }
 }
 

@@ -32,9 +32,15 @@ mod targets;
 /// GSI on the targets table: `report_id` + `active_type` (`active#email`).
 pub const TARGETS_BY_REPORT: &str = "by_report";
 /// Sparse GSI on the executions table: `pending_shard` + `created_at`, keys
-/// only. An execution carries `pending_shard` from its render until every
-/// attempt settled: two index writes per execution, none per attempt.
+/// only. An execution carries `pending_shard` from its render until its
+/// completion is recorded: two index writes per execution.
 pub const EXECUTIONS_UNSETTLED: &str = "by_unsettled";
+/// Sparse GSI on the attempts table: `open_shard` (its execution's shard)
+/// and `report_execution_id`, keys and `created_at`. An attempt carries
+/// `open_shard` while [`DeliveryAttempt::is_open`]: put at creation,
+/// deleted by the write that settles it, put again by a reopening (two
+/// index writes per attempt).
+pub const ATTEMPTS_OPEN: &str = "open";
 /// Keys-only GSI on the attempts table: `delivery_target_id` + `created_at`.
 pub const ATTEMPTS_BY_TARGET: &str = "by_target";
 /// Keys-only GSI on the attempts table: `report_execution_id` +
@@ -183,6 +189,24 @@ fn written<O, E: ProvideErrorMetadata + std::fmt::Debug>(
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     matches!(e, SdkError::ServiceError(s) if s.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+/// An attempt as stored: its fields, when it expires, and the sparse
+/// `open_shard` key while it is open. Every write of an attempt goes
+/// through here, so the index follows the record with no writer of its own.
+fn attempt_item(
+    store: &DynamoStore,
+    a: &DeliveryAttempt,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let mut item = to_item(a)?;
+    item.insert("expires_at".into(), store.expires_at(a.created_at));
+    if a.is_open() {
+        item.insert(
+            "open_shard".into(),
+            s(pending_shard(&a.report_execution_id)),
+        );
+    }
+    Ok(item)
 }
 
 fn to_item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
