@@ -73,6 +73,14 @@ pub struct ReportExecution {
     pub outcome_revision: Option<u64>,
 }
 
+impl ReportExecution {
+    /// Whether its completion is recorded at its current revision (no
+    /// operator reopened it since).
+    pub fn completion_recorded(&self) -> bool {
+        self.outcome_revision.is_some_and(|r| r >= self.reopened)
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

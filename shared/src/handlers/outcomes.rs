@@ -298,30 +298,24 @@ impl Outcomes<'_> {
     pub async fn complete(&self, execution_id: &str) -> bool {
         // The execution first: its `reopened` revision guards the claim
         // against an operator retry between these reads and it.
-        let read = async {
-            let Some(e) = self.executions.get_execution(execution_id).await? else {
-                return Ok(None);
-            };
-            if e.outcome_revision.is_some_and(|r| r >= e.reopened) {
-                return Ok(Some((e, Vec::new())));
-            }
-            let a = self.attempts.by_execution(execution_id).await?;
-            Ok::<_, crate::store::StoreError>(Some((e, a)))
-        };
-        let (execution, attempts) = match read.await {
-            Ok(Some(read)) => read,
+        let execution = match self.executions.get_execution(execution_id).await {
+            Ok(Some(e)) => e,
             Ok(None) => return false,
             Err(e) => {
                 warn!(%execution_id, error = %e, "execution completion not checked");
                 return false;
             }
         };
-        if execution
-            .outcome_revision
-            .is_some_and(|r| r >= execution.reopened)
-        {
-            return true; // recorded before
+        if execution.completion_recorded() {
+            return true;
         }
+        let attempts = match self.attempts.by_execution(execution_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(%execution_id, error = %e, "execution completion not checked");
+                return false;
+            }
+        };
         if !is_complete(&execution, &attempts) {
             return false;
         }

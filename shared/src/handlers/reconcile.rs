@@ -176,22 +176,11 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
         .unwrap_or(0);
     // The dead-letter sweep goes first, within half of the run, so no
     // amount of unsettled work can crowd it out.
-    let sweep_until = deadline.map(|d| {
-        let left = d.millis_since(now).max(0);
-        now.plus(time::Duration::milliseconds(left / 2))
-    });
-    let sweep_time_left =
-        || time_left() && sweep_until.is_none_or(|until| until.millis_since(Timestamp::now()) > 0);
+    let sweep_time_left = half_of_what_is_left(deadline, &time_left);
     sweep_dead_letters(deps, &mut report, &sweep_time_left).await;
     // Executions next, within half of what is left: an open-index read
     // each, so a backlog of open attempts cannot starve their outcomes.
-    let executions_until = deadline.map(|d| {
-        let now = Timestamp::now();
-        now.plus(time::Duration::milliseconds(d.millis_since(now).max(0) / 2))
-    });
-    let executions_time_left = || {
-        time_left() && executions_until.is_none_or(|until| until.millis_since(Timestamp::now()) > 0)
-    };
+    let executions_time_left = half_of_what_is_left(deadline, &time_left);
     complete_executions(
         deps,
         first,
@@ -219,6 +208,18 @@ pub async fn handle(deps: &Deps, deadline: Option<Timestamp>) -> Report {
         "reconciled"
     );
     report
+}
+
+/// A time check for one step: `time_left`, and no later than half of the
+/// time from now to `deadline`.
+fn half_of_what_is_left<'a>(
+    deadline: Option<Timestamp>,
+    time_left: &'a dyn Fn() -> bool,
+) -> impl Fn() -> bool + 'a {
+    let now = Timestamp::now();
+    let until =
+        deadline.map(|d| now.plus(time::Duration::milliseconds(d.millis_since(now).max(0) / 2)));
+    move || time_left() && until.is_none_or(|u| u.millis_since(Timestamp::now()) > 0)
 }
 
 /// Open attempts read per page (the time left is checked between

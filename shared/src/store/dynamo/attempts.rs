@@ -178,12 +178,7 @@ impl AttemptStore for DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        let ids: Vec<String> = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
-            .collect();
+        let ids = item_ids(out.items);
         Ok(Page {
             items: self.get_attempts(&ids).await?,
             next: encode_cursor(out.last_evaluated_key),
@@ -207,12 +202,7 @@ impl AttemptStore for DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
-            .collect())
+        Ok(item_ids(out.items))
     }
 
     async fn by_target(
@@ -286,12 +276,7 @@ impl AttemptStore for DynamoStore {
                 )?),
         };
         let out = q.send().await.map_err(backend)?;
-        let ids: Vec<String> = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| i.get("id")?.as_s().ok().cloned())
-            .collect();
+        let ids = item_ids(out.items);
         Ok(Page {
             items: self.get_attempts(&ids).await?,
             next: encode_cursor(out.last_evaluated_key),
@@ -396,6 +381,15 @@ impl DynamoStore {
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
+}
+
+/// The `id`s of a query's items.
+fn item_ids(items: Option<Vec<HashMap<String, AttributeValue>>>) -> Vec<String> {
+    items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| i.get("id")?.as_s().ok().cloned())
+        .collect()
 }
 
 /// The condition that a stored attempt is still at version `seen`, and the

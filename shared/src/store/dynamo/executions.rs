@@ -71,27 +71,17 @@ impl ExecutionStore for DynamoStore {
         until: Timestamp,
         reopened: u64,
     ) -> Result<bool, StoreError> {
-        let (same, value) = unchanged(reopened);
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
+        // Not yet recorded at this revision, and no live claim at it.
+        let req = self
+            .at_revision(
+                id,
+                reopened,
+                "AND (attribute_not_exists(claim_until) OR claim_until < :now \
+                 OR claim_revision < :rev)",
+            )
             .update_expression("SET claim_revision = :rev, claim_until = :until")
-            // Fanned out, at the revision the caller read, not recorded at
-            // it yet, and no live claim at it.
-            .condition_expression(format!(
-                "attribute_exists(target_count) AND {same} \
-                 AND (attribute_not_exists(outcome_revision) OR outcome_revision < :rev) \
-                 AND (attribute_not_exists(claim_until) OR claim_until < :now \
-                      OR claim_revision < :rev)"
-            ))
             .expression_attribute_values(":now", s(now.to_string()))
-            .expression_attribute_values(":until", s(until.to_string()))
-            .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
-        if let Some(v) = value {
-            req = req.expression_attribute_values(":reopened", v);
-        }
+            .expression_attribute_values(":until", s(until.to_string()));
         written(req.send().await)
     }
 
@@ -101,26 +91,14 @@ impl ExecutionStore for DynamoStore {
         at: Timestamp,
         reopened: u64,
     ) -> Result<bool, StoreError> {
-        let (same, value) = unchanged(reopened);
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.executions)
-            .key("id", s(id))
+        // A reopening since keeps it in the index.
+        let req = self
+            .at_revision(id, reopened, "")
             .update_expression(
                 "SET outcome_sent_at = :at, outcome_revision = :rev \
                  REMOVE pending_shard, claim_revision, claim_until",
             )
-            // Not reopened since: a reopening keeps it in the index.
-            .condition_expression(format!(
-                "attribute_exists(target_count) AND {same} \
-                 AND (attribute_not_exists(outcome_revision) OR outcome_revision < :rev)"
-            ))
-            .expression_attribute_values(":at", s(at.to_string()))
-            .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
-        if let Some(v) = value {
-            req = req.expression_attribute_values(":reopened", v);
-        }
+            .expression_attribute_values(":at", s(at.to_string()));
         written(req.send().await)
     }
 
@@ -183,6 +161,32 @@ fn unchanged(seen: u64) -> (&'static str, Option<AttributeValue>) {
 }
 
 impl DynamoStore {
+    /// An update of the execution on condition that it fanned out, is still
+    /// at revision `reopened` (`:rev`) and is not recorded complete at it,
+    /// and `and` (more conditions, or empty).
+    fn at_revision(
+        &self,
+        id: &str,
+        reopened: u64,
+        and: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let (same, value) = unchanged(reopened);
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.executions)
+            .key("id", s(id))
+            .condition_expression(format!(
+                "attribute_exists(target_count) AND {same} \
+                 AND (attribute_not_exists(outcome_revision) OR outcome_revision < :rev) {and}"
+            ))
+            .expression_attribute_values(":rev", AttributeValue::N(reopened.to_string()));
+        match value {
+            Some(v) => req.expression_attribute_values(":reopened", v),
+            None => req,
+        }
+    }
+
     /// The oldest `created_at` in one shard of the unsettled index.
     async fn oldest_in_shard(&self, shard: u8) -> Result<Option<Timestamp>, StoreError> {
         let out = self
