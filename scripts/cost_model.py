@@ -566,7 +566,8 @@ def report(a):
         w(f"  {item:<64} {base + gsi:>5.2f}" + (f"  ({base} + {gsi} GSI)" if gsi else ""))
     for item, units, _ in WRU_PER_BATCH:
         w(f"  {item + f', {units} / batch':<64} {units / a.deliver_batch:>5.2f}")
-    w(f"  {'execution: rendered + fanned out + outcome claimed, 3 / T':<64} {c['exec_wru'] / T:>5.2f}")
+    exec_units = sum(u for _, u, _ in WRU_PER_EXECUTION)
+    w(f"  {f'execution: rendered, fanned out, claimed, recorded, {exec_units} / T':<64} {c['exec_wru'] / T:>5.2f}")
     w(f"  = ${c['wru'] * DDB_PER_WRU * 1e6:.3f} per million deliveries")
     w("")
     w("Counts per execution (from the code):")
