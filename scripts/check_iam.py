@@ -11,14 +11,13 @@ come from the map bundled with samtranslator, never from IAM.
 
 It then fails (exit 1) on:
   * an Allow statement in an identity policy (a role's inline policies,
-    AWS::IAM::Policy, AWS::IAM::ManagedPolicy, ...) that grants an action of
-    sqs, dynamodb, s3, ses, secretsmanager or kms ("sqs:*" and "*" included)
-    on every resource: "*", or an ARN whose resource name is a wildcard
-    (arn:aws:sqs:*:*:*, table/*, arn:aws:s3:::*). Only the actions listed in
-    NO_RESOURCE_LEVEL, which AWS authorizes on "*" alone, are let through;
+    AWS::IAM::Policy, AWS::IAM::ManagedPolicy, ...) that grants any action
+    ("sqs:*" and "*" included) on every resource: "*", or an ARN whose
+    resource name is a wildcard (arn:aws:sqs:*:*:*, table/*,
+    arn:aws:s3:::*). Only the actions listed in NO_RESOURCE_LEVEL, which AWS
+    authorizes on "*" alone, are let through, each with its reason;
   * a managed policy attached to a role, other than the ALLOWED_MANAGED
-    ones (logs and X-Ray only). The known data-plane ones are named with
-    what they grant.
+    ones (X-Ray only). The known broad ones are named with what they grant.
 Resource-based policies (bucket, topic and key policies) are not identity
 grants and are not checked here; a key policy's "*" means the key itself.
 
@@ -40,32 +39,36 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-CHECKED_SERVICES = ("sqs", "dynamodb", "s3", "ses", "secretsmanager", "kms")
-
-# Actions of the checked services that have no resource-level permission,
-# so "*" is the only Resource AWS accepts for them. Exact action names only:
-# "ses:Get*" is not excused by "ses:GetAccount". Each with its reason.
+# The only actions a statement may allow on "*": AWS has no resource-level
+# permission for them (Service Authorization Reference: no resource type),
+# so "*" is the only Resource it accepts. Exact action names only:
+# "ses:Get*" is not excused by "ses:GetAccount". Each with its reason. A
+# new entry is a reviewed decision; anything else on "*" fails make lint.
 NO_RESOURCE_LEVEL = {
     # The operator API's GET /health reads SES sending status and quota.
-    "ses:GetAccount": "SES v2 GetAccount has no resource type (Service Authorization Reference)",
+    "ses:GetAccount": "SES v2 GetAccount has no resource type",
+    # What AWSXrayWriteOnlyAccess grants (allowed below); none has a resource type.
+    "xray:PutTraceSegments": "X-Ray PutTraceSegments has no resource type",
+    "xray:PutTelemetryRecords": "X-Ray PutTelemetryRecords has no resource type",
+    "xray:GetSamplingRules": "X-Ray GetSamplingRules has no resource type",
+    "xray:GetSamplingTargets": "X-Ray GetSamplingTargets has no resource type",
+    "xray:GetSamplingStatisticSummaries": "X-Ray GetSamplingStatisticSummaries has no resource type",
+    # Not used (metrics are EMF log lines), listed for a future PutMetricData;
+    # a cloudwatch:namespace condition is the way to narrow it.
+    "cloudwatch:PutMetricData": "CloudWatch PutMetricData has no resource type",
 }
-# Not in CHECKED_SERVICES, so never flagged, and listed here only so the
-# record is complete: cloudwatch:PutMetricData and xray:PutTraceSegments /
-# PutTelemetryRecords also take only "*". This stack writes metrics as EMF
-# log lines (no PutMetricData at all) and gets X-Ray through
-# AWSXRayDaemonWriteAccess (below).
 
 # The only managed policies a role may carry.
 ALLOWED_MANAGED = {
-    "AWSLambdaBasicExecutionRole": "CloudWatch Logs: CreateLogGroup, CreateLogStream, PutLogEvents",
     # What SAM attaches for Tracing: Active, and its older twin.
     "AWSXrayWriteOnlyAccess": "X-Ray: PutTraceSegments, PutTelemetryRecords, sampling rules (Tracing: Active)",
     "AWSXRayDaemonWriteAccess": "X-Ray: PutTraceSegments, PutTelemetryRecords, sampling rules",
 }
 
-# Managed policies known to grant data-plane actions of the checked
-# services on "*" (any other AWS-managed policy fails too, as not allowed).
+# Managed policies known to grant actions on "*", named with what they grant
+# (any other AWS-managed policy fails too, as not allowed).
 DATA_PLANE_MANAGED = [
+    (r"^AWSLambdaBasicExecutionRole$", "logs:CreateLogGroup, CreateLogStream, PutLogEvents on *"),
     (r"^AWSLambdaSQSQueueExecutionRole$", "sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes on *"),
     (r"^AWSLambdaDynamoDBExecutionRole$", "dynamodb stream reads on *"),
     (r"^AWSLambdaKinesisExecutionRole$", "kinesis reads on *"),
@@ -212,14 +215,10 @@ def is_wildcard_resource(value: Any) -> bool:
 
 
 def action_flagged(action: str) -> bool:
-    """Whether an allowed action (maybe a wildcard) reaches a checked service."""
-    if action.strip() == "*":
-        return True
-    service, _, _name = action.partition(":")
-    if service.lower() not in CHECKED_SERVICES:
-        return False
+    """Whether an action allowed on "*" is a finding: anything but an exact
+    NO_RESOURCE_LEVEL entry (so "*", "sqs:*" and "ses:Get*" all are)."""
     excused = {a.lower() for a in NO_RESOURCE_LEVEL}
-    return action.lower() not in excused
+    return action.strip().lower() not in excused
 
 
 def statements(document: Any) -> Iterator[dict[str, Any]]:
@@ -350,12 +349,13 @@ def self_test() -> list[str]:
         if not any(e in f for f in found):
             problems.append(f"the bad template's {e!r} was not reported (findings: {found})")
 
-    # The same function done right passes: its own role, logs only, and
-    # statements on the queue and table it uses.
+    # The same function done right passes: its own role, its own log group,
+    # and statements on the queue and table it uses.
     good = copy.deepcopy(BAD_TEMPLATE)
     fn = good["Resources"]["Consumer"]["Properties"]
     del fn["Policies"]
     fn["Role"] = {"Fn::GetAtt": ["ConsumerRole", "Arn"]}
+    good["Resources"]["ConsumerLogGroup"] = {"Type": "AWS::Logs::LogGroup"}
     good["Resources"]["ConsumerRole"] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
@@ -363,10 +363,12 @@ def self_test() -> list[str]:
                 "Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
             },
-            "ManagedPolicyArns": [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}],
+            "ManagedPolicyArns": [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"}],
             "Policies": [{
                 "PolicyName": "consumer",
                 "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                     "Resource": {"Fn::GetAtt": ["ConsumerLogGroup", "Arn"]}},
                     {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"], "Resource": {"Fn::GetAtt": ["Queue", "Arn"]}},
                     {"Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": {"Fn::GetAtt": ["Table", "Arn"]}},
                     {"Effect": "Allow", "Action": "ses:GetAccount", "Resource": "*"},
@@ -389,6 +391,18 @@ def self_test() -> list[str]:
         ("s3:GetObject", {"Fn::Sub": "${Bucket.Arn}/reports/*"}, False),
         ("sqs:SendMessage", {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"}, True),
         ("cloudwatch:PutMetricData", "*", False),
+        ("xray:PutTraceSegments", "*", False),
+        # Any service's action on "*" is a finding, not only the data plane's.
+        ("iam:PassRole", "*", True),
+        ("lambda:InvokeFunction", "*", True),
+        ("sns:Publish", "*", True),
+        ("sts:AssumeRole", "*", True),
+        ("ssm:GetParameter", "*", True),
+        ("events:PutEvents", "*", True),
+        ("logs:PutLogEvents", "*", True),
+        ("logs:PutLogEvents", {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"}, True),
+        ("logs:PutLogEvents", {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/x:*"}, False),
+        ("ssm:GetParameter", {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/*"}, True),
     ]
     for action, resource, bad in cases:
         doc = {"Statement": [{"Effect": "Allow", "Action": action, "Resource": resource}]}
@@ -396,7 +410,8 @@ def self_test() -> list[str]:
         if got != bad:
             problems.append(f"{action} on {render(resource)}: flagged={got}, expected {bad}")
     for name, bad in [("AmazonS3FullAccess", True), ("SecretsManagerReadWrite", True),
-                      ("AWSLambdaBasicExecutionRole", False), ("ReadOnlyAccess", True)]:
+                      ("AWSLambdaBasicExecutionRole", True), ("AWSXrayWriteOnlyAccess", False),
+                      ("ReadOnlyAccess", True)]:
         role = {"Type": "AWS::IAM::Role", "Properties": {"ManagedPolicyArns": [f"arn:aws:iam::aws:policy/{name}"]}}
         got = bool(list(managed_findings("R", role, {})))
         if got != bad:
@@ -432,7 +447,7 @@ def main() -> int:
         print(f"check_iam: {len(findings)} finding(s) in {args.template} after SAM's expansion", file=sys.stderr)
         return 1
     roles = sum(1 for r in expanded.get("Resources", {}).values() if r.get("Type") == "AWS::IAM::Role")
-    print(f"check_iam: {args.template}: {roles} roles, no data-plane action on *, no managed policy beyond logs and X-Ray")
+    print(f"check_iam: {args.template}: {roles} roles, no action on * beyond the {len(NO_RESOURCE_LEVEL)} without resource-level permissions, no managed policy beyond X-Ray")
     return 0
 
 
