@@ -4,6 +4,10 @@
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 
+/// The most retiring signing secrets a connection keeps through rotations
+/// (each is tried by receivers; more means an operator rotating in a loop).
+pub const MAX_RETIRING_SECRETS: usize = 5;
+
 /// Credentials shared by targets.
 #[derive(Clone)]
 pub struct ServiceConnection {

@@ -55,6 +55,12 @@ pub enum ConfigError {
     Email(String),
     #[error("email target needs at least one recipient")]
     NoRecipients,
+    #[error(
+        "email target has {0} recipients (to, cc and bcc); SES takes at most {MAX_RECIPIENTS} per message"
+    )]
+    TooManyRecipients(usize),
+    #[error("subject template has {0} characters; at most {MAX_SUBJECT_CHARS}")]
+    SubjectTooLong(usize),
     #[error("invalid Slack channel id {0:?}")]
     SlackChannel(String),
     #[error("invalid webhook url: {0}")]
@@ -99,6 +105,14 @@ impl<'de> Deserialize<'de> for EmailAddress {
         Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
+
+/// The most recipients (to, cc and bcc together) of one email target: SES
+/// sends one message to at most 50.
+pub const MAX_RECIPIENTS: usize = 50;
+
+/// The longest subject template, in characters (a report name, itself at
+/// most 200 characters, may be put in it).
+pub const MAX_SUBJECT_CHARS: usize = 200;
 
 /// Email recipients and presentation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,13 +208,21 @@ impl TargetConfig {
                 if c.to.is_empty() {
                     return Err(ConfigError::NoRecipients);
                 }
-                if let Some(subject) = &c.subject
-                    && subject.chars().any(|ch| ch == '\r' || ch == '\n')
-                {
-                    return Err(ConfigError::Shape {
-                        target_type: "email",
-                        reason: "subject must not contain CR or LF".into(),
-                    });
+                let recipients = c.to.len() + c.cc.len() + c.bcc.len();
+                if recipients > MAX_RECIPIENTS {
+                    return Err(ConfigError::TooManyRecipients(recipients));
+                }
+                if let Some(subject) = &c.subject {
+                    if subject.chars().any(|ch| ch == '\r' || ch == '\n') {
+                        return Err(ConfigError::Shape {
+                            target_type: "email",
+                            reason: "subject must not contain CR or LF".into(),
+                        });
+                    }
+                    let chars = subject.chars().count();
+                    if chars > MAX_SUBJECT_CHARS {
+                        return Err(ConfigError::SubjectTooLong(chars));
+                    }
                 }
                 Ok(TargetConfig::Email(c))
             }
@@ -335,6 +357,29 @@ impl DeliveryTarget {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn email_config_refuses_more_than_50_recipients_and_long_subjects() {
+        let addresses = |n: usize| {
+            (0..n)
+                .map(|i| format!("r{i}@example.com"))
+                .collect::<Vec<_>>()
+        };
+        let at_limit = json!({"to": addresses(30), "cc": addresses(10), "bcc": addresses(10)});
+        assert!(TargetConfig::from_json("email", at_limit, false).is_ok());
+        let over = json!({"to": addresses(30), "cc": addresses(10), "bcc": addresses(11)});
+        assert!(matches!(
+            TargetConfig::from_json("email", over, false),
+            Err(ConfigError::TooManyRecipients(51))
+        ));
+        let long = json!({"to": ["a@example.com"], "subject": "é".repeat(MAX_SUBJECT_CHARS + 1)});
+        assert!(matches!(
+            TargetConfig::from_json("email", long, false),
+            Err(ConfigError::SubjectTooLong(201))
+        ));
+        let longest = json!({"to": ["a@example.com"], "subject": "é".repeat(MAX_SUBJECT_CHARS)});
+        assert!(TargetConfig::from_json("email", longest, false).is_ok());
+    }
 
     #[test]
     fn email_config_refuses_header_injection_and_empty_recipients() {

@@ -345,7 +345,8 @@ pub trait ConnectionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Makes `secret` the signing secret and keeps the current ones valid
     /// until `grace_until` (webhook signing rotation); `false` when there is
-    /// no such connection or it changed meanwhile.
+    /// no such connection, it changed meanwhile, or more than
+    /// [`MAX_RETIRING_SECRETS`](crate::domain::connection::MAX_RETIRING_SECRETS) would be retiring.
     async fn rotate_connection(
         &self,
         id: &str,

@@ -7,8 +7,9 @@
 use super::problem::Problem;
 use super::targets::store_problem;
 use super::{Deps, Principal};
-use crate::domain::connection::Credentials;
+use crate::domain::connection::{Credentials, MAX_RETIRING_SECRETS};
 use crate::domain::{ServiceConnection, Timestamp};
+use crate::store::ConnectionInfo;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -230,6 +231,9 @@ pub async fn rotate(
     principal: Principal,
     body: Bytes,
 ) -> Response {
+    if !crate::handlers::valid_id(&id) {
+        return Problem::not_found("no such connection").into_response();
+    }
     let input: RotateInput = match parse(&body, "rotation") {
         Ok(i) => i,
         Err(p) => return p.into_response(),
@@ -250,7 +254,11 @@ pub async fn rotate(
             )
             .into_response();
         }
-        Ok(Some(_)) => {}
+        Ok(Some(c)) => {
+            if let Some(p) = retiring_limit(&c, Timestamp::now()) {
+                return p.into_response();
+            }
+        }
         Ok(None) => return Problem::not_found(format!("no connection {id}")).into_response(),
         Err(e) => return store_problem(&e).into_response(),
     }
@@ -276,6 +284,24 @@ pub async fn rotate(
         .into_response(),
         Err(e) => store_problem(&e).into_response(),
     }
+}
+
+/// A 409 when a rotation now would keep more than
+/// [`MAX_RETIRING_SECRETS`] retiring: the live ones plus the current ones.
+fn retiring_limit(c: &ConnectionInfo, now: Timestamp) -> Option<Problem> {
+    let live: Vec<&Timestamp> = c.retiring_until.iter().filter(|u| **u > now).collect();
+    let after = live.len() + c.secrets;
+    (after > MAX_RETIRING_SECRETS).then(|| {
+        let first = live.iter().min().map(|t| t.to_string()).unwrap_or_default();
+        Problem::new(
+            StatusCode::CONFLICT,
+            "too_many_secrets",
+            format!(
+                "a rotation now would keep {after} retiring secrets (at most \
+                 {MAX_RETIRING_SECRETS}); the first stops at {first}, or PUT replaces them all"
+            ),
+        )
+    })
 }
 
 /// `DELETE /connections/{id}`.

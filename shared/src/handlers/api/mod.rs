@@ -1,6 +1,8 @@
 //! The operator API: an axum router that `functions/api` serves behind a
 //! function URL with `AWS_IAM` auth (callers sign with SigV4). One file per
-//! resource; errors are problem details ([`problem`]).
+//! resource; errors are problem details ([`problem`]). The stack deploys it
+//! twice: a read-only function (GET routes; its role can only read) and an
+//! admin one (every route); see [`Access`].
 
 pub mod attempts;
 pub mod connections;
@@ -18,7 +20,7 @@ use crate::store::{AttemptStore, ConnectionStore, StatsStore, TargetStore};
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, delete, get, on, post, put};
 use std::sync::Arc;
 
 /// Who made the request: the IAM principal of the signed request (the
@@ -72,8 +74,39 @@ pub struct WatchedQueue {
     pub dead_letter: bool,
 }
 
+/// Which routes a deployment of the API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// GET routes only; every other route answers 403 `read_only`.
+    ReadOnly,
+    /// Every route: writes, retries, redrives and test sends.
+    Admin,
+}
+
+impl Access {
+    /// From `API_ACCESS` (`read_only` or `admin`). Unset is read-only: a
+    /// deployment serves writes only when it says so.
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        match crate::config::optional("API_ACCESS").as_deref() {
+            None | Some("read_only") => Ok(Self::ReadOnly),
+            Some("admin") => Ok(Self::Admin),
+            Some(other) => Err(crate::config::ConfigError::Invalid {
+                name: "API_ACCESS",
+                reason: format!("expected read_only or admin, got {other:?}"),
+            }),
+        }
+    }
+
+    /// Whether this access serves a route of `method`.
+    pub fn allows(self, method: &str) -> bool {
+        self == Self::Admin || method == "GET"
+    }
+}
+
 /// What the API needs.
 pub struct Deps {
+    /// Which routes this deployment serves.
+    pub access: Access,
     pub stats: Box<dyn StatsStore>,
     pub attempts: Box<dyn AttemptStore>,
     pub targets: Box<dyn TargetStore>,
@@ -94,6 +127,32 @@ pub struct Deps {
     /// The email account (`None`: email not configured).
     pub email: Option<Box<dyn AccountProbe>>,
     pub thresholds: health::Thresholds,
+}
+
+/// The largest request body any route takes, in bytes (a target or
+/// connection is a few KB; Lambda would take 6 MB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Refuses a body over [`MAX_BODY_BYTES`] with a 413 problem, before any
+/// route reads it.
+async fn limit_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Err(_) => problem::Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are at most {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response(),
+    }
 }
 
 /// A route: method, path and handler.
@@ -129,12 +188,18 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The API's router.
+/// The API's router: the routes `deps.access` allows, and a 403
+/// `read_only` answer on the others (before their body is read).
 pub fn router(deps: Arc<Deps>) -> Router {
+    let access = deps.access;
     routes()
         .into_iter()
-        .fold(Router::new(), |r, (_, path, handler)| {
-            r.route(path, handler)
+        .fold(Router::new(), |r, (method, path, handler)| {
+            if access.allows(method) {
+                r.route(path, handler)
+            } else {
+                r.route(path, on(method_filter(method), refuse_write))
+            }
         })
         .fallback(|| async { problem::Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -144,7 +209,32 @@ pub fn router(deps: Arc<Deps>) -> Router {
                 "this route does not take that method (see openapi.yaml)",
             )
         })
+        .layer(axum::middleware::from_fn(limit_body))
         .with_state(deps)
+}
+
+/// The filter of one route's method (the route table names only these).
+fn method_filter(method: &str) -> MethodFilter {
+    match method {
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        "PATCH" => MethodFilter::PATCH,
+        _ => MethodFilter::GET,
+    }
+}
+
+/// A write route called on the read-only URL.
+async fn refuse_write(method: axum::http::Method, uri: axum::http::Uri) -> problem::Problem {
+    problem::Problem::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "read_only",
+        format!(
+            "{method} {} changes the stack: this is the read-only API URL; use the admin URL \
+             (the stack output ApiUrl) with a principal allowed to invoke it",
+            uri.path()
+        ),
+    )
 }
 
 impl Deps {
@@ -180,6 +270,7 @@ impl Deps {
             )) as Box<dyn AccountProbe>
         });
         Ok(Self {
+            access: Access::from_env()?,
             stats: Box::new(store.clone()),
             targets: Box::new(store.clone()),
             connections: Box::new(store.clone()),

@@ -224,6 +224,11 @@ impl ConnectionStore for DynamoStore {
             secret: s.clone(),
             until: grace_until,
         }));
+        // The API checks the limit on the record it read; one written since
+        // (another rotation) is "changed meanwhile", and a retry is refused.
+        if retiring.len() > crate::domain::connection::MAX_RETIRING_SECRETS {
+            return Ok(false);
+        }
         let next = SecretMaterial {
             secrets: vec![secret.to_owned()],
             retiring,
