@@ -57,7 +57,7 @@ pub fn exercise_table(table: &Table, tz: &jiff::tz::TimeZone) -> Result<(), Tabl
     {
         for row in &table.rows {
             for (cell, col) in row.iter().zip(&table.columns) {
-                let _ = format_cell(cell, col.kind, tz);
+                let _ = format_cell(cell, col, tz);
             }
         }
         check_csv(table, &render_csv(table));

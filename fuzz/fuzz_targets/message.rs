@@ -98,7 +98,10 @@ fn completed(msg: &ExecutionCompletedV1) {
     // are left out: serde_json's default float parsing is best-effort, so a
     // decimal may come back one unit in the last place off).
     let ExecutionMessage::CompletedV1(again) =
-        serde_json::from_str::<ExecutionMessage>(&json).expect("serialised message parses back");
+        serde_json::from_str::<ExecutionMessage>(&json).expect("serialised message parses back")
+    else {
+        panic!("a completed execution parses back as another message type");
+    };
     assert_eq!(again.execution_id, msg.execution_id);
     assert_eq!(again.report_id, msg.report_id);
     assert_eq!(again.report_name, msg.report_name);
