@@ -97,7 +97,7 @@ pub fn parse(
                 active: t.active,
                 disable_requested: None,
                 consecutive_failures: 0,
-                version: 0,
+                version: 1,
                 created_at: now,
                 updated_at: now,
             })

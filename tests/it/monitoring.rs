@@ -609,6 +609,23 @@ async fn a_failing_delivery_logs_its_ids_on_every_line_and_never_a_secret() {
         &[],
     )
     .await;
+    // Slack incoming webhooks: the URL is the secret. One is delivered, one
+    // is refused at the connection (errors that quote a URL must not).
+    let hook_ok = s.slack.webhook_url("LogsSecretHookTokenOk");
+    let hook_down = "http://127.0.0.1:9/services/T0LOCAL/B0LOCAL/LogsSecretHookTokenDown";
+    for (id, url) in [("hook", hook_ok.as_str()), ("hook-down", hook_down)] {
+        let conn = format!("conn-logs-{id}");
+        seed_target(
+            &s,
+            "rpt-logs",
+            id,
+            "slack",
+            serde_json::json!({"mode": "incoming_webhook"}),
+            Some((&conn, "slack_incoming_webhook", &[url])),
+            &[],
+        )
+        .await;
+    }
     s.slack.revoke(local::slack::LOCAL_BOT_TOKEN);
     s.webhook.push_fault(Fault::Status {
         code: 400,
@@ -617,10 +634,17 @@ async fn a_failing_delivery_logs_its_ids_on_every_line_and_never_a_secret() {
     let (execution_id, body) = sample_execution("rpt-logs");
     s.send("ExecutionsQueue", &body).await.expect("send");
     let attempts = s
-        .wait_settled(&execution_id, 2, SETTLE)
+        .wait_settled(&execution_id, 4, SETTLE)
         .await
         .expect("settles");
-    assert!(attempts.iter().all(|a| a.status == AttemptStatus::Failed));
+    for a in &attempts {
+        let expected = if a.delivery_target_id == "hook" {
+            AttemptStatus::Delivered
+        } else {
+            AttemptStatus::Failed
+        };
+        assert_eq!(a.status, expected, "{}", a.delivery_target_id);
+    }
     // The webhook event carried a download link: follow it, so the links
     // function hands out a presigned URL
     let event = s.webhook.received()[0].json().expect("event");
@@ -646,7 +670,10 @@ async fn a_failing_delivery_logs_its_ids_on_every_line_and_never_a_secret() {
         };
         assert_eq!(span["execution_id"], execution_id.as_str(), "{line}");
         let target = span["target_id"].as_str().unwrap_or_default();
-        assert!(["wh", "bot"].contains(&target), "{line}");
+        assert!(
+            ["wh", "bot", "hook", "hook-down"].contains(&target),
+            "{line}"
+        );
         *lines_per_attempt.entry(attempt.to_owned()).or_default() += 1;
     }
     for a in &attempts {
@@ -673,6 +700,8 @@ async fn a_failing_delivery_logs_its_ids_on_every_line_and_never_a_secret() {
     for (what, secret) in [
         ("the Slack token", local::slack::LOCAL_BOT_TOKEN),
         ("the webhook secret", whsec),
+        ("a Slack incoming-webhook URL", "LogsSecretHookToken"),
+        ("a Slack incoming-webhook URL", "/services/T0LOCAL/B0LOCAL"),
         ("a presigned URL", "X-Amz-Signature"),
         ("a presigned URL", "X-Amz-Credential"),
     ] {

@@ -176,3 +176,19 @@ fn the_template_keeps_leases_inside_visibility_and_the_safety_net_above_the_sche
         "the fast test stack keeps the same rule"
     );
 }
+
+#[test]
+fn the_operator_tables_are_protected_from_deletion() {
+    let t = local::template::Template::load(&local::stack::project_root().join("template.yaml"))
+        .expect("template");
+    for table in ["TargetsTable", "ConnectionsTable"] {
+        let r = &t.resources[table];
+        assert_eq!(
+            r.properties
+                .get("DeletionProtectionEnabled")
+                .and_then(|v| v.as_bool()),
+            Some(true),
+            "{table}: DeletionProtectionEnabled"
+        );
+    }
+}

@@ -518,6 +518,7 @@ async fn connection_secrets_are_sealed_at_rest_and_open_only_with_the_key_under_
 
     // At rest: no secret, a sealed blob and the count only
     let item = raw("conn-sealed").await;
+    let first_write = item.clone();
     let text = format!("{item:?}");
     assert!(!text.contains("Zmlyc3Qtc2VjcmV0"), "{text}");
     assert!(item.contains_key("sealed"), "{text}");
@@ -573,6 +574,51 @@ async fn connection_secrets_are_sealed_at_rest_and_open_only_with_the_key_under_
         .get_connection("conn-copy")
         .await
         .expect_err("bound to its id");
+    assert!(!e.is_retryable(), "{e}");
+    let put = |item: std::collections::HashMap<String, AttributeValue>| {
+        let (ddb, table) = (s.sdk_dynamo(), table.clone());
+        async move {
+            ddb.put_item()
+                .table_name(table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .expect("put")
+        }
+    };
+    // Nor under another kind, nor the first write's seal in the current
+    // record (a rollback to the secrets before the rotation)
+    let mut rolled_back = raw("conn-sealed").await;
+    rolled_back.insert("sealed".into(), first_write["sealed"].clone());
+    put(rolled_back).await;
+    let e = s
+        .store
+        .get_connection("conn-sealed")
+        .await
+        .expect_err("bound to its write version");
+    assert!(!e.is_retryable(), "{e}");
+    let mut relabelled = first_write.clone();
+    relabelled.insert("kind".into(), AttributeValue::S("slack_bot".into()));
+    put(relabelled).await;
+    s.store
+        .get_connection("conn-sealed")
+        .await
+        .expect_err("bound to its kind");
+    // A record whose secrets are not sealed is refused while a key is configured
+    let mut plain = first_write.clone();
+    plain.remove("sealed");
+    plain.insert("id".into(), AttributeValue::S("conn-plain".into()));
+    plain.insert(
+        "secrets".into(),
+        AttributeValue::L(vec![AttributeValue::S(first.into())]),
+    );
+    put(plain).await;
+    let e = s
+        .store
+        .get_connection("conn-plain")
+        .await
+        .expect_err("unsealed");
+    assert!(e.to_string().contains("no sealed secret"), "{e}");
     assert!(!e.is_retryable(), "{e}");
 }
 

@@ -22,6 +22,10 @@ pub enum LinkError {
     BadSignature,
     #[error("link expired")]
     Expired,
+    /// Its expiry is later than any link this stack issues
+    /// (`DownloadLinkTtlSeconds` from now): minted with a leaked key.
+    #[error("link lifetime beyond the configured maximum")]
+    BeyondLifetime,
 }
 
 /// A verified token's content.
@@ -29,6 +33,21 @@ pub enum LinkError {
 pub struct LinkClaim {
     pub key: String,
     pub expires_at: Timestamp,
+}
+
+impl LinkClaim {
+    /// Refuses a claim whose expiry is later than `now + max_ttl` (plus a
+    /// minute for clocks): the issuer never signs one, so it was minted by
+    /// someone holding a key.
+    pub fn within(self, now: Timestamp, max_ttl: std::time::Duration) -> Result<Self, LinkError> {
+        let limit = i128::from(now.unix_millis())
+            + i128::try_from(max_ttl.as_millis()).unwrap_or(i128::MAX / 2)
+            + 60_000;
+        if i128::from(self.expires_at.unix_millis()) > limit {
+            return Err(LinkError::BeyondLifetime);
+        }
+        Ok(self)
+    }
 }
 
 /// Signs and verifies link tokens.
@@ -120,6 +139,29 @@ impl LinkSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_beyond_the_configured_lifetime_is_refused() {
+        let now = Timestamp::from_unix_millis(1_800_000_000_000).expect("time");
+        let day = std::time::Duration::from_secs(86_400);
+        let claim = |secs: i64| LinkClaim {
+            key: "reports/x.pdf".into(),
+            expires_at: Timestamp::from_unix_millis(1_800_000_000_000 + secs * 1000).expect("time"),
+        };
+        assert!(claim(86_400).within(now, day).is_ok());
+        assert!(
+            claim(86_400 + 60).within(now, day).is_ok(),
+            "a minute for clocks"
+        );
+        assert_eq!(
+            claim(86_400 + 61).within(now, day),
+            Err(LinkError::BeyondLifetime)
+        );
+        assert_eq!(
+            claim(100 * 86_400).within(now, day),
+            Err(LinkError::BeyondLifetime)
+        );
+    }
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
     const OLD: &str = "fedcba9876543210fedcba9876543210";

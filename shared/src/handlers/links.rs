@@ -195,6 +195,9 @@ pub struct Deps {
     pub blobs: Box<dyn BlobStore>,
     /// Lifetime of each presigned URL handed out (short: it is used at once).
     pub presign_ttl: Duration,
+    /// The longest link deliver issues (`DOWNLOAD_LINK_TTL_SECONDS`): a
+    /// token that expires later is refused.
+    pub max_link_ttl: Duration,
 }
 
 /// Issues links for the deliver function. The signing keys are read on
@@ -261,6 +264,70 @@ fn respond(status: i64, location: Option<&str>, text: &str) -> LambdaFunctionUrl
     r
 }
 
+/// Who asked: the caller's address and user agent (as the function URL
+/// saw them), cut to a sane length for the log.
+struct Visitor {
+    ip: String,
+    agent: String,
+}
+
+impl Visitor {
+    fn of(req: &LambdaFunctionUrlRequest) -> Self {
+        let http = &req.request_context.http;
+        let cut = |s: Option<&str>| -> String {
+            s.unwrap_or("-")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect()
+        };
+        Self {
+            ip: cut(http.source_ip.as_deref()),
+            agent: cut(http.user_agent.as_deref()),
+        }
+    }
+}
+
+/// The access log's sampling: every request is logged up to
+/// [`AccessLog::FULL_PER_SECOND`] a second; past that (a flood), one in
+/// [`AccessLog::ONE_IN`], which says how many it stands for.
+struct AccessLog {
+    window: Mutex<(i64, u64)>,
+}
+
+impl AccessLog {
+    const FULL_PER_SECOND: u64 = 20;
+    const ONE_IN: u64 = 100;
+
+    /// `Some(n)`: log this request, standing for `n` requests.
+    fn admit(&self, now: Timestamp) -> Option<u64> {
+        let second = now.unix_millis() / 1000;
+        let Ok(mut w) = self.window.lock() else {
+            return Some(1);
+        };
+        if w.0 != second {
+            *w = (second, 0);
+        }
+        w.1 += 1;
+        sample(w.1)
+    }
+}
+
+/// The sampling rule for the `n`th request of a second.
+fn sample(n: u64) -> Option<u64> {
+    if n <= AccessLog::FULL_PER_SECOND {
+        Some(1)
+    } else if (n - AccessLog::FULL_PER_SECOND).is_multiple_of(AccessLog::ONE_IN) {
+        Some(AccessLog::ONE_IN)
+    } else {
+        None
+    }
+}
+
+static ACCESS_LOG: AccessLog = AccessLog {
+    window: Mutex::new((0, 0)),
+};
+
 /// The Lambda handler.
 pub async fn handle(deps: &Deps, req: LambdaFunctionUrlRequest) -> LambdaFunctionUrlResponse {
     handle_at(deps, req, Timestamp::now()).await
@@ -287,7 +354,9 @@ pub async fn handle_at(
     if method != "GET" {
         return respond(405, None, "method not allowed");
     }
-    let claim = match deps.keys.verify(token, now).await {
+    let who = Visitor::of(&req);
+    let verified = deps.keys.verify(token, now).await;
+    let claim = match verified.and_then(|c| Ok(c.within(now, deps.max_link_ttl)?)) {
         Ok(c) => c,
         Err(Refusal::KeysUnavailable(error)) => {
             warn!(%error, "download link not checked: keys unavailable");
@@ -295,10 +364,14 @@ pub async fn handle_at(
         }
         Err(Refusal::Link(e)) => {
             // The token is not logged: a valid-looking one is a credential.
-            warn!(reason = %e, "download link refused");
+            if let Some(sampled) = ACCESS_LOG.admit(now) {
+                warn!(reason = %e, source_ip = %who.ip, user_agent = %who.agent, sampled, "download link refused");
+            }
             let text = match e {
                 LinkError::Expired => "this link has expired",
-                LinkError::Malformed | LinkError::BadSignature => "this link is not valid",
+                LinkError::Malformed | LinkError::BadSignature | LinkError::BeyondLifetime => {
+                    "this link is not valid"
+                }
             };
             return respond(403, None, text);
         }
@@ -309,7 +382,9 @@ pub async fn handle_at(
     }
     match deps.blobs.presign_get(&claim.key, deps.presign_ttl).await {
         Ok(url) => {
-            info!(key = %claim.key, "download link used");
+            if let Some(sampled) = ACCESS_LOG.admit(now) {
+                info!(key = %claim.key, source_ip = %who.ip, user_agent = %who.agent, sampled, "download link used");
+            }
             respond(302, Some(&url), "found")
         }
         Err(e) => {
@@ -331,6 +406,7 @@ impl Deps {
                 required("REPORTS_BUCKET")?,
             )),
             presign_ttl: seconds("PRESIGN_TTL_SECONDS", 300)?,
+            max_link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
         })
     }
 }
@@ -404,6 +480,7 @@ mod tests {
             keys: ring(KEY, Duration::from_secs(60)).await.0,
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
+            max_link_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -432,6 +509,29 @@ mod tests {
             r.headers.get("location").and_then(|v| v.to_str().ok()),
             Some("https://s3.example/reports/r/e/report.pdf?ttl=300")
         );
+    }
+
+    #[tokio::test]
+    async fn a_link_that_outlives_the_configured_lifetime_is_refused() {
+        let d = deps().await;
+        let signer = d.keys.signer().expect("loaded");
+        let week = 7 * 24 * 3600;
+        let issued = signer.issue("reports/a.pdf", at(1_000 + week));
+        let r = handle_at(&d, get(&format!("/d/{issued}")), at(1_000)).await;
+        assert_eq!(r.status_code, 302, "as deliver issues it");
+        // Minted with the key for a year: valid signature, refused.
+        let minted = signer.issue("reports/a.pdf", at(1_000 + 52 * week));
+        let r = handle_at(&d, get(&format!("/d/{minted}")), at(1_000)).await;
+        assert_eq!(r.status_code, 403);
+    }
+
+    #[test]
+    fn the_access_log_keeps_every_request_until_a_flood_then_one_in_a_hundred() {
+        let logged: Vec<Option<u64>> = (1..=320).map(sample).collect();
+        assert!(logged[..20].iter().all(|l| *l == Some(1)));
+        let kept: Vec<usize> = (20..320).filter(|i| logged[*i].is_some()).collect();
+        assert_eq!(kept, [119, 219, 319]);
+        assert!(kept.iter().all(|i| logged[*i] == Some(100)));
     }
 
     #[tokio::test]
@@ -491,6 +591,7 @@ mod tests {
             keys: KeyRing::lazy(Box::new(FakeKeys(state.clone())), Duration::ZERO),
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
+            max_link_ttl: Duration::from_secs(7 * 24 * 3600),
         };
         assert_eq!(
             state.lock().map(|g| g.1).unwrap_or(9),

@@ -38,6 +38,7 @@ pub struct ListQuery {
     pub status: Option<String>,
     /// RFC 3339; with `target_id` only.
     pub since: Option<String>,
+    #[serde(default, deserialize_with = "super::integral::query")]
     pub limit: Option<i32>,
     pub cursor: Option<String>,
 }

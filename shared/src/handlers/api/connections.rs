@@ -40,6 +40,7 @@ pub struct RotateInput {
     /// The new `whsec_` secret.
     pub secret: String,
     /// How long the current secrets stay valid (default a day).
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub grace_seconds: Option<u64>,
 }
 

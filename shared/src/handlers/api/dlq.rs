@@ -32,6 +32,7 @@ pub const MAX_LIMIT: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct RedriveInput {
     /// At most this many messages (default 10, at most 100).
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub limit: Option<usize>,
     /// Report what would move, move nothing.
     #[serde(default)]

@@ -8,6 +8,7 @@ pub mod attempts;
 pub mod connections;
 pub mod dlq;
 pub mod health;
+pub mod integral;
 pub mod problem;
 pub mod stats;
 pub mod targets;

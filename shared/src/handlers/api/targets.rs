@@ -33,7 +33,7 @@ pub struct TargetInput {
     #[serde(default)]
     pub formats: Vec<Format>,
     /// Rows shown in the message itself (0–50).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integral::optional")]
     pub preview_rows: Option<u8>,
     #[serde(default = "yes")]
     pub active: bool,

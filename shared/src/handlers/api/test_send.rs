@@ -28,7 +28,7 @@ pub const MAX_WAIT_SECONDS: u64 = 20;
 #[serde(deny_unknown_fields)]
 pub struct TestInput {
     /// Wait up to this long (at most [`MAX_WAIT_SECONDS`]) for the outcome.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integral::integer")]
     pub wait_seconds: u64,
 }
 

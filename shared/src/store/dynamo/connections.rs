@@ -29,6 +29,11 @@ struct ConnectionRecord {
     created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     updated_at: Option<Timestamp>,
+    /// Bumped by every write; bound into the seal with the id and kind, so
+    /// a sealed blob from another record, kind or earlier write does not
+    /// open. Absent on records sealed before the binding (id only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal_version: Option<u64>,
 }
 
 /// A secret kept valid for a while after a rotation.
@@ -46,8 +51,17 @@ struct SecretMaterial {
     retiring: Vec<RetiringSecret>,
 }
 
-fn seal_context(id: &str) -> crate::keys::Context {
-    crate::keys::Context::from([("connection_id".to_owned(), id.to_owned())])
+/// The seal's context (KMS encryption context and AEAD associated data):
+/// the connection's id, kind and write version. A record sealed before the
+/// version existed is bound to its id alone, and is re-sealed with all
+/// three by its next write.
+fn seal_context(id: &str, kind: &str, version: Option<u64>) -> crate::keys::Context {
+    let mut c = crate::keys::Context::from([("connection_id".to_owned(), id.to_owned())]);
+    if let Some(v) = version {
+        c.insert("connection_kind".to_owned(), kind.to_owned());
+        c.insert("connection_version".to_owned(), v.to_string());
+    }
+    c
 }
 
 impl DynamoStore {
@@ -59,6 +73,7 @@ impl DynamoStore {
         material: SecretMaterial,
         created_at: Option<Timestamp>,
         updated_at: Timestamp,
+        version: u64,
     ) -> Result<ConnectionRecord, StoreError> {
         let mut record = ConnectionRecord {
             id: id.to_owned(),
@@ -70,11 +85,13 @@ impl DynamoStore {
             retiring_until: material.retiring.iter().map(|r| r.until).collect(),
             created_at,
             updated_at: Some(updated_at),
+            seal_version: Some(version),
         };
         match &self.sealer {
             Some(sealer) => {
                 let plain = serde_json::to_vec(&material).unwrap_or_default();
-                record.sealed = Some(sealer.seal(&seal_context(id), &plain).await?);
+                let context = seal_context(id, kind, Some(version));
+                record.sealed = Some(sealer.seal(&context, &plain).await?);
             }
             None => {
                 record.secrets = material.secrets;
@@ -85,8 +102,20 @@ impl DynamoStore {
     }
 
     /// The secrets of a record, opened when sealed.
+    /// While a key is configured, a record without a seal is refused: its
+    /// secrets were written around the key (or by hand).
     async fn material_of(&self, r: &ConnectionRecord) -> Result<SecretMaterial, StoreError> {
         let Some(sealed) = &r.sealed else {
+            if self.sealer.is_some() {
+                return Err(StoreError::Refused {
+                    code: "unsealed".into(),
+                    reason: format!(
+                        "connection {} has no sealed secret while a key is configured; \
+                         PUT /connections/{} writes it sealed",
+                        r.id, r.id
+                    ),
+                });
+            }
             return Ok(SecretMaterial {
                 secrets: r.secrets.clone(),
                 retiring: r.retiring.clone(),
@@ -101,19 +130,21 @@ impl DynamoStore {
                 ),
             });
         };
-        let plain = sealer.open(&seal_context(&r.id), sealed).await?;
+        let context = seal_context(&r.id, &r.kind, r.seal_version);
+        let plain = sealer.open(&context, sealed).await?;
         serde_json::from_slice(&plain).map_err(|_| StoreError::Invalid {
             id: r.id.clone(),
             reason: "sealed secrets are not readable".into(),
         })
     }
 
-    /// The record of a new or replaced connection.
+    /// The record of a new or replaced connection, at write `version`.
     async fn record_of(
         &self,
         c: &ServiceConnection,
         created_at: Timestamp,
         at: Timestamp,
+        version: u64,
     ) -> Result<ConnectionRecord, StoreError> {
         let material = SecretMaterial {
             secrets: c
@@ -124,8 +155,15 @@ impl DynamoStore {
                 .collect(),
             retiring: Vec::new(),
         };
-        self.connection_record_of(&c.id, c.credentials.kind(), material, Some(created_at), at)
-            .await
+        self.connection_record_of(
+            &c.id,
+            c.credentials.kind(),
+            material,
+            Some(created_at),
+            at,
+            version,
+        )
+        .await
     }
 }
 
@@ -133,7 +171,11 @@ impl DynamoStore {
 impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, c: &ServiceConnection) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        let record = self.record_of(c, now, now).await?;
+        let version = match self.connection_record(&c.id).await? {
+            Some(current) => current.seal_version.unwrap_or(0) + 1,
+            None => 1,
+        };
+        let record = self.record_of(c, now, now, version).await?;
         self.put_item(&self.tables.connections, &record).await
     }
 
@@ -170,7 +212,7 @@ impl ConnectionStore for DynamoStore {
         c: &ServiceConnection,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let record = self.record_of(c, at, at).await?;
+        let record = self.record_of(c, at, at, 1).await?;
         let result = self
             .client
             .put_item()
@@ -190,7 +232,8 @@ impl ConnectionStore for DynamoStore {
         let Some(current) = self.connection_record(&c.id).await? else {
             return Ok(false);
         };
-        let mut record = self.record_of(c, at, at).await?;
+        let version = current.seal_version.unwrap_or(0) + 1;
+        let mut record = self.record_of(c, at, at, version).await?;
         record.created_at = current.created_at;
         let result = self
             .client
@@ -234,7 +277,14 @@ impl ConnectionStore for DynamoStore {
             retiring,
         };
         let record = self
-            .connection_record_of(id, &current.kind, next, current.created_at, at)
+            .connection_record_of(
+                id,
+                &current.kind,
+                next,
+                current.created_at,
+                at,
+                current.seal_version.unwrap_or(0) + 1,
+            )
             .await?;
         // Only over the record that was read: two rotations never interleave.
         let mut req = self
