@@ -94,16 +94,26 @@ fn if_match_header(headers: &HeaderMap) -> Result<Match, Problem> {
         return Ok(Match::Any);
     }
     text.split(',')
-        .map(|t| {
-            let t = t.trim();
-            let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
-            t.parse::<u64>()
-        })
-        .collect::<Result<Vec<u64>, _>>()
+        .map(|t| etag_version(t.trim()))
+        .collect::<Option<Vec<u64>>>()
         .map(Match::Versions)
-        .map_err(|_| {
+        .ok_or_else(|| {
             Problem::bad_request("invalid_if_match", "If-Match must be * or ETags of reads")
         })
+}
+
+/// The version of one ETag as `openapi.yaml` describes it: `"3"`, `W/"3"`
+/// or `3` (digits only, no sign).
+fn etag_version(tag: &str) -> Option<u64> {
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let digits = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The version a change may apply to, given the current one.
@@ -281,6 +291,32 @@ fn vet_addrs(host: &str, addrs: &[std::net::SocketAddr]) -> Result<(), Problem> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_match_takes_the_documented_etag_forms_only() {
+        for ok in ["\"3\"", "W/\"3\"", "3", "\"3\", W/\"4\"", " 3 ,4 "] {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, ok.parse().expect("header"));
+            assert!(
+                matches!(if_match_header(&h), Ok(Match::Versions(_))),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "+3",
+            "\"\"3\"\"",
+            "\"3",
+            "W/3x",
+            "",
+            "3,",
+            "-1",
+            "99999999999999999999999",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, bad.parse().expect("header"));
+            assert!(if_match_header(&h).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_name_is_refused_when_any_address_it_resolves_to_is_not_public() {
