@@ -9,12 +9,24 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export MOTO_PORT
 
-.PHONY: demo test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold bench-reportlab preview
+.PHONY: demo up down test check lint venv build bench clean soak fuzz checkov lambda-build bench-cold bench-reportlab preview
 
 ## demo: run one sample execution through the whole local stack
 demo: build
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; ./target/debug/local demo
+
+## up: the local stack kept running (functions, sinks, API and links URLs, reconciler) until Ctrl-C; moto keeps its state
+up: venv build
+	@bash scripts/moto.sh start
+	@./target/debug/local up
+
+## down: stop a running `make up` and moto (the local stack's state goes with moto)
+down:
+	@pid=$$(cat .local/up/up.pid 2>/dev/null); \
+	  if [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null; then kill "$$pid"; \
+	    for i in $$(seq 1 50); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.2; done; fi
+	@bash scripts/moto.sh stop
 
 ## test: every check CI runs (fmt, clippy, template lint, unit, integration, end to end)
 test: venv

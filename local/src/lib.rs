@@ -15,6 +15,7 @@ pub mod sinks;
 pub mod slack;
 pub mod stack;
 pub mod template;
+pub mod up;
 
 use anyhow::{Context, Result};
 

@@ -3,7 +3,8 @@
 //! `local demo [EXECUTION_JSON] [TARGETS_JSON]` provisions a fresh stack in
 //! moto, seeds targets, starts the real functions behind the local runner,
 //! sends the execution, and prints every delivery's outcome and where the
-//! PDF and the captured payloads are.
+//! PDF and the captured payloads are. `local up` keeps the stack running
+//! for an operator (see `local::up`).
 
 use anyhow::{Context, Result, bail};
 use local::stack::{LocalStack, project_root};
@@ -24,6 +25,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("demo") => demo(args.get(1).cloned(), args.get(2).cloned()).await,
+        Some("up") => local::up::run().await,
         Some("bench-render") => {
             local::bench::render(count(args.get(1), 10_000)?, args.get(2).map(String::as_str))
         }
@@ -48,7 +50,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | preview [OUT_DIR] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-deliver [ROUNDS] | bench-fanout-model [TARGETS] [CALL_MS] | bench-deliver-model [ROUNDS] [CALL_MS] | bench-cold [RUNS]"
+            "usage: local demo [EXECUTION_JSON] [TARGETS_JSON] | up | preview [OUT_DIR] | bench-render [ROWS] [OUT_DIR] | bench-fanout [TARGETS] | bench-deliver [ROUNDS] | bench-fanout-model [TARGETS] [CALL_MS] | bench-deliver-model [ROUNDS] [CALL_MS] | bench-cold [RUNS]"
         ),
     }
 }

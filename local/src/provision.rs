@@ -341,6 +341,89 @@ pub async fn provision(
     Ok(stack)
 }
 
+/// The stack named `prefix` as it already stands in moto (a `local up`
+/// that was stopped and started again), or `None` when it was never
+/// provisioned there. Nothing is created or changed.
+pub async fn adopt(
+    config: &aws_config::SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<Option<Stack>> {
+    let ddb = aws_sdk_dynamodb::Client::new(config);
+    let Some((first, _)) = template.of_kind("AWS::DynamoDB::Table").into_iter().next() else {
+        return Ok(None);
+    };
+    if ddb
+        .describe_table()
+        .table_name(format!("{prefix}-{first}"))
+        .send()
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let mut stack = Stack {
+        prefix: prefix.to_owned(),
+        queues: BTreeMap::new(),
+        tables: BTreeMap::new(),
+        buckets: BTreeMap::new(),
+        parameters: template.parameters.clone(),
+        secrets: BTreeMap::new(),
+        keys: BTreeMap::new(),
+        conditions: template.conditions.clone(),
+    };
+    let kms = aws_sdk_kms::Client::new(config);
+    for (id, _) in template.of_kind("AWS::KMS::Key") {
+        let alias = format!("alias/{prefix}-{id}");
+        let meta = kms
+            .describe_key()
+            .key_id(&alias)
+            .send()
+            .await
+            .with_context(|| format!("key {alias}"))?
+            .key_metadata
+            .ok_or_else(|| anyhow!("key {id} has no metadata"))?;
+        stack
+            .keys
+            .insert(id.clone(), (alias, meta.arn.unwrap_or_default()));
+    }
+    for (id, _) in template.of_kind("AWS::SecretsManager::Secret") {
+        stack.secrets.insert(id.clone(), format!("{prefix}-{id}"));
+    }
+    let sqs = aws_sdk_sqs::Client::new(config);
+    for (id, _) in template.of_kind("AWS::SQS::Queue") {
+        let name = format!("{prefix}-{id}");
+        let url = sqs
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .with_context(|| format!("queue {name}"))?
+            .queue_url
+            .unwrap_or_default();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| anyhow!("queue {name} has no ARN"))?;
+        stack
+            .queues
+            .insert(id.clone(), QueueInfo { name, url, arn });
+    }
+    for (id, _) in template.of_kind("AWS::DynamoDB::Table") {
+        stack.tables.insert(id.clone(), format!("{prefix}-{id}"));
+    }
+    for (id, _) in template.of_kind("AWS::S3::Bucket") {
+        let name = format!("{prefix}-{id}").to_ascii_lowercase();
+        stack.buckets.insert(id.clone(), name);
+    }
+    Ok(Some(stack))
+}
+
 fn key_schema(v: Option<&Value>) -> Result<Vec<KeySchemaElement>> {
     v.and_then(Value::as_sequence)
         .ok_or_else(|| anyhow!("KeySchema missing"))?

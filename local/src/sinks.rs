@@ -51,7 +51,13 @@ struct Inner {
     arrived: usize,
     /// Random faults for requests with no queued fault.
     chaos: Option<Arc<crate::chaos::Chaos>>,
+    /// Set by `POST /_control/fail`: every request gets this status until
+    /// `POST /_control/ok` (for trying retries by hand with `local up`).
+    failing: Option<u16>,
 }
+
+/// The path prefix of the sink's own controls (never a delivery).
+pub const CONTROL_PREFIX: &str = "/_control/";
 
 impl From<crate::chaos::ChaosFault> for Fault {
     fn from(f: crate::chaos::ChaosFault) -> Self {
@@ -215,10 +221,38 @@ async fn serve(
     else {
         return Ok(());
     };
+    if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
+        let answer = match (method.as_str(), control) {
+            ("POST", "fail") => {
+                if let Ok(mut i) = inner.lock() {
+                    i.failing = Some(500);
+                }
+                "200 OK\r\ncontent-length: 31\r\n\r\nfailing: every request gets 500"
+            }
+            ("POST", "ok") => {
+                if let Ok(mut i) = inner.lock() {
+                    i.failing = None;
+                }
+                "200 OK\r\ncontent-length: 22\r\n\r\nanswering 200 again ok"
+            }
+            _ => "404 Not Found\r\ncontent-length: 0\r\n\r\n",
+        };
+        stream
+            .write_all(format!("HTTP/1.1 {answer}").as_bytes())
+            .await?;
+        stream.shutdown().await?;
+        return Ok(());
+    }
     let fault = inner.lock().ok().and_then(|mut i| {
         i.arrived += 1;
         i.faults
             .pop_front()
+            .or_else(|| {
+                i.failing.map(|code| Fault::Status {
+                    code,
+                    retry_after: None,
+                })
+            })
             .or_else(|| i.chaos.as_ref().and_then(|c| c.roll()).map(Fault::from))
     });
     let (status, retry_after) = match &fault {

@@ -97,6 +97,33 @@ impl LocalStack {
         let mut template = Template::load(&project_root().join("template.yaml"))?;
         edit(&mut template)?;
         let stack = provision(&sdk, &template, prefix).await?;
+        Self::assemble(endpoint, sdk, template, stack, work_dir).await
+    }
+
+    /// The stack `prefix` as a stopped `local up` left it in moto (its
+    /// queues, tables and bucket kept their contents), or a new one. The
+    /// flag says whether it was resumed.
+    pub async fn resume_or_up(prefix: &str, work_dir: &Path) -> Result<(Self, bool)> {
+        let endpoint = crate::endpoint()?;
+        let sdk = crate::sdk_config_at(&endpoint).await?;
+        let template = Template::load(&project_root().join("template.yaml"))?;
+        match crate::provision::adopt(&sdk, &template, prefix).await? {
+            Some(stack) => Ok((
+                Self::assemble(&endpoint, sdk, template, stack, work_dir).await?,
+                true,
+            )),
+            None => Ok((Self::up(prefix, work_dir).await?, false)),
+        }
+    }
+
+    /// The stack's clients, store and sinks around provisioned resources.
+    async fn assemble(
+        endpoint: &str,
+        sdk: aws_config::SdkConfig,
+        template: Template,
+        stack: Stack,
+        work_dir: &Path,
+    ) -> Result<Self> {
         let tables = Tables {
             targets: stack.table("TargetsTable")?.to_owned(),
             attempts: stack.table("AttemptsTable")?.to_owned(),

@@ -22,3 +22,4 @@ mod render;
 mod slack;
 mod stack;
 mod storage;
+mod up;
