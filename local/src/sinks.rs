@@ -233,7 +233,7 @@ async fn serve(
                 if let Ok(mut i) = inner.lock() {
                     i.failing = None;
                 }
-                "200 OK\r\ncontent-length: 22\r\n\r\nanswering 200 again ok"
+                "200 OK\r\ncontent-length: 19\r\n\r\nanswering 200 again"
             }
             _ => "404 Not Found\r\ncontent-length: 0\r\n\r\n",
         };

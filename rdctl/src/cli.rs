@@ -175,6 +175,10 @@ pub enum Dlq {
 pub struct SendArgs {
     /// An execution_completed.v1 JSON body (`-` for stdin).
     pub file: PathBuf,
+    /// Send it under this execution id instead of the file's (to send a
+    /// sample again as a new execution).
+    #[arg(long)]
+    pub execution_id: Option<String>,
     /// The executions queue. Default: the stack's ExecutionsQueueUrl output.
     #[arg(long, env = "RDCTL_EXECUTIONS_QUEUE_URL")]
     pub queue_url: Option<String>,

@@ -376,12 +376,14 @@ async fn dlq(api: &Api, d: Dlq, json: bool) -> Result<Outcome> {
     let path = format!("/dlq/{}/redrive", encode(&stage));
     let a = api.ok("POST", &path, Some(&body), &[]).await?;
     print(&a, json, |b| {
-        let head = format!(
-            "{} examined, {} moved{}",
-            b["examined"],
-            b["moved"],
-            if dry_run { " (dry run)" } else { "" }
-        );
+        let head = if dry_run {
+            format!(
+                "{} examined, {} would move (dry run: nothing moved)",
+                b["examined"], b["moved"]
+            )
+        } else {
+            format!("{} examined, {} moved", b["examined"], b["moved"])
+        };
         let rows = b["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         format!(
             "{head}\n{}",
@@ -393,7 +395,10 @@ async fn dlq(api: &Api, d: Dlq, json: bool) -> Result<Outcome> {
 
 /// Sends an execution to the executions queue, then follows its attempts.
 async fn send(api: &Api, stack: Option<&str>, s: &SendArgs, json: bool) -> Result<Outcome> {
-    let body = read_json(&s.file)?;
+    let mut body = read_json(&s.file)?;
+    if let Some(id) = &s.execution_id {
+        body["execution_id"] = id.clone().into();
+    }
     let Some(execution) = body["execution_id"].as_str().map(str::to_owned) else {
         bail!("{} has no execution_id", s.file.display());
     };
