@@ -152,7 +152,7 @@ async fn rdctl_lists_tests_sends_retries_and_is_refused_writes_on_the_read_only_
     let o = rdctl(&s, "ApiFunction", &["dlq", "list", "delivery"]).await;
     let (out, err) = text(&o);
     assert!(
-        o.status.success() && out.contains("(dry run)"),
+        o.status.success() && out.contains("(dry run: nothing moved)"),
         "{out}\n{err}"
     );
 }
