@@ -38,6 +38,20 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A stack named `prefix` with no resources yet.
+    fn empty(template: &Template, prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            queues: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            parameters: template.parameters.clone(),
+            secrets: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            conditions: template.conditions.clone(),
+        }
+    }
+
     /// Resolves `!Ref X` (attr None) or `!GetAtt X.attr` to a physical value.
     pub fn lookup(&self, id: &str, attr: Option<&str>) -> Option<String> {
         if attr == Some(crate::template::CONDITION) {
@@ -123,6 +137,18 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// The ARN of the queue at `url`.
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str, name: &str) -> Result<String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| anyhow!("queue {name} has no ARN"))
+}
+
 /// Provisions every queue, table and bucket of `template` in moto.
 pub async fn provision(
     config: &aws_config::SdkConfig,
@@ -132,16 +158,7 @@ pub async fn provision(
     let sqs = aws_sdk_sqs::Client::new(config);
     let ddb = aws_sdk_dynamodb::Client::new(config);
     let s3 = shared::aws::s3(config);
-    let mut stack = Stack {
-        prefix: prefix.to_owned(),
-        queues: BTreeMap::new(),
-        tables: BTreeMap::new(),
-        buckets: BTreeMap::new(),
-        parameters: template.parameters.clone(),
-        secrets: BTreeMap::new(),
-        keys: BTreeMap::new(),
-        conditions: template.conditions.clone(),
-    };
+    let mut stack = Stack::empty(template, prefix);
 
     // Customer-managed keys (connection secrets are sealed under one).
     let kms = aws_sdk_kms::Client::new(config);
@@ -214,16 +231,7 @@ pub async fn provision(
             .with_context(|| format!("creating queue {name}"))?
             .queue_url
             .unwrap_or_default();
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await?;
-        let arn = attrs
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .ok_or_else(|| anyhow!("queue {name} has no ARN"))?;
+        let arn = queue_arn(&sqs, &url, &name).await?;
         stack
             .queues
             .insert((*id).clone(), QueueInfo { name, url, arn });
@@ -362,16 +370,7 @@ pub async fn adopt(
     {
         return Ok(None);
     }
-    let mut stack = Stack {
-        prefix: prefix.to_owned(),
-        queues: BTreeMap::new(),
-        tables: BTreeMap::new(),
-        buckets: BTreeMap::new(),
-        parameters: template.parameters.clone(),
-        secrets: BTreeMap::new(),
-        keys: BTreeMap::new(),
-        conditions: template.conditions.clone(),
-    };
+    let mut stack = Stack::empty(template, prefix);
     let kms = aws_sdk_kms::Client::new(config);
     for (id, _) in template.of_kind("AWS::KMS::Key") {
         let alias = format!("alias/{prefix}-{id}");
@@ -401,15 +400,7 @@ pub async fn adopt(
             .with_context(|| format!("queue {name}"))?
             .queue_url
             .unwrap_or_default();
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await?
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .ok_or_else(|| anyhow!("queue {name} has no ARN"))?;
+        let arn = queue_arn(&sqs, &url, &name).await?;
         stack
             .queues
             .insert(id.clone(), QueueInfo { name, url, arn });

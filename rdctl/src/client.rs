@@ -45,6 +45,9 @@ pub struct Api {
     region: String,
     http: reqwest::Client,
     sdk: aws_config::SdkConfig,
+    /// Resolved once, and again only when they come within a minute of
+    /// expiring (a role's credentials come from IMDS or STS: not per call).
+    credentials: tokio::sync::Mutex<Option<aws_credential_types::Credentials>>,
 }
 
 impl Api {
@@ -75,6 +78,7 @@ impl Api {
             region,
             http,
             sdk,
+            credentials: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -143,15 +147,7 @@ impl Api {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Vec<(String, String)>> {
-        let provider = self
-            .sdk
-            .credentials_provider()
-            .ok_or_else(|| anyhow!("no AWS credentials provider (set AWS_PROFILE or keys)"))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .context("no AWS credentials from the standard chain")?;
-        let identity = credentials.into();
+        let identity = self.credentials().await?.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
@@ -171,6 +167,30 @@ impl Api {
             .headers()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect())
+    }
+}
+
+impl Api {
+    /// The credentials to sign with, from the standard chain.
+    async fn credentials(&self) -> Result<aws_credential_types::Credentials> {
+        let mut held = self.credentials.lock().await;
+        let fresh = |c: &aws_credential_types::Credentials| {
+            c.expiry()
+                .is_none_or(|at| at > SystemTime::now() + std::time::Duration::from_secs(60))
+        };
+        if let Some(c) = held.as_ref().filter(|c| fresh(c)) {
+            return Ok(c.clone());
+        }
+        let provider = self
+            .sdk
+            .credentials_provider()
+            .ok_or_else(|| anyhow!("no AWS credentials provider (set AWS_PROFILE or keys)"))?;
+        let c = provider
+            .provide_credentials()
+            .await
+            .context("no AWS credentials from the standard chain")?;
+        *held = Some(c.clone());
+        Ok(c)
     }
 }
 

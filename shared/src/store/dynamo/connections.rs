@@ -36,6 +36,13 @@ struct ConnectionRecord {
     seal_version: Option<u64>,
 }
 
+impl ConnectionRecord {
+    /// The write version of the record that replaces this one.
+    fn next_version(&self) -> u64 {
+        self.seal_version.unwrap_or(0) + 1
+    }
+}
+
 /// A secret kept valid for a while after a rotation.
 #[derive(Serialize, Deserialize, Clone)]
 struct RetiringSecret {
@@ -172,7 +179,7 @@ impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, c: &ServiceConnection) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let version = match self.connection_record(&c.id).await? {
-            Some(current) => current.seal_version.unwrap_or(0) + 1,
+            Some(current) => current.next_version(),
             None => 1,
         };
         let record = self.record_of(c, now, now, version).await?;
@@ -232,7 +239,7 @@ impl ConnectionStore for DynamoStore {
         let Some(current) = self.connection_record(&c.id).await? else {
             return Ok(false);
         };
-        let version = current.seal_version.unwrap_or(0) + 1;
+        let version = current.next_version();
         let mut record = self.record_of(c, at, at, version).await?;
         record.created_at = current.created_at;
         let result = self
@@ -283,7 +290,7 @@ impl ConnectionStore for DynamoStore {
                 next,
                 current.created_at,
                 at,
-                current.seal_version.unwrap_or(0) + 1,
+                current.next_version(),
             )
             .await?;
         // Only over the record that was read: two rotations never interleave.
