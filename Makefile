@@ -30,6 +30,7 @@ down:
 
 ## test: every check CI runs (fmt, clippy, template lint, unit, integration, end to end)
 test: venv
+	@bash scripts/venv.sh schemathesis
 	@bash scripts/test-deps.sh
 	@bash scripts/moto.sh start
 	@trap 'bash scripts/moto.sh stop' EXIT; $(MAKE) --no-print-directory check

@@ -54,7 +54,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    #[arg(long, conflicts_with = "target_id")]
+    /// With --target-id: the report the target must belong to.
+    #[arg(long)]
     pub report_id: Option<String>,
     #[arg(long)]
     pub target_id: Option<String>,
@@ -120,13 +121,10 @@ pub enum Connections {
 
 #[derive(Debug, Subcommand)]
 pub enum Attempts {
-    /// A target's or an execution's attempts.
+    /// A target's or an execution's attempts (both: that target's in the
+    /// execution); with neither, every open attempt.
     List {
-        #[arg(
-            long,
-            required_unless_present = "execution_id",
-            conflicts_with = "execution_id"
-        )]
+        #[arg(long)]
         target_id: Option<String>,
         #[arg(long)]
         execution_id: Option<String>,

@@ -305,7 +305,12 @@ async fn bad_targets_are_refused_with_a_code_and_never_stored() {
     ];
     for (body, code) in cases {
         let (status, headers, p) = api.call("POST", "/targets", Some(body.clone()), &[]).await;
-        assert_eq!(status, 400, "{body} → {p}");
+        // What is stored decides these two, not the request: a conflict
+        let expected = match code {
+            "unknown_connection" | "wrong_connection_kind" => 409,
+            _ => 400,
+        };
+        assert_eq!(status, expected, "{body} → {p}");
         assert_eq!(p["code"], code, "{body} → {p}");
         assert_eq!(headers["content-type"], "application/problem+json");
         assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
@@ -414,8 +419,41 @@ async fn a_failed_attempt_whose_pdf_was_deleted_is_rendered_again_and_delivered_
         .call("POST", "/attempts/att_nope/retry", None, &[])
         .await;
     assert_eq!(status, 404);
+
+    // Filters combine: one target's attempt in the execution; with no
+    // filter, the open attempts (this one is settled, so not among them)
+    let (status, _, p) = api
+        .call(
+            "GET",
+            &format!("/attempts?execution_id={execution_id}&target_id=rt"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["attempts"].as_array().map(Vec::len), Some(1), "{p}");
+    assert_eq!(p["attempts"][0]["id"], id.as_str());
+    let (status, _, p) = api
+        .call(
+            "GET",
+            &format!("/attempts?execution_id={execution_id}&target_id=other"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!((status, p["attempts"].clone()), (200, json!([])), "{p}");
     let (status, _, p) = api.call("GET", "/attempts", None, &[]).await;
-    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_query")));
+    assert_eq!(status, 200, "{p}");
+    assert!(
+        p["attempts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["id"] != id.as_str())),
+        "{p}"
+    );
+    let (status, _, p) = api
+        .call("GET", "/attempts?cursor=open.99.", None, &[])
+        .await;
+    assert_eq!((status, p["code"].as_str()), (400, Some("invalid_cursor")));
     s.down().await;
 }
 

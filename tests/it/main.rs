@@ -15,6 +15,7 @@ mod hostile;
 mod links;
 mod monitoring;
 mod moto_restart;
+mod openapi;
 mod outcomes;
 mod rdctl;
 mod reconcile;

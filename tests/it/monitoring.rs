@@ -561,7 +561,24 @@ async fn health_and_stats_answer_through_the_iam_function_url() {
     assert!(st["total"]["last_success_at"].is_string());
 
     // Bad queries are problem details with a code
-    let r = signed(&client, &format!("{base}stats?report_id=r&target_id=t"))
+    // A target and its report narrow to the target; another report's is 404
+    let r = signed(
+        &client,
+        &format!("{base}stats?report_id=rpt-h&target_id=h1"),
+    )
+    .send()
+    .await
+    .expect("answers");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = signed(
+        &client,
+        &format!("{base}stats?report_id=rpt-other&target_id=h1"),
+    )
+    .send()
+    .await
+    .expect("answers");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = signed(&client, &format!("{base}stats?report_id=r&colour=red"))
         .send()
         .await
         .expect("answers");

@@ -13,13 +13,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A running `local up` and what its banner said.
-struct Up {
+pub(crate) struct Up {
     child: Child,
     banner: Vec<String>,
 }
 
 impl Up {
-    async fn start(prefix: &str) -> Up {
+    pub(crate) async fn start(prefix: &str) -> Up {
         let bin = local::stack::binaries_dir()
             .expect("binaries")
             .join("local");
@@ -62,7 +62,7 @@ impl Up {
             .collect()
     }
 
-    fn line(&self, starts: &str) -> String {
+    pub(crate) fn line(&self, starts: &str) -> String {
         self.banner
             .iter()
             .find(|l| l.trim_start().starts_with(starts))
@@ -71,7 +71,7 @@ impl Up {
     }
 
     /// Ctrl-C, and wait for it to stop.
-    async fn interrupt(mut self) {
+    pub(crate) async fn interrupt(mut self) {
         let pid = self.child.id().expect("running");
         let status = std::process::Command::new("kill")
             .args(["-INT", &pid.to_string()])

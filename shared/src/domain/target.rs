@@ -67,8 +67,9 @@ pub enum ConfigError {
     Url(#[from] UrlError),
 }
 
-/// An email address checked at the edge: one `@`, no whitespace or control
-/// characters (so no header injection), sane lengths.
+/// An email address checked at the edge: printable ASCII (SES takes no
+/// SMTPUTF8; an international domain is given as `xn--`), one `@`, no
+/// whitespace or control characters (so no header injection), sane lengths.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct EmailAddress(String);
@@ -77,7 +78,7 @@ impl EmailAddress {
     /// Validates `s` as an address.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::Email(s.chars().take(80).collect());
-        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if s.len() > 254 || !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(bad());
         }
         let (local, domain) = s.split_once('@').ok_or_else(bad)?;
@@ -397,6 +398,31 @@ mod tests {
         assert!(TargetConfig::from_json("email", subject, false).is_err());
         let ok = json!({"to": ["ops@example.com"], "cc": ["boss@example.com"]});
         assert!(TargetConfig::from_json("email", ok, false).is_ok());
+    }
+
+    #[test]
+    fn email_addresses_are_printable_ascii_as_ses_takes_them() {
+        for ok in [
+            "ops@example.com",
+            "a.b-c+d@xn--exmple-cua.com",
+            "x!#$%&'*/=?^_`{|}~@a.b",
+        ] {
+            assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ä@example.com",
+            "ops@exämple.com",
+            "ops@example.com\u{85}",
+            "a b@example.com",
+            "@example.com",
+            "ops@example",
+            "ops@.example.com",
+            "ops@example.com.",
+            "a@b@example.com",
+            "<ops>@example.com",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -87,7 +87,13 @@ pub enum AttemptsOf {
         id: String,
         since: Option<Timestamp>,
     },
-    Execution(String),
+    /// An execution's attempts, by target id; one target's when `target`
+    /// is set.
+    Execution {
+        id: String,
+        target: Option<String>,
+        since: Option<Timestamp>,
+    },
 }
 
 /// The outcome of a versioned write (optimistic concurrency).

@@ -43,8 +43,18 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// Which attempts a list query asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listing {
+    /// A target's, an execution's, or one target's in an execution.
+    Of(AttemptsOf),
+    /// Every open attempt (not settled yet), shard by shard of the `open`
+    /// index; optionally only those created since a time.
+    Open { since: Option<Timestamp> },
+}
+
 /// Checks a list query into whose attempts, and the status filter.
-pub fn check(q: &ListQuery) -> Result<(AttemptsOf, Option<AttemptStatus>), Problem> {
+pub fn check(q: &ListQuery) -> Result<(Listing, Option<AttemptStatus>), Problem> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(AttemptStatus::parse(s).ok_or_else(|| {
@@ -59,36 +69,27 @@ pub fn check(q: &ListQuery) -> Result<(AttemptsOf, Option<AttemptStatus>), Probl
             .then_some(())
             .ok_or_else(|| Problem::bad_request("invalid_id", "ids are 1-128 of [A-Za-z0-9-_.:]"))
     };
+    let since = match &q.since {
+        None => None,
+        Some(s) => Some(
+            Timestamp::parse(s)
+                .map_err(|_| Problem::bad_request("invalid_time", "since is an RFC 3339 time"))?,
+        ),
+    };
+    for id in [&q.target_id, &q.execution_id].into_iter().flatten() {
+        id_ok(id)?;
+    }
     let of = match (&q.target_id, &q.execution_id) {
-        (Some(t), None) => {
-            id_ok(t)?;
-            let since = match &q.since {
-                None => None,
-                Some(s) => Some(Timestamp::parse(s).map_err(|_| {
-                    Problem::bad_request("invalid_time", "since is an RFC 3339 time")
-                })?),
-            };
-            AttemptsOf::Target {
-                id: t.clone(),
-                since,
-            }
-        }
-        (None, Some(e)) if q.since.is_none() => {
-            id_ok(e)?;
-            AttemptsOf::Execution(e.clone())
-        }
-        (None, Some(_)) => {
-            return Err(Problem::bad_request(
-                "invalid_query",
-                "since goes with target_id (an execution's attempts are listed whole)",
-            ));
-        }
-        _ => {
-            return Err(Problem::bad_request(
-                "invalid_query",
-                "give target_id or execution_id (one of them)",
-            ));
-        }
+        (Some(t), None) => Listing::Of(AttemptsOf::Target {
+            id: t.clone(),
+            since,
+        }),
+        (t, Some(e)) => Listing::Of(AttemptsOf::Execution {
+            id: e.clone(),
+            target: t.clone(),
+            since,
+        }),
+        (None, None) => Listing::Open { since },
     };
     if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
         return Err(Problem::bad_request("invalid_limit", "limit is 1 to 100"));
@@ -109,11 +110,16 @@ pub async fn list(
         Ok(c) => c,
         Err(p) => return p.into_response(),
     };
-    match deps
-        .attempts
-        .attempts_page(&of, q.cursor.clone(), q.limit.unwrap_or(50))
-        .await
-    {
+    let limit = q.limit.unwrap_or(50);
+    let page = match &of {
+        Listing::Of(of) => {
+            deps.attempts
+                .attempts_page(of, q.cursor.clone(), limit)
+                .await
+        }
+        Listing::Open { since } => open_page(&deps, q.cursor.as_deref(), limit, *since).await,
+    };
+    match page {
         Ok(page) => Json(json!({
             "attempts": page
                 .items
@@ -129,6 +135,56 @@ pub async fn list(
         }
         Err(e) => store_problem(&e).into_response(),
     }
+}
+
+/// A page of open attempts: the `open` index's shards in turn, until
+/// `limit` are found. The cursor is `open.<shard>.<shard's cursor>`.
+async fn open_page(
+    deps: &Deps,
+    cursor: Option<&str>,
+    limit: i32,
+    since: Option<Timestamp>,
+) -> Result<crate::store::Page<DeliveryAttempt>, crate::store::StoreError> {
+    let invalid = || crate::store::StoreError::Invalid {
+        id: "cursor".into(),
+        reason: "not a cursor of this listing".into(),
+    };
+    let (mut shard, mut inner) = match cursor {
+        None => (0, None),
+        Some(c) => {
+            let rest = c.strip_prefix("open.").ok_or_else(invalid)?;
+            let (n, inner) = rest.split_once('.').ok_or_else(invalid)?;
+            let n: u8 = n.parse().map_err(|_| invalid())?;
+            if n >= crate::store::PENDING_SHARDS {
+                return Err(invalid());
+            }
+            (n, (!inner.is_empty()).then(|| inner.to_owned()))
+        }
+    };
+    let far = Timestamp::now().plus(time::Duration::days(1));
+    let mut items = Vec::new();
+    while shard < crate::store::PENDING_SHARDS {
+        let want = limit - items.len() as i32;
+        if want <= 0 {
+            break;
+        }
+        let page = deps
+            .attempts
+            .open_page(shard, far, inner.take(), want)
+            .await?;
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|a| since.is_none_or(|t| a.created_at >= t)),
+        );
+        match page.next {
+            Some(next) => inner = Some(next),
+            None => shard += 1,
+        }
+    }
+    let next = (shard < crate::store::PENDING_SHARDS)
+        .then(|| format!("open.{shard}.{}", inner.unwrap_or_default()));
+    Ok(crate::store::Page { items, next })
 }
 
 async fn load(deps: &Deps, id: &str) -> Result<DeliveryAttempt, Problem> {
@@ -335,21 +391,44 @@ mod tests {
     }
 
     #[test]
-    fn list_queries_need_one_owner() {
+    fn list_queries_combine_their_filters_and_refuse_bad_values() {
         let q = |t: Option<&str>, e: Option<&str>, since: Option<&str>| ListQuery {
             target_id: t.map(str::to_owned),
             execution_id: e.map(str::to_owned),
             since: since.map(str::to_owned),
             ..ListQuery::default()
         };
-        assert!(check(&q(Some("t"), None, Some("2026-11-27T00:00:00Z"))).is_ok());
-        assert!(check(&q(None, Some("e"), None)).is_ok());
+        let day = "2026-11-27T00:00:00Z";
+        let at = Timestamp::parse(day).expect("a time");
+        let of = |q| check(&q).expect("accepted").0;
+        assert_eq!(
+            of(q(Some("t"), None, Some(day))),
+            Listing::Of(AttemptsOf::Target {
+                id: "t".into(),
+                since: Some(at)
+            })
+        );
+        assert_eq!(
+            of(q(Some("t"), Some("e"), None)),
+            Listing::Of(AttemptsOf::Execution {
+                id: "e".into(),
+                target: Some("t".into()),
+                since: None
+            })
+        );
+        assert_eq!(
+            of(q(None, Some("e"), Some(day))),
+            Listing::Of(AttemptsOf::Execution {
+                id: "e".into(),
+                target: None,
+                since: Some(at)
+            })
+        );
+        assert_eq!(of(q(None, None, None)), Listing::Open { since: None });
         for bad in [
-            q(None, None, None),
-            q(Some("t"), Some("e"), None),
-            q(None, Some("e"), Some("2026-11-27T00:00:00Z")),
             q(Some("t"), None, Some("yesterday")),
             q(Some("bad id"), None, None),
+            q(Some("t"), Some("bad id"), None),
         ] {
             assert!(check(&bad).is_err(), "{bad:?}");
         }

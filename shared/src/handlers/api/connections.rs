@@ -249,7 +249,8 @@ pub async fn rotate(
     }
     match deps.connections.connection_info(&id).await {
         Ok(Some(c)) if c.kind != "webhook_signing" => {
-            return Problem::bad_request(
+            return Problem::new(
+                StatusCode::CONFLICT,
                 "not_rotatable",
                 "only webhook_signing connections rotate with a grace period; PUT replaces the others",
             )

@@ -19,6 +19,7 @@ pub const MAX_DAYS: i64 = 92;
 
 /// The query string.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     pub report_id: Option<String>,
     pub target_id: Option<String>,
@@ -33,7 +34,12 @@ pub struct StatsQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
     Report(String),
-    Target(String),
+    /// A target's; `report` is set when the query named the report too,
+    /// and the target must then be that report's.
+    Target {
+        id: String,
+        report: Option<String>,
+    },
     Service,
 }
 
@@ -66,18 +72,17 @@ fn time_of(text: &str, end_of_day: bool) -> Option<Timestamp> {
 /// Checks a query, with a reason for each refusal.
 pub fn check(q: &StatsQuery, now: Timestamp) -> Result<Checked, Problem> {
     let scope = match (&q.report_id, &q.target_id) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::bad_request(
-                "invalid_query",
-                "give report_id or target_id, not both",
-            ));
-        }
+        (r, Some(t)) => Scope::Target {
+            id: t.clone(),
+            report: r.clone(),
+        },
         (Some(r), None) => Scope::Report(r.clone()),
-        (None, Some(t)) => Scope::Target(t.clone()),
         (None, None) => Scope::Service,
     };
-    if let Scope::Report(id) | Scope::Target(id) = &scope
-        && !crate::handlers::valid_id(id)
+    if [&q.report_id, &q.target_id]
+        .into_iter()
+        .flatten()
+        .any(|id| !crate::handlers::valid_id(id))
     {
         return Err(Problem::bad_request(
             "invalid_id",
@@ -152,10 +157,24 @@ pub async fn get(
             json!({"report_id": id}),
             deps.stats.report_days(id, c.from, c.to).await,
         ),
-        Scope::Target(id) => (
-            json!({"target_id": id}),
-            deps.stats.target_days(id, c.from, c.to).await,
-        ),
+        Scope::Target { id, report } => {
+            if let Some(report) = report {
+                match deps.targets.get_target(id).await {
+                    Ok(Some(t)) if &t.report_id != report => {
+                        return Problem::not_found(format!(
+                            "target {id} is not one of report {report}'s"
+                        ))
+                        .into_response();
+                    }
+                    Ok(_) => {}
+                    Err(e) => return super::targets::store_problem(&e).into_response(),
+                }
+            }
+            (
+                json!({"target_id": id}),
+                deps.stats.target_days(id, c.from, c.to).await,
+            )
+        }
         Scope::Service => (
             json!({"service": true}),
             deps.stats
@@ -226,9 +245,17 @@ mod tests {
         assert_eq!(c.to.to_string(), "2026-11-02T23:59:59.999Z");
         let d = check(&q(None, None, None, None), now).expect("defaults");
         assert_eq!(d.scope, Scope::Service);
+        let both = check(&q(Some("r"), Some("t"), None, None), now).expect("both");
+        assert_eq!(
+            both.scope,
+            Scope::Target {
+                id: "t".into(),
+                report: Some("r".into())
+            }
+        );
         assert_eq!(d.from.to_string(), "2026-11-21T00:00:00.000Z");
         for (bad, code) in [
-            (q(Some("r"), Some("t"), None, None), "invalid_query"),
+            (q(Some("r"), Some("a b"), None, None), "invalid_id"),
             (q(Some("a b"), None, None, None), "invalid_id"),
             (q(None, Some("t"), Some("yesterday"), None), "invalid_time"),
             (q(None, Some("t"), None, Some("2026-13-01")), "invalid_time"),

@@ -148,10 +148,16 @@ pub async fn check(
     id: String,
     now: Timestamp,
 ) -> Result<DeliveryTarget, Problem> {
-    if !crate::handlers::valid_id(&id) || !crate::handlers::valid_id(&input.report_id) {
+    if !crate::handlers::valid_id(&id)
+        || !crate::handlers::valid_id(&input.report_id)
+        || input
+            .service_connection_id
+            .as_deref()
+            .is_some_and(|c| !crate::handlers::valid_id(c))
+    {
         return Err(Problem::bad_request(
             "invalid_id",
-            "id and report_id are 1-128 of [A-Za-z0-9-_.:]",
+            "id, report_id and service_connection_id are 1-128 of [A-Za-z0-9-_.:]",
         ));
     }
     let config =
@@ -183,13 +189,15 @@ pub async fn check(
                 .map_err(|e| store_problem(&e))?;
             match found {
                 None => {
-                    return Err(Problem::bad_request(
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
                         "unknown_connection",
                         format!("connection {conn} does not exist"),
                     ));
                 }
                 Some(c) if c.credentials.kind() != kind => {
-                    return Err(Problem::bad_request(
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
                         "wrong_connection_kind",
                         format!(
                             "a {} target needs a {kind} connection, not {}",

@@ -265,15 +265,30 @@ impl AttemptStore for DynamoStore {
                     None => q.key_condition_expression("delivery_target_id = :k"),
                 }
             }
-            AttemptsOf::Execution(id) => q
-                .index_name(ATTEMPTS_BY_EXECUTION)
-                .key_condition_expression("report_execution_id = :k")
-                .expression_attribute_values(":k", s(id))
-                .set_exclusive_start_key(decode_cursor(
-                    cursor,
-                    &["id", "report_execution_id", "delivery_target_id"],
-                    &[("report_execution_id", id)],
-                )?),
+            AttemptsOf::Execution { id, target, since } => {
+                let mut q = q
+                    .index_name(ATTEMPTS_BY_EXECUTION)
+                    .expression_attribute_values(":k", s(id))
+                    .set_exclusive_start_key(decode_cursor(
+                        cursor,
+                        &["id", "report_execution_id", "delivery_target_id"],
+                        &[("report_execution_id", id)],
+                    )?);
+                q = match target {
+                    Some(t) => q
+                        .key_condition_expression(
+                            "report_execution_id = :k AND delivery_target_id = :t",
+                        )
+                        .expression_attribute_values(":t", s(t)),
+                    None => q.key_condition_expression("report_execution_id = :k"),
+                };
+                match since {
+                    Some(t) => q
+                        .filter_expression("created_at >= :since")
+                        .expression_attribute_values(":since", s(t.to_string())),
+                    None => q,
+                }
+            }
         };
         let out = q.send().await.map_err(backend)?;
         let ids = item_ids(out.items);
