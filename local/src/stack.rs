@@ -131,6 +131,7 @@ impl LocalStack {
             connections: stack.table("ConnectionsTable")?.to_owned(),
             rate_limits: stack.table("RateLimitsTable")?.to_owned(),
             stats: stack.table("StatsTable")?.to_owned(),
+            suppressions: stack.table("SuppressionsTable")?.to_owned(),
         };
         // Seeds seal connection secrets as deliver and the API do.
         let sealer = stack.keys.get("ConnectionsKey").map(|(alias, _)| {
@@ -517,6 +518,7 @@ impl LocalStack {
             connections: t("ConnectionsTable"),
             rate_limits: t("RateLimitsTable"),
             stats: t("StatsTable"),
+            suppressions: t("SuppressionsTable"),
         }
     }
 }

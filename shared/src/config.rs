@@ -15,6 +15,8 @@ pub struct Tables {
     pub rate_limits: String,
     /// Delivery statistics counters.
     pub stats: String,
+    /// Suppressed email addresses per target.
+    pub suppressions: String,
 }
 
 /// A missing or malformed setting.
@@ -74,6 +76,7 @@ pub fn tables() -> Result<Tables, ConfigError> {
         connections: required("CONNECTIONS_TABLE")?,
         rate_limits: required("RATE_LIMITS_TABLE")?,
         stats: required("STATS_TABLE")?,
+        suppressions: required("SUPPRESSIONS_TABLE")?,
     })
 }
 

@@ -91,6 +91,7 @@ fn deliver(token: &str) -> Transition {
         now: Timestamp::now(),
         metadata: BTreeMap::from([("http_status".to_owned(), "200".to_owned())]),
         tries: one_try(1, TryNext::Delivered),
+        recipients: Vec::new(),
     }
 }
 
@@ -100,6 +101,7 @@ fn fail(token: Option<&str>, code: &str, dead_letter: bool) -> Transition {
         error: error(code),
         tries: None,
         dead_letter,
+        recipients: Vec::new(),
     }
 }
 

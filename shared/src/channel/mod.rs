@@ -293,6 +293,9 @@ impl DeliveryContext<'_> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Receipt {
     pub metadata: BTreeMap<String, String>,
+    /// Email: each recipient and what the send did for it (sent with its
+    /// SES message id, or suppressed); empty for other channels.
+    pub recipients: Vec<crate::domain::RecipientOutcome>,
 }
 
 /// A local send slot, held while a send runs (`None`: the channel has no cap).

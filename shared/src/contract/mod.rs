@@ -3,6 +3,7 @@
 
 pub mod display;
 mod rows;
+pub mod ses_event;
 
 pub use rows::{CsvRows, JsonRows, Rows, Summary, summarize, totals_of};
 

@@ -270,6 +270,10 @@ pub struct DeliveryAttempt {
     /// What operators did to it (the last [`HISTORY_LIMIT`]), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_actions: Vec<OperatorAction>,
+    /// Email only: each recipient of the last send and the strongest news
+    /// of it (see [`super::recipient`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<super::recipient::RecipientOutcome>,
 }
 
 /// One operator action on an attempt, with who asked and when.
@@ -326,6 +330,7 @@ impl DeliveryAttempt {
             lease_expires_at: None,
             rate_slot: None,
             operator_actions: Vec::new(),
+            recipients: Vec::new(),
         }
     }
 

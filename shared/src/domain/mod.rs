@@ -6,8 +6,10 @@ pub mod connection;
 pub mod execution;
 pub mod link;
 pub mod rate;
+pub mod recipient;
 pub mod retry;
 pub mod stats;
+pub mod suppression;
 pub mod target;
 pub mod time;
 pub mod transition;
@@ -20,6 +22,7 @@ pub use attempt::{
 pub use connection::ServiceConnection;
 pub use execution::ReportExecution;
 pub use link::{LinkClaim, LinkError, LinkSigner};
+pub use recipient::{Feedback, RecipientOutcome, RecipientStatus};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use target::{DeliveryTarget, TargetConfig, TargetType};
 pub use time::Timestamp;

@@ -18,6 +18,9 @@
 //! * **A crash loop ends.** A `Begin` over an expired lease counts a lease
 //!   that ended with no outcome (`crashed_leases`); at the limit, `Begin`
 //!   refuses and only [`Transition::StopCrashLoop`] may follow.
+//! * **News of a recipient changes only that recipient.** SES feedback
+//!   ([`Transition::Feedback`]) lands in any status, and leaves the status,
+//!   lease, schedule and letter as they are; see [`super::recipient`].
 //! * **One dead letter per exhausted episode.** Exhaustion and a stopped
 //!   crash loop request the letter; `ConfirmDeadLetter` confirms it once,
 //!   for the episode that requested it.
@@ -26,6 +29,7 @@ use super::Timestamp;
 use super::attempt::{
     AttemptError, AttemptStatus, DeadLetterState, DeliveryAttempt, OperatorAction, TriesUpdate,
 };
+use super::recipient::{Feedback, Ignored, RecipientOutcome};
 use std::collections::BTreeMap;
 
 /// A change to an attempt record, as a writer asks for it.
@@ -44,12 +48,14 @@ pub enum Transition {
         /// counts as a crash loop.
         crash_limit: u32,
     },
-    /// The send succeeded. Needs the lease.
+    /// The send succeeded. Needs the lease. `recipients` (email) replaces
+    /// the record's when not empty.
     Deliver {
         token: String,
         now: Timestamp,
         metadata: BTreeMap<String, String>,
         tries: TriesUpdate,
+        recipients: Vec<RecipientOutcome>,
     },
     /// A temporary failure with retries left: back to `queued` with one
     /// more backoff counted, not to be begun before `next_try_at`. Needs
@@ -73,11 +79,13 @@ pub enum Transition {
     /// Give up. With a token it needs the lease; without one only a
     /// `queued` attempt may be given up (a test send whose message never
     /// left). `dead_letter` requests a dead letter (retries exhausted).
+    /// `recipients` (email) replaces the record's when not empty.
     Fail {
         token: Option<String>,
         error: AttemptError,
         tries: Option<TriesUpdate>,
         dead_letter: bool,
+        recipients: Vec<RecipientOutcome>,
     },
     /// Fail an attempt whose leases keep ending with no outcome, and
     /// request its dead letter. Only once `crash_limit` is reached.
@@ -101,6 +109,10 @@ pub enum Transition {
     },
     /// The dead letter that `episode` requested is on its queue.
     ConfirmDeadLetter { now: Timestamp, episode: u32 },
+    /// SES news of one recipient of a sent message. Lands in any status
+    /// when the record sent that message to that address and does not
+    /// already know as much.
+    Feedback(Feedback),
     /// An operator sends a failed attempt again (the spec's RetryJob): back
     /// to `queued`, due now, with a fresh schedule and a new episode (the
     /// old episode's dead letter, if any, is no longer the record's).
@@ -132,6 +144,11 @@ pub enum Refusal {
     NotApplicable,
     /// The dead letter belongs to another episode, or is not pending.
     NoSuchLetter,
+    /// Feedback about a message and address the record did not send.
+    NoSuchRecipient,
+    /// Feedback the record already knows as much as (a copy, or an event
+    /// out of order).
+    AlreadyKnown,
 }
 
 impl Transition {
@@ -193,12 +210,16 @@ impl Transition {
                 now,
                 metadata,
                 tries,
+                recipients,
             } => {
                 holds(token)?;
                 a.status = Delivered;
                 a.delivered_at = Some(*now);
                 a.updated_at = *now;
                 a.metadata.extend(metadata.clone());
+                if !recipients.is_empty() {
+                    a.recipients = recipients.clone();
+                }
                 a.rate_slot = None;
                 outcome_recorded(&mut a, Some(tries));
             }
@@ -236,6 +257,7 @@ impl Transition {
                 error,
                 tries,
                 dead_letter,
+                recipients,
             } => {
                 match token {
                     Some(token) => holds(token)?,
@@ -245,6 +267,9 @@ impl Transition {
                 }
                 fail(&mut a, error, *dead_letter);
                 outcome_recorded(&mut a, tries.as_ref());
+                if !recipients.is_empty() {
+                    a.recipients = recipients.clone();
+                }
             }
             Transition::StopCrashLoop { error, crash_limit } => {
                 if current.status.is_terminal() {
@@ -286,6 +311,12 @@ impl Transition {
                     d.sent_at = Some(*now);
                 }
                 a.updated_at = *now;
+            }
+            Transition::Feedback(news) => {
+                a.recipients = news.apply(&current.recipients).map_err(|e| match e {
+                    Ignored::NoSuchRecipient => Refusal::NoSuchRecipient,
+                    Ignored::AlreadyKnown => Refusal::AlreadyKnown,
+                })?;
             }
             Transition::OperatorRetry { action, actions } => {
                 if current.status != Failed {

@@ -381,6 +381,50 @@ pub struct ConnectionInfo {
 
 /// Shared per-destination rate limits (token buckets), so that concurrent
 /// deliver instances together respect a provider's limit.
+/// The email addresses each target no longer mails, and the runs of soft
+/// bounces on the way there.
+#[async_trait]
+pub trait SuppressionStore: Send + Sync {
+    /// Every suppressed address of a target (deliver reads them before
+    /// each send).
+    async fn suppressed(
+        &self,
+        target_id: &str,
+    ) -> Result<Vec<crate::domain::suppression::Suppression>, StoreError>;
+    /// A page of a target's suppressed addresses, for the API.
+    async fn suppressions_page(
+        &self,
+        target_id: &str,
+        cursor: Option<String>,
+        limit: i32,
+    ) -> Result<Page<crate::domain::suppression::Suppression>, StoreError>;
+    /// Suppresses an address; `false` when it already was (the first
+    /// reason stays).
+    async fn suppress(
+        &self,
+        s: &crate::domain::suppression::Suppression,
+    ) -> Result<bool, StoreError>;
+    /// Counts one soft bounce in a row, once per `message_id`, and
+    /// suppresses the address as `s` says at `limit`; `true` when this one
+    /// suppressed it.
+    async fn count_soft_bounce(
+        &self,
+        s: &crate::domain::suppression::Suppression,
+        message_id: &str,
+        limit: u32,
+    ) -> Result<bool, StoreError>;
+    /// A delivery ends a run of soft bounces; a suppression stays.
+    async fn reset_soft_bounces(&self, target_id: &str, address: &str) -> Result<(), StoreError>;
+    /// Lifts a suppression; with `only`, only one of that reason (undoing
+    /// an unsubscribe never lifts a bounce). `false` when there was none.
+    async fn unsuppress(
+        &self,
+        target_id: &str,
+        address: &str,
+        only: Option<crate::domain::suppression::SuppressionReason>,
+    ) -> Result<bool, StoreError>;
+}
+
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
     /// Reserves a send slot in the bucket `key`: `None` to go ahead now,

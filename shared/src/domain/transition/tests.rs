@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::attempt::{ErrorCategory, TryNext, TryRecord};
-use crate::domain::{RetryDecision, RetryPolicy, TargetType};
+use crate::domain::{RecipientStatus, RetryDecision, RetryPolicy, TargetType};
 
 fn at(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(1_800_000_000_000 + ms).expect("in range")
@@ -53,6 +53,7 @@ fn deliver(token: &str, ms: i64) -> Transition {
         now: at(ms),
         metadata: BTreeMap::new(),
         tries: TriesUpdate::default(),
+        recipients: Vec::new(),
     }
 }
 
@@ -62,6 +63,7 @@ fn exhausted(token: &str, ms: i64) -> Transition {
         error: error("retries_exhausted", ms),
         tries: None,
         dead_letter: true,
+        recipients: Vec::new(),
     }
 }
 
@@ -219,6 +221,7 @@ fn only_a_queued_attempt_is_failed_without_the_lease() {
         error: error("test_not_queued", 5),
         tries: None,
         dead_letter: false,
+        recipients: Vec::new(),
     };
     assert!(fail.permits(&fresh()));
     let leased = step(&fresh(), &begin("x", 0));
@@ -322,6 +325,10 @@ mod model {
         FinishLetter(bool),
         /// A reconciler pass over the attempt.
         Reconcile,
+        /// SES news of the recipient: a status by index into
+        /// `RecipientStatus::ALL` (never `suppressed`), about the message
+        /// the record sent, or a forged one's when `true`.
+        Feedback(usize, bool),
         /// `POST /attempts/{id}/retry`.
         OperatorRetry,
         /// `POST /dead-letters/redrive`: the letters go, the attempt is retried.
@@ -358,6 +365,9 @@ mod model {
         /// Letters on the queue, by episode.
         dlq: Vec<u32>,
         quiet_since: i64,
+        /// The rank of the strongest news of the recipient, once a delivery
+        /// recorded it.
+        news: Option<u8>,
     }
 
     impl Ref {
@@ -425,6 +435,7 @@ mod model {
                 letter: None,
                 dlq: Vec::new(),
                 quiet_since: 0,
+                news: None,
             })
             .boxed()
         }
@@ -447,6 +458,7 @@ mod model {
                 1 => Just(Op::OperatorRetry),
                 1 => Just(Op::Redrive),
                 1 => Just(Op::Sweep),
+                2 => (0usize..6, any::<bool>()).prop_map(|(i, f)| Op::Feedback(i, f)),
             ];
             if state.holder_running() {
                 prop_oneof![
@@ -506,7 +518,16 @@ mod model {
                         m.quiet_since = m.now;
                     }
                 }
-                Op::Succeed => m.outcome(S::Delivered),
+                Op::Succeed => {
+                    m.outcome(S::Delivered);
+                    m.news = Some(0);
+                }
+                Op::Feedback(i, forged) => {
+                    let rank = RecipientStatus::ALL[i].rank();
+                    if let Some(news) = m.news.as_mut().filter(|n| !forged && rank > **n) {
+                        *news = rank;
+                    }
+                }
                 Op::TempFail => {
                     if m.backoffs < schedule.len() {
                         m.due = m.now + schedule[m.backoffs];
@@ -675,8 +696,30 @@ mod model {
                 }
                 Op::Succeed => {
                     let token = s.holder();
-                    assert!(s.write(&deliver(&token, s.now)));
+                    let mut t = deliver(&token, s.now);
+                    if let Transition::Deliver { recipients, .. } = &mut t {
+                        recipients.push(RecipientOutcome {
+                            address: "a@example.com".into(),
+                            role: crate::domain::recipient::Role::To,
+                            status: RecipientStatus::Sent,
+                            message_id: Some("m1".into()),
+                            bounce: None,
+                            detail: None,
+                            at: now,
+                        });
+                    }
+                    assert!(s.write(&t));
                     s.running = None;
+                }
+                Op::Feedback(i, forged) => {
+                    s.write(&Transition::Feedback(Feedback {
+                        message_id: if forged { "m0" } else { "m1" }.into(),
+                        address: "A@example.com".into(),
+                        status: RecipientStatus::ALL[i],
+                        bounce: None,
+                        detail: Some("smtp; 550 5.1.1 user unknown".into()),
+                        at: now,
+                    }));
                 }
                 Op::TempFail => {
                     let token = s.holder();
@@ -699,6 +742,7 @@ mod model {
                         error: error("http_410", s.now),
                         tries: None,
                         dead_letter: false,
+                        recipients: Vec::new(),
                     };
                     assert!(s.write(&t));
                     s.running = None;
@@ -777,6 +821,18 @@ mod model {
             );
             assert_eq!(s.dlq, m.dlq, "dead-letter queue");
             assert_eq!(s.running.is_some(), m.holder_running(), "a run in flight");
+            assert_eq!(
+                a.recipients.first().map(|r| r.status.rank()),
+                m.news,
+                "the recipient's news"
+            );
+            // News of a recipient changes that recipient and nothing else
+            if matches!(s.last_op, Some(Op::Feedback(..))) {
+                let mut same = a.clone();
+                same.recipients = s.before.recipients.clone();
+                same.version = s.before.version;
+                assert_eq!(same, s.before, "feedback changed more than a recipient");
+            }
             // Terminal is terminal unless an operator reopens it
             if s.before.status.is_terminal() {
                 let reopened = matches!(s.last_op, Some(Op::OperatorRetry | Op::Redrive));
@@ -787,7 +843,8 @@ mod model {
                     s.last_op,
                     s.before.status
                 );
-                if a.status == s.before.status && !confirmed {
+                let news = matches!(s.last_op, Some(Op::Feedback(..)));
+                if a.status == s.before.status && !confirmed && !news {
                     assert_eq!(a, &s.before, "a terminal record changed");
                 }
             }

@@ -125,6 +125,7 @@ async fn not_sent(deps: &Deps, id: &str) {
         },
         tries: None,
         dead_letter: false,
+        recipients: Vec::new(),
     };
     if let Err(e) = deps.attempts.apply(id, &fail).await {
         warn!(attempt_id = %id, error = %e, "unqueued test left queued; the reconciler settles it");

@@ -70,7 +70,11 @@ pub(super) async fn not_begun(
             }
         }
         Refusal::CrashLoop { leases } => stop_crash_loop(deps, m, clock, &current, leases).await,
-        Refusal::NotHolder | Refusal::NotApplicable | Refusal::NoSuchLetter => {
+        Refusal::NotHolder
+        | Refusal::NotApplicable
+        | Refusal::NoSuchLetter
+        | Refusal::NoSuchRecipient
+        | Refusal::AlreadyKnown => {
             hide(deps, m, Duration::from_secs(1), clock).await;
             Outcome::Retry {
                 reason: "the attempt changed while taking the lease".into(),

@@ -18,6 +18,7 @@ pub(super) async fn delivered(
         now: Timestamp::now(),
         metadata: receipt.metadata,
         tries: tries.update(),
+        recipients: receipt.recipients,
     };
     match apply_settling(deps, attempt, &deliver).await {
         Ok(Applied::Yes(done)) => {
@@ -125,6 +126,7 @@ pub(super) async fn exhaust(
         },
         tries: Some(tries.update()),
         dead_letter: true,
+        recipients: Vec::new(),
     };
     match apply_settling(deps, attempt, &fail).await {
         Ok(Applied::Yes(failed)) => {
@@ -253,6 +255,7 @@ pub(super) async fn fail(
         error: attempt_error(&e),
         tries: Some(tries.update()),
         dead_letter: false,
+        recipients: Vec::new(),
     };
     match apply_settling(deps, attempt, &t).await {
         Ok(applied) => {

@@ -27,6 +27,7 @@ mod connections;
 mod executions;
 mod rate_limits;
 mod stats;
+mod suppressions;
 mod targets;
 
 /// GSI on the targets table: `report_id` + `active_type` (`active#email`).
