@@ -125,6 +125,7 @@ pub async fn deliver(rounds: usize, latency: Duration) -> Result<()> {
         targets: Box::new(model.clone()),
         executions: Box::new(model.clone()),
         connections: Box::new(model.clone()),
+        suppressions: Box::new(model.clone()),
         stats: Box::new(model.clone()),
         stats_batch: shared::handlers::StatsBatch::default(),
         outcome_batch: Default::default(),

@@ -454,6 +454,50 @@ impl StatsStore for Model {
     }
 }
 
+/// The model mails no one (its targets are webhooks): no suppressions.
+#[async_trait]
+impl shared::store::SuppressionStore for Model {
+    async fn suppressed(
+        &self,
+        _: &str,
+    ) -> Result<Vec<shared::domain::suppression::Suppression>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn suppressions_page(
+        &self,
+        _: &str,
+        _: Option<String>,
+        _: i32,
+    ) -> Result<Page<shared::domain::suppression::Suppression>, StoreError> {
+        Err(not_modelled("suppressions_page"))
+    }
+    async fn suppress(
+        &self,
+        _: &shared::domain::suppression::Suppression,
+    ) -> Result<bool, StoreError> {
+        Err(not_modelled("suppress"))
+    }
+    async fn count_soft_bounce(
+        &self,
+        _: &shared::domain::suppression::Suppression,
+        _: &str,
+        _: u32,
+    ) -> Result<bool, StoreError> {
+        Err(not_modelled("count_soft_bounce"))
+    }
+    async fn reset_soft_bounces(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(not_modelled("reset_soft_bounces"))
+    }
+    async fn unsuppress(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<shared::domain::suppression::SuppressionReason>,
+    ) -> Result<bool, StoreError> {
+        Err(not_modelled("unsuppress"))
+    }
+}
+
 #[async_trait]
 impl RateLimiter for Model {
     async fn reserve(

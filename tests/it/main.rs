@@ -23,4 +23,5 @@ mod render;
 mod slack;
 mod stack;
 mod storage;
+mod suppression;
 mod up;

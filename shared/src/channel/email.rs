@@ -4,8 +4,11 @@
 //! the envelope only, never in a header.
 
 use super::{Channel, DeliveryContext, DeliveryError, LinkedFile, Receipt, SendSlot, error_chain};
-use crate::domain::TargetConfig;
+use crate::contract::ses_event::{TAG_ATTEMPT, TAG_TARGET};
+use crate::domain::recipient::{RecipientOutcome, RecipientStatus, Role};
+use crate::domain::suppression::{Suppression, address_key};
 use crate::domain::target::{EmailAddress, EmailConfig};
+use crate::domain::{TargetConfig, Timestamp};
 use askama::Template;
 use async_trait::async_trait;
 use mail_builder::MessageBuilder;
@@ -25,6 +28,10 @@ pub struct Envelope {
     pub to: Vec<String>,
     pub cc: Vec<String>,
     pub bcc: Vec<String>,
+    /// SES message tags (`EmailTags`), which SES copies into every event
+    /// of the message: the attempt and the target, by which feedback finds
+    /// the record.
+    pub tags: Vec<(String, String)>,
 }
 
 /// Sends raw MIME; the SES v2 adapter is [`SesSender`].
@@ -430,24 +437,34 @@ impl Channel for EmailChannel {
             }
         }
         let chart = ctx.chart_bytes().await;
+        // Suppressed recipients are left out of the headers too.
+        let mut shown = config.clone();
+        for list in [&mut shown.to, &mut shown.cc, &mut shown.bcc] {
+            list.retain(|a| {
+                let key = address_key(a.as_str());
+                !ctx.suppressed.iter().any(|s| s.address == key)
+            });
+        }
         let raw = build_message(
             ctx,
-            config,
+            &shown,
             (&self.from_name, &self.from),
             &attachments,
             chart.as_deref(),
             self.attachment_limit,
         )?;
-        let addresses = |v: &[EmailAddress]| v.iter().map(|a| a.as_str().to_owned()).collect();
-        let envelope = Envelope {
-            from: self.from.as_str().to_owned(),
-            to: addresses(&config.to),
-            cc: addresses(&config.cc),
-            bcc: addresses(&config.bcc),
-        };
+        let (mut recipients, envelope) = self.envelope(ctx, config);
         let size = raw.len();
         let message_id = self.sender.send_raw(&envelope, raw).await?;
-        let mut receipt = Receipt::default();
+        for r in &mut recipients {
+            if r.status == RecipientStatus::Sent {
+                r.message_id = Some(message_id.clone());
+            }
+        }
+        let mut receipt = Receipt {
+            recipients,
+            ..Receipt::default()
+        };
         receipt.metadata.insert("ses_message_id".into(), message_id);
         receipt.metadata.insert(
             "files".into(),
@@ -462,6 +479,76 @@ impl Channel for EmailChannel {
             .insert("mime_bytes".into(), size.to_string());
         Ok(receipt)
     }
+}
+
+impl EmailChannel {
+    /// Who the message goes to: every recipient with its outcome so far
+    /// (`sent`, its message id still to come, or `suppressed` for the
+    /// target), and the envelope of those not suppressed. The handler has
+    /// already failed an attempt whose recipients are all suppressed.
+    fn envelope(
+        &self,
+        ctx: &DeliveryContext<'_>,
+        config: &EmailConfig,
+    ) -> (Vec<RecipientOutcome>, Envelope) {
+        let mut envelope = Envelope {
+            from: self.from.as_str().to_owned(),
+            to: Vec::new(),
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            tags: vec![
+                (TAG_ATTEMPT.to_owned(), ctx.attempt.id.clone()),
+                (TAG_TARGET.to_owned(), ctx.target.id.clone()),
+            ],
+        };
+        let recipients = recipient_outcomes(config, ctx.suppressed, ctx.now);
+        for r in &recipients {
+            if r.status == RecipientStatus::Sent {
+                let list = match r.role {
+                    Role::To => &mut envelope.to,
+                    Role::Cc => &mut envelope.cc,
+                    Role::Bcc => &mut envelope.bcc,
+                };
+                list.push(r.address.clone());
+            }
+        }
+        (recipients, envelope)
+    }
+}
+
+/// Every recipient of an email target (To, Cc, Bcc in order), `sent` or
+/// `suppressed` by the target's suppressions (the reason in `detail`).
+pub fn recipient_outcomes(
+    config: &EmailConfig,
+    suppressed: &[Suppression],
+    now: Timestamp,
+) -> Vec<RecipientOutcome> {
+    let roles = [
+        (Role::To, &config.to),
+        (Role::Cc, &config.cc),
+        (Role::Bcc, &config.bcc),
+    ];
+    roles
+        .into_iter()
+        .flat_map(|(role, list)| list.iter().map(move |a| (role, a.as_str())))
+        .map(|(role, address)| {
+            let key = address_key(address);
+            let hit = suppressed.iter().find(|s| s.address == key);
+            RecipientOutcome {
+                address: address.to_owned(),
+                role,
+                status: if hit.is_some() {
+                    RecipientStatus::Suppressed
+                } else {
+                    RecipientStatus::Sent
+                },
+                message_id: None,
+                bounce: None,
+                detail: hit.map(|s| format!("suppressed for this target: {}", s.reason.as_str())),
+                at: now,
+            }
+        })
+        .collect()
 }
 
 /// Maps an SES error code (with or without the `Exception` suffix) and HTTP
@@ -588,7 +675,7 @@ impl MailSender for SesSender {
     async fn send_raw(&self, envelope: &Envelope, raw: Vec<u8>) -> Result<String, DeliveryError> {
         use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
         use aws_sdk_sesv2::primitives::Blob;
-        use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+        use aws_sdk_sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
         let raw = RawMessage::builder()
             .data(Blob::new(raw))
             .build()
@@ -598,6 +685,12 @@ impl MailSender for SesSender {
             .set_cc_addresses(Some(envelope.cc.clone()))
             .set_bcc_addresses(Some(envelope.bcc.clone()))
             .build();
+        let tags = envelope
+            .tags
+            .iter()
+            .map(|(name, value)| MessageTag::builder().name(name).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DeliveryError::permanent("invalid_payload", e.to_string()))?;
         let result = self
             .client
             .send_email()
@@ -605,6 +698,7 @@ impl MailSender for SesSender {
             .destination(destination)
             .content(EmailContent::builder().raw(raw).build())
             .set_configuration_set_name(self.configuration_set.clone())
+            .set_email_tags(Some(tags))
             .send()
             .await;
         match result {

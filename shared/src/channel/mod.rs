@@ -141,6 +141,8 @@ pub struct DeliveryContext<'a> {
     pub blobs: &'a dyn BlobStore,
     /// Saves progress of a multi-step send, so a retry resumes it.
     pub progress: &'a dyn Progress,
+    /// Email: the addresses the target no longer mails.
+    pub suppressed: &'a [crate::domain::suppression::Suppression],
 }
 
 impl DeliveryContext<'_> {

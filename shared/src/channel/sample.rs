@@ -169,6 +169,7 @@ impl Sample {
             now: self.execution.generated_at,
             blobs: &self.blobs,
             progress: &self.progress,
+            suppressed: &[],
         }
     }
 }

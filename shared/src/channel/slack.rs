@@ -639,7 +639,7 @@ impl Channel for SlackChannel {
             (SlackConfig::BotToken { channel_id }, Some(Credentials::SlackBot { token })) => {
                 self.upload(ctx, channel_id, token.expose_secret()).await
             }
-            (SlackConfig::IncomingWebhook, Some(Credentials::SlackIncomingWebhook { url })) => {
+            (SlackConfig::IncomingWebhook {}, Some(Credentials::SlackIncomingWebhook { url })) => {
                 self.post_hook(ctx, url.expose_secret()).await
             }
             (_, None) => Err(DeliveryError::permanent(
@@ -669,7 +669,7 @@ impl Channel for SlackChannel {
         };
         let key = match (config, connection.map(|c| &c.credentials)) {
             (SlackConfig::BotToken { channel_id }, _) => format!("slack:{}", channel_id.as_str()),
-            (SlackConfig::IncomingWebhook, Some(Credentials::SlackIncomingWebhook { url })) => {
+            (SlackConfig::IncomingWebhook {}, Some(Credentials::SlackIncomingWebhook { url })) => {
                 let digest = sha2::Sha256::digest(url.expose_secret().as_bytes());
                 format!("slack-hook:{}", hex::encode(&digest[..12]))
             }

@@ -171,7 +171,7 @@ pub enum SlackConfig {
     BotToken { channel_id: SlackChannelId },
     /// Post a message with a link through an incoming webhook URL (a secret,
     /// kept in the service connection).
-    IncomingWebhook,
+    IncomingWebhook {},
 }
 
 /// Where a webhook target POSTs.
@@ -358,6 +358,26 @@ impl DeliveryTarget {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// serde ignores `deny_unknown_fields` on a unit variant of an
+    /// internally tagged enum; every mode must refuse a field it lacks.
+    #[test]
+    fn slack_configs_refuse_fields_of_other_modes() {
+        for bad in [
+            json!({"mode": "incoming_webhook", "url": "https://g.dev"}),
+            json!({"mode": "incoming_webhook", "channel_id": "C0123ABCD"}),
+            json!({"mode": "bot_token", "channel_id": "C0123ABCD", "url": "https://g.dev"}),
+        ] {
+            assert!(
+                TargetConfig::from_json("slack", bad.clone(), false).is_err(),
+                "{bad}"
+            );
+        }
+        let ok = json!({"mode": "incoming_webhook"});
+        let config = TargetConfig::from_json("slack", ok.clone(), false)
+            .expect("incoming_webhook alone is valid");
+        assert_eq!(config.to_json(), ok);
+    }
 
     #[test]
     fn email_config_refuses_more_than_50_recipients_and_long_subjects() {

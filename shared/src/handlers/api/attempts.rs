@@ -20,11 +20,15 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tracing::{info, warn};
 
-/// The JSON form of an attempt (without its lease token).
+/// The JSON form of an attempt (without its lease token), with the
+/// summary of its recipients (email).
 pub fn view(a: &DeliveryAttempt) -> Value {
     let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.remove("lease_token");
+        if let Some(c) = crate::domain::recipient::Confirmation::of(&a.recipients) {
+            o.insert("confirmation".into(), json!(c));
+        }
     }
     v
 }

@@ -174,7 +174,7 @@ pub async fn check(
         TargetConfig::Slack(crate::domain::target::SlackConfig::BotToken { .. }) => {
             Some(("slack_bot", true))
         }
-        TargetConfig::Slack(crate::domain::target::SlackConfig::IncomingWebhook) => {
+        TargetConfig::Slack(crate::domain::target::SlackConfig::IncomingWebhook {}) => {
             Some(("slack_incoming_webhook", true))
         }
         TargetConfig::Webhook(_) => Some(("webhook_signing", false)),

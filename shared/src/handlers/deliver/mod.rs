@@ -62,6 +62,8 @@ pub struct Deps {
     pub targets: Box<dyn TargetStore>,
     pub executions: Box<dyn ExecutionStore>,
     pub connections: Box<dyn ConnectionStore>,
+    /// Email addresses each target no longer mails.
+    pub suppressions: Box<dyn crate::store::SuppressionStore>,
     /// Delivery statistics.
     pub stats: Box<dyn crate::store::StatsStore>,
     /// This invocation's statistics, written once at its end.
@@ -337,12 +339,22 @@ async fn process(deps: &Deps, m: &SqsMessage, clock: Clock, executions: &Executi
                 _ => "store_refused",
             };
             let error = DeliveryError::permanent(code, e.to_string());
-            fail(deps, &attempt, &token, error, &[]).await
+            fail(deps, &attempt, &token, error, &[], Vec::new()).await
         }
         // Temporary (the link keys could not be read): the lease stays
         // until it expires; by then the message is back.
         Err(SendFailure::Delivery(e)) if e.is_retryable() => temp(&e),
-        Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e, &[]).await,
+        Err(SendFailure::Delivery(e)) => fail(deps, &attempt, &token, e, &[], Vec::new()).await,
+        Err(SendFailure::AllSuppressed(recipients)) => {
+            let e = DeliveryError::permanent(
+                "all_recipients_suppressed",
+                format!(
+                    "all {} recipients are suppressed for this target (bounces, complaints or unsubscribes; see GET /targets/{{id}}/suppressions)",
+                    recipients.len()
+                ),
+            );
+            fail(deps, &attempt, &token, e, &[], recipients).await
+        }
     }
 }
 
@@ -425,6 +437,7 @@ impl Deps {
             targets: Box::new(store.clone()),
             executions: Box::new(store.clone()),
             connections: Box::new(store.clone()),
+            suppressions: Box::new(store.clone()),
             rate_limits: Box::new(store),
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
                 crate::aws::s3(&sdk),

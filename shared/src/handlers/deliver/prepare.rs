@@ -76,6 +76,8 @@ pub(super) fn missing_files(formats: &[&str]) -> SendFailure {
 pub(super) enum SendFailure {
     Store(StoreError),
     Delivery(DeliveryError),
+    /// Email: every recipient is suppressed for the target; nothing to send.
+    AllSuppressed(Vec<crate::domain::RecipientOutcome>),
 }
 
 impl From<StoreError> for SendFailure {
@@ -95,6 +97,8 @@ pub(super) struct Prepared<'a> {
     /// The rows (and parameters) a message may show.
     pub(super) preview: Option<Arc<Preview>>,
     pub(super) chart: Option<ChartFile>,
+    /// Email: the addresses the target no longer mails.
+    pub(super) suppressed: Vec<crate::domain::suppression::Suppression>,
 }
 
 pub(super) async fn prepare<'a>(
@@ -122,6 +126,21 @@ pub(super) async fn prepare<'a>(
             "the delivery target was deactivated",
         ));
     }
+    let suppressed = match &target.config {
+        crate::domain::TargetConfig::Email(config) => {
+            let suppressed = deps.suppressions.suppressed(&target.id).await?;
+            let recipients =
+                crate::channel::email::recipient_outcomes(config, &suppressed, Timestamp::now());
+            if recipients
+                .iter()
+                .all(|r| r.status == crate::domain::RecipientStatus::Suppressed)
+            {
+                return Err(SendFailure::AllSuppressed(recipients));
+            }
+            suppressed
+        }
+        _ => Vec::new(),
+    };
     let execution = executions
         .get(deps, &attempt.report_execution_id)
         .await?
@@ -186,6 +205,7 @@ pub(super) async fn prepare<'a>(
         link_expires_at,
         preview,
         chart,
+        suppressed,
     })
 }
 

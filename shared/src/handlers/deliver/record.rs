@@ -232,6 +232,7 @@ pub(super) async fn fail(
     token: &str,
     e: DeliveryError,
     new_tries: &[TryRecord],
+    recipients: Vec<crate::domain::RecipientOutcome>,
 ) -> Outcome {
     error!(attempt_id = %attempt.id, code = e.code(), reason = e.message(), "permanent failure");
     // A receiver that says it is gone: disabled (or flagged) before the
@@ -255,7 +256,7 @@ pub(super) async fn fail(
         error: attempt_error(&e),
         tries: Some(tries.update()),
         dead_letter: false,
-        recipients: Vec::new(),
+        recipients,
     };
     match apply_settling(deps, attempt, &t).await {
         Ok(applied) => {

@@ -58,6 +58,7 @@ pub(super) async fn send_with_retries(
             now: Timestamp::now(),
             blobs: deps.blobs.as_ref(),
             progress: &progress,
+            suppressed: &send.suppressed,
         };
         // A local slot first: the send's timeout starts once it is held,
         // and a wait that used up the invocation is not a try.
@@ -125,7 +126,7 @@ pub(super) async fn send_with_retries(
         if !error.is_retryable() {
             record.then = TryNext::Failed;
             tries.new.push(record);
-            return fail(deps, attempt, token, error, &tries.new).await;
+            return fail(deps, attempt, token, error, &tries.new, Vec::new()).await;
         }
         let jitter = uuid::Uuid::new_v4().as_u128() as f64 / u128::MAX as f64;
         let immediate = deps
@@ -144,7 +145,7 @@ pub(super) async fn send_with_retries(
             // A test answers now: no backoff schedule, no dead letter.
             record.then = TryNext::Failed;
             tries.new.push(record);
-            return fail(deps, attempt, token, error, &tries.new).await;
+            return fail(deps, attempt, token, error, &tries.new, Vec::new()).await;
         }
         match decision {
             RetryDecision::Immediate(wait) if clock.fits_a_send(&deps.timing, wait) => {
