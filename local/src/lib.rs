@@ -11,6 +11,7 @@ pub mod preview;
 pub mod provision;
 pub mod runner;
 pub mod seed;
+pub mod ses_sim;
 pub mod sinks;
 pub mod slack;
 pub mod stack;

@@ -35,6 +35,10 @@ pub struct Stack {
     pub keys: BTreeMap<String, (String, String)>,
     /// The template's conditions, evaluated on demand.
     pub conditions: BTreeMap<String, serde_norway::Value>,
+    /// SNS topics: logical id → ARN. Not created: the local stack has no
+    /// SNS; what publishes to a topic (the SES simulator) writes to its
+    /// subscribed queue in SNS's envelope.
+    pub topics: BTreeMap<String, String>,
 }
 
 impl Stack {
@@ -49,6 +53,14 @@ impl Stack {
             secrets: BTreeMap::new(),
             keys: BTreeMap::new(),
             conditions: template.conditions.clone(),
+            topics: template
+                .of_kind("AWS::SNS::Topic")
+                .into_iter()
+                .map(|(id, _)| {
+                    let arn = format!("arn:aws:sns:us-east-1:123456789012:{prefix}-{id}");
+                    (id.to_owned(), arn)
+                })
+                .collect(),
         }
     }
 
@@ -78,6 +90,13 @@ impl Stack {
             return match attr {
                 None | Some("KeyId") => Some(key_id.clone()),
                 Some("Arn") => Some(arn.clone()),
+                _ => None,
+            };
+        }
+        if let Some(arn) = self.topics.get(id) {
+            return match attr {
+                None | Some("TopicArn") => Some(arn.clone()),
+                Some("TopicName") => arn.rsplit(':').next().map(str::to_owned),
                 _ => None,
             };
         }

@@ -65,6 +65,9 @@ pub struct LocalStack {
     pub s3: aws_sdk_s3::Client,
     pub webhook: WebhookSink,
     pub slack: SlackSink,
+    /// SES's mailbox simulator in front of moto's SES: deliver sends
+    /// through it, and it publishes SES's events to the feedback queue.
+    pub ses: crate::ses_sim::SesSimulator,
     pub runner: Option<Runner>,
     pub work_dir: PathBuf,
 }
@@ -143,6 +146,15 @@ impl LocalStack {
             DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables).with_sealer(sealer);
         let webhook = WebhookSink::start(None, Some(work_dir.join("captures/webhook"))).await?;
         let slack = SlackSink::start(Some(work_dir.join("captures/slack"))).await?;
+        let ses = crate::ses_sim::SesSimulator::start(
+            endpoint,
+            aws_sdk_sqs::Client::new(&sdk),
+            stack.queue_url("FeedbackQueue")?,
+            &stack
+                .lookup("FeedbackTopic", None)
+                .context("the template has no FeedbackTopic")?,
+        )
+        .await?;
         verify_sender(&sdk).await?;
         Ok(Self {
             endpoint: endpoint.to_owned(),
@@ -154,6 +166,7 @@ impl LocalStack {
             store,
             webhook,
             slack,
+            ses,
             runner: None,
             work_dir: work_dir.to_owned(),
         })
@@ -175,6 +188,8 @@ impl LocalStack {
             ("EMAIL_FROM_ADDRESS", LOCAL_EMAIL_FROM),
             ("SLACK_API_BASE_URL", &self.slack.api_base()),
             ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ENDPOINT_URL_SESV2", &self.ses.url),
+            ("SES_CONFIGURATION_SET", &self.configuration_set()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -192,6 +207,12 @@ impl LocalStack {
         };
         self.runner = Some(Runner::start(&self.sdk, &self.template, &self.stack, config).await?);
         Ok(())
+    }
+
+    /// The SES configuration set local sends use (moto keeps none; the
+    /// simulator and the feedback function agree on the name).
+    pub fn configuration_set(&self) -> String {
+        format!("{}-reports", self.stack.prefix)
     }
 
     /// Loads a seed file, substituting `{{webhook_sink_url}}`,

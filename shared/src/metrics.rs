@@ -52,6 +52,10 @@ pub enum Dim {
     Stage,
     /// `disabled` or `flagged`.
     Change,
+    /// An SES event type (see [`EMAIL_EVENTS`]).
+    Event,
+    /// Why feedback changed nothing (see [`IGNORED_REASONS`]).
+    Reason,
 }
 
 impl Dim {
@@ -63,6 +67,8 @@ impl Dim {
             Dim::ErrorCode => "ErrorCode",
             Dim::Stage => "Stage",
             Dim::Change => "Change",
+            Dim::Event => "Event",
+            Dim::Reason => "Reason",
         }
     }
 }
@@ -99,11 +105,17 @@ pub enum Stage {
     Executions,
     Fanout,
     Delivery,
+    Feedback,
 }
 
 impl Stage {
     /// Every stage.
-    pub const ALL: [Stage; 3] = [Stage::Executions, Stage::Fanout, Stage::Delivery];
+    pub const ALL: [Stage; 4] = [
+        Stage::Executions,
+        Stage::Fanout,
+        Stage::Delivery,
+        Stage::Feedback,
+    ];
 
     /// The dimension value.
     pub fn as_str(self) -> &'static str {
@@ -111,6 +123,7 @@ impl Stage {
             Stage::Executions => "executions",
             Stage::Fanout => "fanout",
             Stage::Delivery => "delivery",
+            Stage::Feedback => "feedback",
         }
     }
 }
@@ -149,11 +162,32 @@ pub enum Metric {
     TargetsPerExecution,
     /// Attempts the reconciler found stuck and acted on.
     StuckAttempts,
+    /// SES events about the stack's email, one per recipient, by `Event`
+    /// (`send` counts messages): the bounce and complaint rates' parts.
+    EmailEvents,
+    /// Feedback acknowledged without a change, by `Reason`.
+    FeedbackIgnored,
 }
+
+/// The `Event` values of [`Metric::EmailEvents`].
+pub const EMAIL_EVENTS: [&str; 7] = [
+    "send",
+    "delivery",
+    "bounce",
+    "complaint",
+    "reject",
+    "delivery_delay",
+    "other",
+];
+
+/// The `Reason` values of [`Metric::FeedbackIgnored`]: `untagged` (not a
+/// send of this stack's), `unknown_attempt` (its record is gone: late or
+/// expired), `already_known` (a copy, or weaker news out of order).
+pub const IGNORED_REASONS: [&str; 3] = ["untagged", "unknown_attempt", "already_known"];
 
 impl Metric {
     /// The whole catalogue.
-    pub const ALL: [Metric; 15] = [
+    pub const ALL: [Metric; 17] = [
         Metric::AttemptsStarted,
         Metric::Deliveries,
         Metric::SendErrors,
@@ -169,6 +203,8 @@ impl Metric {
         Metric::FanoutDuration,
         Metric::TargetsPerExecution,
         Metric::StuckAttempts,
+        Metric::EmailEvents,
+        Metric::FeedbackIgnored,
     ];
 
     /// The metric name.
@@ -189,6 +225,8 @@ impl Metric {
             Metric::FanoutDuration => "FanoutDuration",
             Metric::TargetsPerExecution => "TargetsPerExecution",
             Metric::StuckAttempts => "StuckAttempts",
+            Metric::EmailEvents => "EmailEvents",
+            Metric::FeedbackIgnored => "FeedbackIgnored",
         }
     }
 
@@ -217,6 +255,8 @@ impl Metric {
             Metric::SendErrors => &[&[Dim::Channel, Dim::ErrorCode], &[Dim::ErrorCode]],
             Metric::DeadLettered | Metric::DuplicatesIgnored => &[&[Dim::Stage]],
             Metric::TargetsStopped => &[&[Dim::Channel, Dim::Change]],
+            Metric::EmailEvents => &[&[Dim::Event]],
+            Metric::FeedbackIgnored => &[&[Dim::Reason]],
             Metric::RenderDuration
             | Metric::PdfBytes
             | Metric::FanoutDuration
@@ -612,6 +652,8 @@ pub fn validate(line: &str) -> Result<(Metric, Vec<(String, String)>), String> {
             Dim::Stage => Stage::ALL.iter().any(|s| s.as_str() == value),
             Dim::ErrorCode => ERROR_CODES.contains(&value),
             Dim::Change => ["disabled", "flagged"].contains(&value),
+            Dim::Event => EMAIL_EVENTS.contains(&value),
+            Dim::Reason => IGNORED_REASONS.contains(&value),
         };
         if !closed {
             return Err(format!(
@@ -642,6 +684,8 @@ mod tests {
                         Dim::ErrorCode => "timeout",
                         Dim::Stage => "fanout",
                         Dim::Change => "disabled",
+                        Dim::Event => "bounce",
+                        Dim::Reason => "already_known",
                     };
                     (d, v)
                 })

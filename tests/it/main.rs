@@ -10,6 +10,7 @@ mod delivery;
 mod email;
 mod events;
 mod fanout;
+mod feedback;
 mod guarantees;
 mod hostile;
 mod links;

@@ -16,10 +16,10 @@ use std::time::Duration;
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// One emitted record: metric and its dimension values.
-type Record = (Metric, Vec<(String, String)>, f64);
+pub(crate) type Record = (Metric, Vec<(String, String)>, f64);
 
 /// Every EMF record in the functions' logs; panics on an invalid one.
-fn emitted(s: &LocalStack) -> Vec<Record> {
+pub(crate) fn emitted(s: &LocalStack) -> Vec<Record> {
     let mut out = Vec::new();
     let dir = s.work_dir.join("logs");
     for entry in std::fs::read_dir(&dir).expect("logs") {
@@ -38,7 +38,7 @@ fn emitted(s: &LocalStack) -> Vec<Record> {
     out
 }
 
-fn sum(records: &[Record], metric: Metric, dims: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(records: &[Record], metric: Metric, dims: &[(&str, &str)]) -> f64 {
     records
         .iter()
         .filter(|(m, d, _)| {
@@ -175,6 +175,29 @@ async fn the_functions_emit_valid_emf_that_counts_what_happened_and_feeds_the_da
         "the reconciler reports"
     );
     assert_eq!(sum(&r, Metric::StuckAttempts, &[]), 0.0);
+
+    // An email to an address that bounces (the SES simulator), every
+    // event twice: the feedback function's metrics.
+    s.ses.duplicate(true);
+    report_delivery_tests::seed_target(
+        &s,
+        "rpt-mail",
+        "mail",
+        "email",
+        serde_json::json!({"to": ["bounce@simulator.amazonses.com"]}),
+        None,
+        &["pdf"],
+    )
+    .await;
+    let (mail_id, mail_body) = sample_execution("rpt-mail");
+    s.send("ExecutionsQueue", &mail_body).await.expect("send");
+    s.wait_settled(&mail_id, 1, SETTLE).await.expect("settles");
+    wait_for(&s, "SES's news, and a copy of it", |r| {
+        sum(r, Metric::EmailEvents, &[("Event", "bounce")]) >= 1.0
+            && sum(r, Metric::FeedbackIgnored, &[("Reason", "already_known")]) >= 1.0
+    })
+    .await;
+    let r = emitted(&s);
 
     // And the dashboard and alarms name only what the code emitted
     let mut seen: BTreeMap<&str, BTreeSet<Vec<String>>> = BTreeMap::new();

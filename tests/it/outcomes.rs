@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Every event on the outcomes queue within `wait` after `expected` arrive.
-async fn read_outcomes(s: &LocalStack, expected: usize, wait: Duration) -> Vec<Value> {
+pub(crate) async fn read_outcomes(s: &LocalStack, expected: usize, wait: Duration) -> Vec<Value> {
     let url = s.stack.queue_url("OutcomesQueue").expect("outcomes queue");
     let mut events = Vec::new();
     let until = Instant::now() + wait;
@@ -43,7 +43,7 @@ async fn read_outcomes(s: &LocalStack, expected: usize, wait: Duration) -> Vec<V
 
 /// Checks events against the published JSON Schema, with the reference
 /// `jsonschema` validator from the project venv (not our types).
-fn assert_schema_valid(events: &[Value]) {
+pub(crate) fn assert_schema_valid(events: &[Value]) {
     let root = local::stack::project_root();
     let script = "import json,sys,jsonschema\ns=json.load(open(sys.argv[1]))\nfor e in json.load(sys.stdin):\n    jsonschema.validate(e, s, cls=jsonschema.Draft202012Validator)\nprint('ok')";
     let mut child = std::process::Command::new(root.join(".venv/bin/python"))

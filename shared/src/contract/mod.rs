@@ -450,6 +450,41 @@ pub enum OutcomeEvent {
     /// A target was disabled or flagged for disabling.
     #[serde(rename = "target_outcome.v1")]
     TargetV1(TargetOutcomeV1),
+    /// A recipient of a delivered email bounced (SES `Bounce`).
+    #[serde(rename = "delivery_bounced.v1")]
+    BouncedV1(RecipientNewsV1),
+    /// A recipient of a delivered email marked it as spam (SES `Complaint`).
+    #[serde(rename = "delivery_complained.v1")]
+    ComplainedV1(RecipientNewsV1),
+}
+
+/// Version 1 of the news of one recipient of an email attempt. The
+/// attempt's status stays as it was (the send succeeded); its
+/// `confirmation` in the API turns `bounced` or `complained`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientNewsV1 {
+    /// `<attempt_id>:<address>:<status>`: one per recipient and kind.
+    pub event_id: String,
+    pub attempt_id: String,
+    pub execution_id: String,
+    pub report_id: String,
+    pub target_id: String,
+    /// Lower-cased.
+    pub address: String,
+    /// `to`, `cc` or `bcc`.
+    pub role: String,
+    /// The SES message id of the send.
+    pub message_id: String,
+    /// `permanent`, `transient` or `undetermined` (bounces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_type: Option<String>,
+    /// SES's diagnostic or feedback type, at most 500 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Whether the target no longer mails the address after this.
+    pub suppressed: bool,
+    /// When SES saw it.
+    pub at: Timestamp,
 }
 
 /// Version 1 of a target's change.

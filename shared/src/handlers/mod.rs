@@ -6,6 +6,7 @@
 pub mod api;
 pub mod deliver;
 pub mod fanout;
+pub mod feedback;
 pub mod links;
 pub mod outcomes;
 pub mod reconcile;
