@@ -471,6 +471,13 @@ impl shared::store::SuppressionStore for Model {
     ) -> Result<Page<shared::domain::suppression::Suppression>, StoreError> {
         Err(not_modelled("suppressions_page"))
     }
+    async fn suppression(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<shared::domain::suppression::Suppression>, StoreError> {
+        Ok(None)
+    }
     async fn suppress(
         &self,
         _: &shared::domain::suppression::Suppression,

@@ -843,7 +843,10 @@ async fn a_read_only_caller_is_refused_on_every_write_route_and_changes_nothing(
         if method == "GET" {
             continue;
         }
-        let path = path.replace("{id}", "ro-1").replace("{stage}", "delivery");
+        let path = path
+            .replace("{id}", "ro-1")
+            .replace("{stage}", "delivery")
+            .replace("{address}", "a%40example.com");
         let body = match (method, path.as_str()) {
             ("POST", "/targets") => Some(webhook("ro-new", "http://127.0.0.1:9/hook")),
             ("PUT", "/targets/ro-1") => Some(webhook("ro-1", "http://127.0.0.1:9/other")),

@@ -208,3 +208,107 @@ async fn soft_bounces_suppress_only_after_a_run_and_each_message_counts_once() {
     assert_eq!(store.suppressed("t").await.expect("listed").len(), 1);
     s.down().await;
 }
+
+#[tokio::test]
+async fn operators_list_add_and_lift_suppressions_through_the_api_with_an_audit_line() {
+    use crate::api::Api;
+    use serde_json::json;
+    let s = running_stack("suppression-api", &[]).await;
+    seed_target(
+        &s,
+        "rpt-sapi",
+        "sapi",
+        "email",
+        json!({"to": ["Ann@Example.com", "bob@example.com"]}),
+        None,
+        &["pdf"],
+    )
+    .await;
+    let (admin, reader) = (Api::of(&s), Api::read_only(&s));
+    let path = "/targets/sapi/suppressions";
+    let (status, _, page) = reader.call("GET", path, None, &[]).await;
+    assert_eq!((status, &page["suppressions"]), (200, &json!([])), "{page}");
+
+    // Added (201), then again (200, the first kept), in any case.
+    let one = format!("{path}/Ann%40Example.com");
+    let (status, _, body) = admin
+        .call("PUT", &one, Some(json!({"note": "asked by phone"})), &[])
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (&body["address"], &body["reason"], &body["detail"]),
+        (
+            &json!("ann@example.com"),
+            &json!("manual"),
+            &json!("asked by phone")
+        )
+    );
+    assert!(
+        body["by"].as_str().is_some_and(|b| !b.is_empty()),
+        "the operator is recorded: {body}"
+    );
+    let (status, _, again) = admin
+        .call("PUT", &format!("{path}/ann%40example.com"), None, &[])
+        .await;
+    assert_eq!((status, &again["detail"]), (200, &json!("asked by phone")));
+    let (status, _, refused) = reader
+        .call("PUT", &format!("{path}/c%40example.com"), None, &[])
+        .await;
+    assert_eq!((status, &refused["code"]), (403, &json!("read_only")));
+    for (bad, code) in [
+        ("not-an-address", "invalid_address"),
+        ("a%20b%40example.com", "invalid_address"),
+    ] {
+        let (status, _, p) = admin.call("PUT", &format!("{path}/{bad}"), None, &[]).await;
+        assert_eq!((status, &p["code"]), (400, &json!(code)), "{bad}");
+    }
+
+    // The next send skips it.
+    let (_, attempts) = run_sample(&s, "rpt-sapi", 1).await;
+    let ann = attempts[0]
+        .recipients
+        .iter()
+        .find(|r| r.address.eq_ignore_ascii_case("ann@example.com"))
+        .expect("recorded");
+    assert_eq!(ann.status, RecipientStatus::Suppressed);
+
+    // Listed; lifted (re-subscribed: 204, then 404); the next send mails it.
+    let (_, _, page) = reader.call("GET", path, None, &[]).await;
+    assert_eq!(
+        page["suppressions"].as_array().map(Vec::len),
+        Some(1),
+        "{page}"
+    );
+    let (status, _, _) = admin.call("DELETE", &one, None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, _, p) = admin.call("DELETE", &one, None, &[]).await;
+    assert_eq!((status, &p["code"]), (404, &json!("not_found")));
+    let (_, attempts) = run_sample(&s, "rpt-sapi", 1).await;
+    assert!(
+        attempts[0]
+            .recipients
+            .iter()
+            .all(|r| r.status != RecipientStatus::Suppressed)
+    );
+
+    // Only email targets have suppressions; each change left an audit line.
+    s.seed(&report_delivery_tests::webhook_targets(
+        "rpt-sapi-hook",
+        &[("sapi-hook", "/hooks/x", true, true)],
+    ))
+    .await
+    .expect("seeded");
+    let (status, _, p) = reader
+        .call("GET", "/targets/sapi-hook/suppressions", None, &[])
+        .await;
+    assert_eq!((status, &p["code"]), (409, &json!("not_an_email_target")));
+    let log = std::fs::read_to_string(s.work_dir.join("logs/api.log")).unwrap_or_default();
+    for line in ["suppression added", "suppression lifted"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(line) && l.contains("ann@example.com") && l.contains("sapi")),
+            "no audit line {line:?}"
+        );
+    }
+    s.down().await;
+}

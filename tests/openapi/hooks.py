@@ -72,3 +72,11 @@ def cursors_come_from_a_previous_page(ctx, case):
     if _positive(case) and case.query:
         case.query.pop("cursor", None)
     return case
+
+
+@schemathesis.hook("map_case").apply_to(method="GET", path="/targets/{id}/suppressions")
+def suppression_cursors_come_from_a_previous_page(ctx, case):
+    """As for /attempts: only a cursor the API gave out is valid."""
+    if _positive(case) and case.query:
+        case.query.pop("cursor", None)
+    return case

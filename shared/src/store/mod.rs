@@ -398,6 +398,12 @@ pub trait SuppressionStore: Send + Sync {
         cursor: Option<String>,
         limit: i32,
     ) -> Result<Page<crate::domain::suppression::Suppression>, StoreError>;
+    /// One address's suppression, if it is suppressed.
+    async fn suppression(
+        &self,
+        target_id: &str,
+        address: &str,
+    ) -> Result<Option<crate::domain::suppression::Suppression>, StoreError>;
     /// Suppresses an address; `false` when it already was (the first
     /// reason stays).
     async fn suppress(

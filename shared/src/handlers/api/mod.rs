@@ -11,6 +11,7 @@ pub mod health;
 pub mod integral;
 pub mod problem;
 pub mod stats;
+pub mod suppressions;
 pub mod targets;
 pub mod test_send;
 
@@ -113,6 +114,7 @@ pub struct Deps {
     pub targets: Box<dyn TargetStore>,
     pub connections: Box<dyn ConnectionStore>,
     pub executions: Box<dyn crate::store::ExecutionStore>,
+    pub suppressions: Box<dyn crate::store::SuppressionStore>,
     /// Where test sends go (as `test_send.v1` messages).
     pub executions_queue_url: String,
     /// Where retried attempts are sent.
@@ -173,6 +175,17 @@ pub fn routes() -> Vec<Route> {
         ("POST", "/targets/{id}/enable", post(targets::enable)),
         ("POST", "/targets/{id}/disable", post(targets::disable)),
         ("POST", "/targets/{id}/test", post(test_send::send)),
+        ("GET", "/targets/{id}/suppressions", get(suppressions::list)),
+        (
+            "PUT",
+            "/targets/{id}/suppressions/{address}",
+            put(suppressions::add),
+        ),
+        (
+            "DELETE",
+            "/targets/{id}/suppressions/{address}",
+            delete(suppressions::remove),
+        ),
         ("GET", "/attempts", get(attempts::list)),
         ("GET", "/attempts/{id}", get(attempts::get)),
         ("POST", "/attempts/{id}/retry", post(attempts::retry)),
@@ -276,6 +289,7 @@ impl Deps {
             targets: Box::new(store.clone()),
             connections: Box::new(store.clone()),
             executions: Box::new(store.clone()),
+            suppressions: Box::new(store.clone()),
             channel_queues: crate::handlers::fanout::ChannelQueues::from_env()?,
             executions_queue_url: required("EXECUTIONS_QUEUE_URL")?,
             retry_limit: u32::try_from(crate::config::retry_policy()?.schedule.len())

@@ -67,6 +67,29 @@ impl SuppressionStore for DynamoStore {
         })
     }
 
+    async fn suppression(
+        &self,
+        target_id: &str,
+        address: &str,
+    ) -> Result<Option<Suppression>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.suppressions)
+            .key("target_id", s(target_id))
+            .key("address", s(address))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        match out.item {
+            Some(item) if item.get("suppressed") == Some(&AttributeValue::Bool(true)) => {
+                from_item(target_id, item).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn suppress(&self, sup: &Suppression) -> Result<bool, StoreError> {
         let result = self
             .client
