@@ -46,6 +46,10 @@ pub enum Command {
     /// Dead-letter queues.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Addresses an email target no longer mails (bounced, complained,
+    /// unsubscribed, or added here).
+    #[command(subcommand)]
+    Suppressions(Suppressions),
     /// Send an execution_completed.v1 message from a file to the executions
     /// queue and follow its attempts until they settle. Exit 0 when all were
     /// delivered, 3 when any failed, 4 when some were still open at --wait.
@@ -146,6 +150,26 @@ pub enum Attempts {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Suppressions {
+    /// A target's suppressed addresses.
+    List {
+        target_id: String,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Stop mailing an address from a target (reason `manual`).
+    Add {
+        target_id: String,
+        address: String,
+        /// Why, for the record.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Mail an address again (re-subscribe), whatever suppressed it.
+    Remove { target_id: String, address: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,8 @@
 //! One function per command: each calls the API and prints its answer.
 
-use crate::cli::{Attempts, Cli, Command, Connections, Dlq, SendArgs, StatsArgs, Targets};
+use crate::cli::{
+    Attempts, Cli, Command, Connections, Dlq, SendArgs, StatsArgs, Suppressions, Targets,
+};
 use crate::client::{Answer, Api, stack_output};
 use crate::output::{record, table};
 use anyhow::{Context, Result, bail};
@@ -39,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Connections(c) => connections(&api, c, json).await,
         Command::Attempts(a) => attempts(&api, a, json).await,
         Command::Dlq(d) => dlq(&api, d, json).await,
+        Command::Suppressions(x) => suppressions(&api, x, json).await,
         Command::Send(s) => send(&api, cli.stack.as_deref(), &s, json).await,
     }
 }
@@ -87,6 +90,8 @@ const ATTEMPT_FIELDS: &[&str] = &[
     "/next_try_at",
     "/last_error",
     "/dead_letter",
+    "/confirmation",
+    "/recipients",
     "/delivered_at",
     "/failed_at",
     "/operator_actions",
@@ -358,6 +363,56 @@ async fn attempts(api: &Api, a: Attempts, json: bool) -> Result<Outcome> {
             let path = format!("/attempts/{}/retry", encode(&id));
             let a = api.ok("POST", &path, Some(&body), &[]).await?;
             print(&a, json, |b| record(b, ATTEMPT_FIELDS));
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+const SUPPRESSION_COLUMNS: &[&str] = &["/address", "/reason", "/by", "/at", "/detail"];
+
+async fn suppressions(api: &Api, x: Suppressions, json: bool) -> Result<Outcome> {
+    match x {
+        Suppressions::List { target_id, limit } => {
+            let q = query(&[("limit", limit.map(|l| l.to_string()))]);
+            let path = format!("/targets/{}/suppressions{q}", encode(&target_id));
+            let a = api.ok("GET", &path, None, &[]).await?;
+            print(&a, json, |b| {
+                table(
+                    b["suppressions"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                    SUPPRESSION_COLUMNS,
+                )
+            });
+        }
+        Suppressions::Add {
+            target_id,
+            address,
+            note,
+        } => {
+            let path = format!(
+                "/targets/{}/suppressions/{}",
+                encode(&target_id),
+                encode(&address)
+            );
+            let a = api
+                .ok("PUT", &path, Some(&json!({"note": note})), &[])
+                .await?;
+            print(&a, json, |b| record(b, SUPPRESSION_COLUMNS));
+        }
+        Suppressions::Remove { target_id, address } => {
+            let path = format!(
+                "/targets/{}/suppressions/{}",
+                encode(&target_id),
+                encode(&address)
+            );
+            api.ok("DELETE", &path, None, &[]).await?;
+            if json {
+                println!("{}", json!({"lifted": address, "target_id": target_id}));
+            } else {
+                println!("{address} is mailed again by {target_id}");
+            }
         }
     }
     Ok(Outcome::Ok)

@@ -155,4 +155,50 @@ async fn rdctl_lists_tests_sends_retries_and_is_refused_writes_on_the_read_only_
         o.status.success() && out.contains("(dry run: nothing moved)"),
         "{out}\n{err}"
     );
+
+    // Suppressions of an email target: add, list, lift (read-only refused).
+    report_delivery_tests::seed_target(
+        &s,
+        "rpt-cli-mail",
+        "cli-mail",
+        "email",
+        serde_json::json!({"to": ["ann@example.com"]}),
+        None,
+        &["pdf"],
+    )
+    .await;
+    let add = [
+        "suppressions",
+        "add",
+        "cli-mail",
+        "Ann@Example.com",
+        "--note",
+        "by phone",
+    ];
+    let o = rdctl(&s, "ReadApiFunction", &add).await;
+    assert_eq!(o.status.code(), Some(1), "read-only refused");
+    let o = rdctl(&s, "ApiFunction", &add).await;
+    let (out, err) = text(&o);
+    assert!(o.status.success() && out.contains("manual"), "{out}\n{err}");
+    let o = rdctl(&s, "ReadApiFunction", &["suppressions", "list", "cli-mail"]).await;
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("ann@example.com") && out.contains("by phone"),
+        "{out}"
+    );
+    let o = rdctl(
+        &s,
+        "ApiFunction",
+        &["suppressions", "remove", "cli-mail", "ann@example.com"],
+    )
+    .await;
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = rdctl(
+        &s,
+        "ApiFunction",
+        &["--json", "suppressions", "list", "cli-mail"],
+    )
+    .await;
+    let listed: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(listed["suppressions"], serde_json::json!([]));
 }
