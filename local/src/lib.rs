@@ -16,6 +16,7 @@ pub mod sinks;
 pub mod slack;
 pub mod stack;
 pub mod template;
+pub mod tls;
 pub mod up;
 
 use anyhow::{Context, Result};

@@ -217,6 +217,10 @@ pub struct Runner {
     pub hosts: Vec<Arc<FunctionHost>>,
     /// Function URLs by logical id, e.g. `LinksFunction` → `http://127.0.0.1:4321/`.
     pub function_urls: BTreeMap<String, String>,
+    /// The same functions over HTTPS (the certificate of [`crate::tls`]),
+    /// e.g. `https://127.0.0.1:4322/`. An override value
+    /// `{{https:LinksFunction}}` stands for one.
+    pub function_urls_https: BTreeMap<String, String>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -238,7 +242,9 @@ impl Runner {
         let specs = template.functions()?;
         // Bind function-URL fronts first: other functions' settings refer to them.
         let mut url_listeners = HashMap::new();
+        let mut tls_listeners = HashMap::new();
         let mut function_urls = BTreeMap::new();
+        let mut function_urls_https = BTreeMap::new();
         for spec in specs.iter().filter(|s| s.function_url) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             function_urls.insert(
@@ -246,7 +252,23 @@ impl Runner {
                 format!("http://{}/", listener.local_addr()?),
             );
             url_listeners.insert(spec.logical_id.clone(), listener);
+            let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            function_urls_https.insert(
+                spec.logical_id.clone(),
+                format!("https://{}/", tls.local_addr()?),
+            );
+            tls_listeners.insert(spec.logical_id.clone(), crate::tls::TlsListener::new(tls)?);
         }
+        let overrides: BTreeMap<String, String> = config
+            .env_overrides
+            .iter()
+            .map(|(k, v)| {
+                let v = function_urls_https.iter().fold(v.clone(), |v, (id, url)| {
+                    v.replace(&format!("{{{{https:{id}}}}}"), url)
+                });
+                (k.clone(), v)
+            })
+            .collect();
         let lookup = |id: &str, attr: Option<&str>| match (id.strip_suffix("Url"), attr) {
             (Some(function), Some("FunctionUrl")) => function_urls.get(function).cloned(),
             _ => stack.lookup(id, attr),
@@ -256,7 +278,7 @@ impl Runner {
             for (k, v) in &spec.env {
                 env.insert(k.clone(), resolve(v, &lookup)?);
             }
-            env.extend(config.env_overrides.clone());
+            env.extend(overrides.clone());
             let (tx, rx) = mpsc::channel(16);
             let host = Arc::new(FunctionHost {
                 arn: format!(
@@ -326,13 +348,24 @@ impl Runner {
                 let app = axum::Router::new()
                     .fallback(function_url)
                     .with_state(host.clone());
-                tasks.push(serve(listener, app, shutdown_rx.clone()));
+                tasks.push(serve(listener, app.clone(), shutdown_rx.clone()));
+                if let Some(tls) = tls_listeners.remove(&spec.logical_id) {
+                    let mut stop = shutdown_rx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let _ = axum::serve(tls, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.changed().await;
+                            })
+                            .await;
+                    }));
+                }
             }
             hosts.push(host);
         }
         Ok(Self {
             hosts,
             function_urls,
+            function_urls_https,
             shutdown,
             tasks,
         })

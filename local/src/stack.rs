@@ -190,6 +190,8 @@ impl LocalStack {
             ("AWS_ENDPOINT_URL", &self.endpoint),
             ("AWS_ENDPOINT_URL_SESV2", &self.ses.url),
             ("SES_CONFIGURATION_SET", &self.configuration_set()),
+            // RFC 8058 wants an HTTPS URI: the links function's HTTPS front.
+            ("UNSUBSCRIBE_BASE_URL", "{{https:LinksFunction}}"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -29,7 +29,7 @@ fn addresses(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
+async fn an_email_target_gets_a_mime_copy_per_recipient_with_both_files_and_rfc_8058_headers() {
     let s = running_stack("email-happy", &[]).await;
     seed_target(
         &s,
@@ -50,11 +50,12 @@ async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
     );
     assert!(a.metadata.contains_key("ses_message_id"));
 
+    // One copy per recipient (each with its own unsubscribe link), Bcc
+    // included; moto lists the Destination we pass plus the To/Cc it
+    // parses from the headers.
     let sent = s.emails(&execution_id).await.expect("moto state");
-    assert_eq!(sent.len(), 1, "exactly one email");
-    // moto lists the Destination we pass plus the To/Cc it parses from the
-    // headers, so duplicates are collapsed before comparing.
-    let mut envelope = sent[0].destinations.clone();
+    assert_eq!(sent.len(), 4, "one copy per recipient");
+    let mut envelope: Vec<String> = sent.iter().flat_map(|e| e.destinations.clone()).collect();
     envelope.sort();
     envelope.dedup();
     assert_eq!(
@@ -67,9 +68,50 @@ async fn an_email_target_gets_one_mime_message_with_both_files_attached() {
         ],
         "Bcc is in the envelope"
     );
-    let m = MessageParser::default()
-        .parse(sent[0].raw.as_bytes())
-        .expect("MIME parses");
+    let parsed: Vec<_> = sent
+        .iter()
+        .map(|e| {
+            MessageParser::default()
+                .parse(e.raw.as_bytes())
+                .expect("MIME parses")
+        })
+        .collect();
+    // RFC 8058, read by an independent MIME parser: an HTTPS URI, its own
+    // per copy, and the exact one-click value.
+    let mut urls = Vec::new();
+    for m in &parsed {
+        let header = |name: &str| {
+            m.header_raw(name)
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} header"))
+        };
+        let list = header("List-Unsubscribe");
+        assert!(
+            list.starts_with("<https://") && list.ends_with('>'),
+            "{list}"
+        );
+        assert!(list.contains("/u/"), "{list}");
+        assert_eq!(
+            header("List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click"
+        );
+        let url = list.trim_matches(|c| c == '<' || c == '>').to_owned();
+        let text = m.body_text(0).expect("text body");
+        assert!(text.contains(&url), "the text footer links it: {text}");
+        let html = m.body_html(0).expect("html body");
+        assert!(
+            html.contains(&url.replace('&', "&amp;")),
+            "the HTML footer links it"
+        );
+        urls.push(url);
+    }
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 4, "a token per recipient");
+    let m = parsed
+        .iter()
+        .find(|m| m.message_id() == Some(format!("{}@report-delivery", a.id).as_str()))
+        .expect("the first copy");
     assert_eq!(m.subject(), Some("[Reports] Weekly sales for 2026-11-26"));
     assert_eq!(addresses(m.from()), ["reports@reports.example.com"]);
     assert_eq!(
@@ -315,14 +357,28 @@ async fn ses_unavailable_is_retried_and_then_sent_once() {
     assert_eq!(a.retry_count, 1, "one backoff retry");
     assert_eq!(a.tries, 3);
     let received = ses.received();
-    assert_eq!(received.len(), 3, "one request per recorded try");
+    // One request per failed try, then one per recipient (four), each
+    // addressed to that recipient alone.
+    assert_eq!(
+        received.len(),
+        2 + 4,
+        "one request per failed try, then per copy"
+    );
     assert!(
         received
             .iter()
             .all(|r| r.method == "POST" && r.path == "/v2/email/outbound-emails")
     );
-    let body = received[2].json().expect("JSON request");
-    assert!(body["Content"]["Raw"]["Data"].is_string(), "raw content");
+    for r in &received[2..] {
+        let body = r.json().expect("JSON request");
+        assert!(body["Content"]["Raw"]["Data"].is_string(), "raw content");
+        let d = &body["Destination"];
+        let n: usize = ["ToAddresses", "CcAddresses", "BccAddresses"]
+            .iter()
+            .map(|k| d[k].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(n, 1, "one recipient per copy: {d}");
+    }
     s.down().await;
 }
 
@@ -346,8 +402,8 @@ async fn duplicate_deliver_messages_never_send_a_second_email() {
     crate::delivery::wait_empty(&s, "EmailDeliveryQueue").await;
     assert_eq!(
         s.emails(&execution_id).await.expect("moto").len(),
-        1,
-        "still exactly one email"
+        4,
+        "still exactly one copy per recipient"
     );
     s.down().await;
 }

@@ -25,4 +25,5 @@ mod slack;
 mod stack;
 mod storage;
 mod suppression;
+mod unsubscribe;
 mod up;

@@ -131,6 +131,8 @@ pub struct EmailView {
     /// Where the files are and until when the links work.
     pub files_note: String,
     pub execution_id: String,
+    /// The recipient's unsubscribe URL, for the footer.
+    pub unsubscribe: Option<String>,
 }
 
 /// The inline chart.
@@ -308,6 +310,7 @@ impl EmailView {
                 .collect(),
             files_note,
             execution_id: ctx.execution.id.clone(),
+            unsubscribe: None,
         }
     }
 }
@@ -338,6 +341,15 @@ pub fn mode(files: &[LinkedFile], limit: u64) -> Mode {
     }
 }
 
+/// One recipient's copy: its one-click unsubscribe URL (RFC 8058) and
+/// the `Message-ID` local part.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Copy<'a> {
+    pub unsubscribe: Option<&'a str>,
+    /// Numbers the copies of one attempt, so each has its own Message-ID.
+    pub n: usize,
+}
+
 /// Builds the MIME message. `attachments` holds the bytes of each file when
 /// they are attached, and is empty when they are linked.
 pub fn build_message(
@@ -347,6 +359,7 @@ pub fn build_message(
     attachments: &[(String, &LinkedFile, Vec<u8>)],
     chart: Option<&[u8]>,
     limit: u64,
+    copy: Copy<'_>,
 ) -> Result<Vec<u8>, DeliveryError> {
     use mail_builder::mime::MimePart;
     let name = header_text(&ctx.execution.report_name);
@@ -354,6 +367,7 @@ pub fn build_message(
     if chart.is_none() {
         view.chart = None;
     }
+    view.unsubscribe = copy.unsubscribe.map(str::to_owned);
     let (html, text) = render_parts(&view)?;
     let list = |v: &[EmailAddress]| -> Address<'static> {
         Address::new_list(
@@ -366,11 +380,27 @@ pub fn build_message(
         .from((header_text(from.0), from.1.as_str().to_owned()))
         .to(list(&config.to))
         .subject(subject(config.subject.as_deref(), &name, &ctx.local_date()))
-        .message_id(format!("{}@report-delivery", ctx.attempt.id))
+        .message_id(if copy.n == 0 {
+            format!("{}@report-delivery", ctx.attempt.id)
+        } else {
+            format!("{}.{}@report-delivery", ctx.attempt.id, copy.n)
+        })
         .header(
             "X-Report-Execution-Id",
             mail_builder::headers::raw::Raw::new(header_text(&ctx.execution.id)),
         );
+    if let Some(url) = copy.unsubscribe {
+        // RFC 8058: an HTTPS URI, and the exact one-click POST body.
+        message = message
+            .header(
+                "List-Unsubscribe",
+                mail_builder::headers::raw::Raw::new(format!("<{}>", header_text(url))),
+            )
+            .header(
+                "List-Unsubscribe-Post",
+                mail_builder::headers::raw::Raw::new("List-Unsubscribe=One-Click"),
+            );
+    }
     // mixed [ related [ alternative [text, html], chart (inline, by CID) ],
     // attachments… ], leaving out the layers that would hold one part.
     let mut body = MimePart::new(
@@ -445,27 +475,65 @@ impl Channel for EmailChannel {
                 !ctx.suppressed.iter().any(|s| s.address == key)
             });
         }
-        let raw = build_message(
-            ctx,
-            &shown,
-            (&self.from_name, &self.from),
-            &attachments,
-            chart.as_deref(),
-            self.attachment_limit,
-        )?;
-        let (mut recipients, envelope) = self.envelope(ctx, config);
-        let size = raw.len();
-        let message_id = self.sender.send_raw(&envelope, raw).await?;
-        for r in &mut recipients {
-            if r.status == RecipientStatus::Sent {
-                r.message_id = Some(message_id.clone());
+        // One copy per recipient, each with its own unsubscribe link. A
+        // failure after some copies went out saves which (one write), so
+        // the retry sends only the rest.
+        let mut recipients = recipient_outcomes(config, ctx.suppressed, ctx.now);
+        let mut sent = sent_copies(ctx.progress.get(SENT_KEY).as_deref());
+        let mut size = 0;
+        for (n, r) in recipients.iter_mut().enumerate() {
+            if r.status != RecipientStatus::Sent {
+                continue;
+            }
+            let key = address_key(&r.address);
+            if let Some((_, id)) = sent.iter().find(|(a, _)| *a == key) {
+                r.message_id = Some(id.clone());
+                continue;
+            }
+            let unsubscribe = ctx
+                .unsubscribe
+                .iter()
+                .find(|(a, _)| *a == key)
+                .map(|(_, u)| u.as_str());
+            let raw = build_message(
+                ctx,
+                &shown,
+                (&self.from_name, &self.from),
+                &attachments,
+                chart.as_deref(),
+                self.attachment_limit,
+                Copy { unsubscribe, n },
+            )?;
+            size = size.max(raw.len());
+            match self.sender.send_raw(&self.envelope(ctx, r), raw).await {
+                Ok(id) => {
+                    r.message_id = Some(id.clone());
+                    sent.push((key, id));
+                }
+                Err(e) => {
+                    if !sent.is_empty() {
+                        let mut saved = std::collections::BTreeMap::new();
+                        saved.insert(SENT_KEY.to_owned(), encode_sent(&sent));
+                        if let Err(lost) = ctx.progress.save(saved).await {
+                            tracing::warn!(error = %lost, "copies sent so far not saved; a retry sends them again");
+                        }
+                    }
+                    return Err(e);
+                }
             }
         }
         let mut receipt = Receipt {
             recipients,
             ..Receipt::default()
         };
-        receipt.metadata.insert("ses_message_id".into(), message_id);
+        if let Some((_, first)) = sent.first() {
+            receipt
+                .metadata
+                .insert("ses_message_id".into(), first.clone());
+        }
+        receipt
+            .metadata
+            .insert("messages".into(), sent.len().to_string());
         receipt.metadata.insert(
             "files".into(),
             match mode {
@@ -481,16 +549,30 @@ impl Channel for EmailChannel {
     }
 }
 
+/// The progress key of the copies already sent (`address message-id`
+/// lines).
+pub const SENT_KEY: &str = "email_sent";
+
+fn sent_copies(saved: Option<&str>) -> Vec<(String, String)> {
+    saved
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, id)| (a.to_owned(), id.to_owned()))
+        .collect()
+}
+
+fn encode_sent(sent: &[(String, String)]) -> String {
+    sent.iter()
+        .map(|(a, id)| format!("{a} {id}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl EmailChannel {
-    /// Who the message goes to: every recipient with its outcome so far
-    /// (`sent`, its message id still to come, or `suppressed` for the
-    /// target), and the envelope of those not suppressed. The handler has
-    /// already failed an attempt whose recipients are all suppressed.
-    fn envelope(
-        &self,
-        ctx: &DeliveryContext<'_>,
-        config: &EmailConfig,
-    ) -> (Vec<RecipientOutcome>, Envelope) {
+    /// The envelope of one recipient's copy, tagged with the attempt and
+    /// the target for SES's events.
+    fn envelope(&self, ctx: &DeliveryContext<'_>, r: &RecipientOutcome) -> Envelope {
         let mut envelope = Envelope {
             from: self.from.as_str().to_owned(),
             to: Vec::new(),
@@ -501,18 +583,12 @@ impl EmailChannel {
                 (TAG_TARGET.to_owned(), ctx.target.id.clone()),
             ],
         };
-        let recipients = recipient_outcomes(config, ctx.suppressed, ctx.now);
-        for r in &recipients {
-            if r.status == RecipientStatus::Sent {
-                let list = match r.role {
-                    Role::To => &mut envelope.to,
-                    Role::Cc => &mut envelope.cc,
-                    Role::Bcc => &mut envelope.bcc,
-                };
-                list.push(r.address.clone());
-            }
+        match r.role {
+            Role::To => envelope.to.push(r.address.clone()),
+            Role::Cc => envelope.cc.push(r.address.clone()),
+            Role::Bcc => envelope.bcc.push(r.address.clone()),
         }
-        (recipients, envelope)
+        envelope
     }
 }
 
@@ -725,240 +801,4 @@ impl MailSender for SesSender {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ses_errors_map_to_categories() {
-        for code in [
-            "MessageRejected",
-            "MailFromDomainNotVerifiedException",
-            "AccountSendingPausedException",
-            "SendingPausedException",
-            "AccountSuspendedException",
-            "BadRequestException",
-        ] {
-            let e = classify_ses(Some(code), Some(400), "");
-            assert!(!e.is_retryable(), "{code}");
-            assert_eq!(e.code(), code);
-        }
-        for code in [
-            "TooManyRequestsException",
-            "Throttling",
-            "LimitExceededException",
-            "ServiceUnavailable",
-        ] {
-            assert!(
-                classify_ses(Some(code), Some(400), "").is_retryable(),
-                "{code}"
-            );
-        }
-        assert!(classify_ses(None, Some(503), "").is_retryable());
-        assert!(classify_ses(Some("Weird"), Some(500), "").is_retryable());
-        assert!(!classify_ses(Some("Weird"), Some(403), "").is_retryable());
-        assert_eq!(classify_ses(None, Some(502), "").code(), "http_502");
-    }
-
-    #[test]
-    fn subjects_fill_the_template_and_cannot_inject_headers() {
-        assert_eq!(
-            subject(None, "Weekly sales", "2026-11-26"),
-            "Weekly sales – 2026-11-26"
-        );
-        assert_eq!(
-            subject(Some("[{date}] {report_name}"), "Q4", "2026-11-26"),
-            "[2026-11-26] Q4"
-        );
-        assert_eq!(
-            subject(None, "Evil\r\nBcc: x@evil.com", "d"),
-            "Evil  Bcc: x@evil.com – d"
-        );
-    }
-
-    #[test]
-    fn big_files_are_linked() {
-        let file = |size| LinkedFile {
-            format: crate::domain::target::Format::Pdf,
-            file: crate::domain::execution::StoredFile {
-                key: "k".into(),
-                content_type: "application/pdf".into(),
-                size,
-                sha256: String::new(),
-            },
-            download_url: "https://x".into(),
-        };
-        assert_eq!(mode(&[file(10)], 10), Mode::Attached);
-        assert_eq!(mode(&[file(6), file(5)], 10), Mode::Linked);
-    }
-
-    use crate::channel::sample::{Sample, SampleReport};
-    use crate::contract::{Column, ColumnType, Table};
-    use scraper::{Html, Selector};
-    use serde_json::json;
-
-    const HOSTILE: &str = "<script>alert('x')</script> & \"Sales\" <b>bold</b>";
-
-    fn sample(name: &str, rows: usize, preview_rows: Option<u8>) -> Sample {
-        let table = Table {
-            columns: vec![
-                Column::new(HOSTILE, ColumnType::String),
-                Column::new("Orders", ColumnType::Integer),
-                Column::new("Revenue", ColumnType::Decimal),
-                Column::new("On target", ColumnType::Boolean),
-            ],
-            rows: (0..rows)
-                .map(|i| {
-                    json!([
-                        format!("<img src=x onerror=alert({i})>"),
-                        i * 1000,
-                        12.5 * i as f64,
-                        i % 2 == 0
-                    ])
-                })
-                .map(|v| v.as_array().cloned().unwrap_or_default())
-                .collect(),
-        };
-        let params =
-            std::collections::BTreeMap::from([("region".to_owned(), "<EMEA> & \"co\"".to_owned())]);
-        let mut target = crate::domain::DeliveryTarget {
-            id: "tgt-1".into(),
-            report_id: "rpt-1".into(),
-            service_connection_id: None,
-            config: TargetConfig::from_json("email", json!({"to": ["a@example.com"]}), false)
-                .expect("config"),
-            formats: vec![
-                crate::domain::target::Format::Pdf,
-                crate::domain::target::Format::Csv,
-            ],
-            preview_rows,
-            active: true,
-            disable_requested: None,
-            consecutive_failures: 0,
-            version: 1,
-            created_at: crate::domain::Timestamp::MIN,
-            updated_at: crate::domain::Timestamp::MIN,
-        };
-        target.preview_rows = preview_rows;
-        Sample::new(
-            SampleReport {
-                execution_id: "exec-1",
-                report_name: name,
-                generated_at: crate::domain::Timestamp::parse("2026-11-27T05:19:00Z").expect("t"),
-                time_zone: "Europe/Zurich",
-                parameters: &params,
-                rows: &table,
-            },
-            target,
-        )
-        .expect("sample")
-    }
-
-    fn select<'a>(doc: &'a Html, css: &str) -> Vec<scraper::ElementRef<'a>> {
-        doc.select(&Selector::parse(css).expect("selector"))
-            .collect()
-    }
-
-    fn text(e: &scraper::ElementRef<'_>) -> String {
-        e.text().collect::<String>()
-    }
-
-    #[test]
-    fn given_hostile_names_and_cells_when_the_email_is_rendered_then_a_real_parser_finds_them_as_text_only()
-     {
-        let s = sample(HOSTILE, 3, None);
-        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), true, 10)).expect("render");
-        let doc = Html::parse_document(&html);
-        assert!(select(&doc, "script").is_empty(), "no script element");
-        assert!(select(&doc, "b").is_empty(), "no injected markup");
-        assert!(
-            select(&doc, "td img, th img").is_empty(),
-            "no injected images"
-        );
-        assert_eq!(text(&select(&doc, "h1")[0]), HOSTILE.trim());
-        let cut = crate::render::display::display(HOSTILE, crate::render::preview::MAX_CELL);
-        assert_eq!(text(&select(&doc, "table.preview th")[0]), cut);
-        assert!(
-            select(&doc, "td")
-                .iter()
-                .any(|td| text(td) == "<EMEA> & \"co\""),
-            "parameter as text"
-        );
-        assert!(!html.contains("<EMEA>"), "raw markup in the HTML");
-        assert!(
-            select(&doc, "img")
-                .iter()
-                .all(|i| i.value().attr("src").is_some_and(|s| s.starts_with("cid:"))),
-            "no remote images"
-        );
-        // The text part is not HTML: it carries the name as written.
-        assert!(plain.contains(HOSTILE.trim()), "{plain}");
-    }
-
-    #[test]
-    fn given_twelve_rows_and_the_default_preview_when_rendered_then_the_table_has_ten_rows_totals_and_a_note()
-     {
-        let s = sample("Weekly sales", 12, None);
-        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), true, 10)).expect("render");
-        let doc = Html::parse_document(&html);
-        let rows = select(&doc, "table.preview tbody tr");
-        assert_eq!(rows.len(), 10);
-        for row in &rows {
-            let cells: Vec<_> = row
-                .children()
-                .filter_map(scraper::ElementRef::wrap)
-                .collect();
-            assert_eq!(cells.len(), 4);
-            assert_eq!(cells[1].value().attr("align"), Some("right"));
-            assert_eq!(cells[0].value().attr("align"), Some("left"));
-        }
-        assert_eq!(
-            text(
-                &rows[3]
-                    .children()
-                    .filter_map(scraper::ElementRef::wrap)
-                    .nth(1)
-                    .expect("cell")
-            ),
-            "3,000"
-        );
-        let totals: Vec<String> = select(&doc, "table.preview tfoot td")
-            .iter()
-            .map(text)
-            .collect();
-        assert_eq!(totals, ["Total", "66,000", "825.00", ""]);
-        assert!(
-            html.contains("…and 2 more rows in the attached PDF and CSV."),
-            "{html}"
-        );
-        assert!(
-            html.contains("Generated Fri 27 Nov 2026, 06:19 CET"),
-            "{html}"
-        );
-        assert!(html.contains("until Fri 4 Dec 2026, 06:19 CET"), "{html}");
-        assert_eq!(
-            select(&doc, "a[href^='https://links.example.com/']").len(),
-            2
-        );
-        assert!(
-            plain.contains("Generated: Fri 27 Nov 2026, 06:19 CET"),
-            "{plain}"
-        );
-        assert!(plain.contains("  3,000  "), "{plain}");
-        assert!(plain.contains("Total"), "{plain}");
-        assert!(
-            plain.contains("…and 2 more rows in the attached PDF and CSV."),
-            "{plain}"
-        );
-    }
-
-    #[test]
-    fn given_a_target_without_preview_rows_when_rendered_then_no_table_is_shown() {
-        let s = sample("Weekly sales", 12, Some(0));
-        let (html, plain) = render_parts(&EmailView::new(&s.ctx(), false, 10)).expect("render");
-        let doc = Html::parse_document(&html);
-        assert!(select(&doc, "table.preview").is_empty());
-        assert!(html.contains("too large to attach"));
-        assert!(!plain.contains("Total"));
-        assert!(plain.contains("region: <EMEA>"), "{plain}");
-    }
-}
+mod tests;

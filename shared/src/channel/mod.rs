@@ -143,6 +143,9 @@ pub struct DeliveryContext<'a> {
     pub progress: &'a dyn Progress,
     /// Email: the addresses the target no longer mails.
     pub suppressed: &'a [crate::domain::suppression::Suppression],
+    /// Email: each recipient's one-click unsubscribe URL (RFC 8058), by
+    /// address key.
+    pub unsubscribe: &'a [(String, String)],
 }
 
 impl DeliveryContext<'_> {

@@ -170,6 +170,7 @@ impl Sample {
             blobs: &self.blobs,
             progress: &self.progress,
             suppressed: &[],
+            unsubscribe: &[],
         }
     }
 }

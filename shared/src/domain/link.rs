@@ -136,9 +136,102 @@ impl LinkSigner {
     }
 }
 
+/// Tokens of the RFC 8058 unsubscribe links: one per recipient of a target,
+/// with no expiry (they stop working when the target is deleted). The
+/// address is not in the token, only a digest of it, so the link names no
+/// one; the links function finds the recipient among the target's.
+impl LinkSigner {
+    fn unsubscribe_mac(key: &SecretString, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(b"report-delivery-unsubscribe.v1\n");
+        mac.update(payload);
+        mac
+    }
+
+    /// The unsubscribe token of `address` (any case) for `target_id`.
+    pub fn issue_unsubscribe(&self, target_id: &str, address: &str) -> String {
+        let payload = format!("{target_id}\n{}", address_digest(address));
+        let tag = Self::unsubscribe_mac(&self.keys[0], payload.as_bytes())
+            .finalize()
+            .into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(&tag[..16])
+        )
+    }
+
+    /// The target id and address digest of an unsubscribe token, once its
+    /// signature holds (against every key, in constant time).
+    pub fn verify_unsubscribe(&self, token: &str) -> Result<(String, String), LinkError> {
+        if token.len() > 512 {
+            return Err(LinkError::Malformed);
+        }
+        let (payload, tag) = token.split_once('.').ok_or(LinkError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| LinkError::Malformed)?;
+        if !self.keys.iter().any(|k| {
+            Self::unsubscribe_mac(k, &payload)
+                .verify_truncated_left(&tag)
+                .is_ok()
+        }) || tag.len() != 16
+        {
+            return Err(LinkError::BadSignature);
+        }
+        let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
+        let (target, digest) = text.split_once('\n').ok_or(LinkError::Malformed)?;
+        Ok((target.to_owned(), digest.to_owned()))
+    }
+}
+
+/// The digest an unsubscribe token carries for an address: SHA-256 of the
+/// lower-cased address, 24 hex digits.
+pub fn address_digest(address: &str) -> String {
+    use sha2::Digest as _;
+    let hash = Sha256::digest(address.trim().to_ascii_lowercase().as_bytes());
+    hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsubscribe_tokens_name_a_target_and_an_address_and_refuse_tampering() {
+        let key = "k".repeat(32);
+        let signer = LinkSigner::from_list(&key).expect("key");
+        let token = signer.issue_unsubscribe("tgt-1", "Ann@Example.com");
+        assert_eq!(
+            signer.verify_unsubscribe(&token),
+            Ok(("tgt-1".to_owned(), address_digest("ann@example.com")))
+        );
+        assert!(
+            !token.contains("ann"),
+            "the token does not name the address"
+        );
+        let (payload, tag) = token.split_once('.').expect("two parts");
+        let other = URL_SAFE_NO_PAD.encode(format!("tgt-2\n{}", address_digest("ann@example.com")));
+        for forged in [
+            format!("{other}.{tag}"),
+            format!("{payload}.{}", URL_SAFE_NO_PAD.encode([0u8; 16])),
+            format!("{payload}.{}", &tag[..tag.len() - 2]),
+            signer.issue(
+                &format!("tgt-1\n{}", address_digest("ann@example.com")),
+                Timestamp::now(),
+            ),
+            "x".into(),
+        ] {
+            assert!(signer.verify_unsubscribe(&forged).is_err(), "{forged}");
+        }
+        // After a rotation ("new,old") the old key's tokens still hold.
+        let rotated = LinkSigner::from_list(&format!("{},{key}", "n".repeat(32))).expect("keys");
+        assert!(rotated.verify_unsubscribe(&token).is_ok());
+    }
 
     #[test]
     fn a_claim_beyond_the_configured_lifetime_is_refused() {

@@ -2,7 +2,8 @@
 //! `GET /d/<token>` checks the signed token and answers 302 with a fresh,
 //! short-lived presigned S3 URL, so links in emails, Slack and webhooks
 //! outlive the credentials of the Lambda that sent them. A tampered,
-//! malformed or expired token gets 403; nothing else is served.
+//! malformed or expired token gets 403. `/u/<token>` is one-click
+//! unsubscribe (RFC 8058; see [`super::unsubscribe`]).
 
 use crate::blob::BlobStore;
 use crate::domain::{LinkClaim, LinkError, LinkSigner, Timestamp};
@@ -149,9 +150,23 @@ impl KeyRing {
     /// Verifies a token, reading the keys at the first use and re-reading
     /// them once if none matched.
     pub async fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, Refusal> {
+        self.check(|s| s.verify(token, now)).await
+    }
+
+    /// Verifies an unsubscribe token: its target id and address digest.
+    pub async fn verify_unsubscribe(&self, token: &str) -> Result<(String, String), Refusal> {
+        self.check(|s| s.verify_unsubscribe(token)).await
+    }
+
+    /// Runs `verify` with the keys, reading them at the first use and
+    /// re-reading them once (at most every `min_refresh`) if none matched.
+    async fn check<T>(
+        &self,
+        verify: impl Fn(&LinkSigner) -> Result<T, LinkError>,
+    ) -> Result<T, Refusal> {
         let signer = self.loaded().await.map_err(Refusal::KeysUnavailable)?;
-        let first = signer.verify(token, now);
-        if first != Err(LinkError::BadSignature) {
+        let first = verify(&signer);
+        if !matches!(first, Err(LinkError::BadSignature)) {
             return Ok(first?);
         }
         let due = self
@@ -175,7 +190,7 @@ impl KeyRing {
             .and_then(|l| LinkSigner::from_list(&l))
         {
             Ok(fresh) => {
-                let result = fresh.verify(token, now);
+                let result = verify(&fresh);
                 if let Ok(mut c) = self.current.write() {
                     *c = Some(fresh);
                 }
@@ -198,6 +213,9 @@ pub struct Deps {
     /// The longest link deliver issues (`DOWNLOAD_LINK_TTL_SECONDS`): a
     /// token that expires later is refused.
     pub max_link_ttl: Duration,
+    /// For `/u/<token>` (one-click unsubscribe); `None` serves no such
+    /// route.
+    pub unsubscribe: Option<crate::handlers::unsubscribe::Stores>,
 }
 
 /// Issues links for the deliver function. The signing keys are read on
@@ -209,6 +227,10 @@ pub struct LinkIssuer {
     source: Box<dyn KeySource>,
     /// The function URL, e.g. `https://abc.lambda-url.eu-west-1.on.aws/`.
     pub base_url: String,
+    /// Where unsubscribe links point: the same function URL on AWS
+    /// (`UNSUBSCRIBE_BASE_URL` overrides it; the local stack's is its
+    /// HTTPS front).
+    pub unsubscribe_base: String,
 }
 
 impl std::fmt::Debug for LinkIssuer {
@@ -225,6 +247,7 @@ impl LinkIssuer {
         Self {
             signer: tokio::sync::OnceCell::new(),
             source,
+            unsubscribe_base: base_url.clone(),
             base_url,
         }
     }
@@ -245,7 +268,27 @@ impl LinkIssuer {
     }
 }
 
-fn respond(status: i64, location: Option<&str>, text: &str) -> LambdaFunctionUrlResponse {
+impl LinkIssuer {
+    /// The RFC 8058 unsubscribe URL of `address` for `target_id`.
+    pub async fn unsubscribe_link(&self, target_id: &str, address: &str) -> Result<String, String> {
+        let signer = self
+            .signer
+            .get_or_try_init(|| async { LinkSigner::from_list(&self.source.fetch().await?) })
+            .await?;
+        Ok(format!(
+            "{}{}{}",
+            self.unsubscribe_base.trim_end_matches('/'),
+            crate::handlers::unsubscribe::PATH_PREFIX,
+            signer.issue_unsubscribe(target_id, address)
+        ))
+    }
+}
+
+pub(crate) fn respond(
+    status: i64,
+    location: Option<&str>,
+    text: &str,
+) -> LambdaFunctionUrlResponse {
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",
@@ -266,13 +309,13 @@ fn respond(status: i64, location: Option<&str>, text: &str) -> LambdaFunctionUrl
 
 /// Who asked: the caller's address and user agent (as the function URL
 /// saw them), cut to a sane length for the log.
-struct Visitor {
-    ip: String,
-    agent: String,
+pub(crate) struct Visitor {
+    pub(crate) ip: String,
+    pub(crate) agent: String,
 }
 
 impl Visitor {
-    fn of(req: &LambdaFunctionUrlRequest) -> Self {
+    pub(crate) fn of(req: &LambdaFunctionUrlRequest) -> Self {
         let http = &req.request_context.http;
         let cut = |s: Option<&str>| -> String {
             s.unwrap_or("-")
@@ -347,6 +390,13 @@ pub async fn handle_at(
         .unwrap_or("GET")
         .to_ascii_uppercase();
     let path = req.raw_path.as_deref().unwrap_or("/");
+    if let (Some(token), Some(stores)) = (
+        path.strip_prefix(crate::handlers::unsubscribe::PATH_PREFIX),
+        &deps.unsubscribe,
+    ) {
+        return crate::handlers::unsubscribe::handle(&deps.keys, stores, &method, token, &req)
+            .await;
+    }
     let Some(token) = path.strip_prefix(PATH_PREFIX) else {
         return respond(404, None, "not found");
     };
@@ -397,8 +447,9 @@ pub async fn handle_at(
 impl Deps {
     /// Builds the deps from the environment `template.yaml` sets.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::{required, seconds};
+        use crate::config::{required, seconds, tables};
         let sdk = crate::aws::load().await;
+        let store = crate::store::dynamo::DynamoStore::new(crate::aws::dynamodb(&sdk), tables()?);
         Ok(Self {
             keys: link_keys(&sdk)?,
             blobs: Box::new(crate::blob::s3::S3Blobs::new(
@@ -407,6 +458,10 @@ impl Deps {
             )),
             presign_ttl: seconds("PRESIGN_TTL_SECONDS", 300)?,
             max_link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
+            unsubscribe: Some(crate::handlers::unsubscribe::Stores {
+                targets: Box::new(store.clone()),
+                suppressions: Box::new(store),
+            }),
         })
     }
 }
@@ -481,6 +536,7 @@ mod tests {
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
             max_link_ttl: Duration::from_secs(7 * 24 * 3600),
+            unsubscribe: None,
         }
     }
 
@@ -592,6 +648,7 @@ mod tests {
             blobs: Box::new(FakeBlobs),
             presign_ttl: Duration::from_secs(300),
             max_link_ttl: Duration::from_secs(7 * 24 * 3600),
+            unsubscribe: None,
         };
         assert_eq!(
             state.lock().map(|g| g.1).unwrap_or(9),

@@ -11,6 +11,7 @@ pub mod links;
 pub mod outcomes;
 pub mod reconcile;
 pub mod render;
+pub mod unsubscribe;
 
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::{DeadLetter, Queue};

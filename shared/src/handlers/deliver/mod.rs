@@ -471,13 +471,19 @@ impl Deps {
                         })?,
                 },
             },
-            links: LinkIssuer::lazy(
-                Box::new(crate::handlers::links::SecretsManagerKeys::new(
-                    aws_sdk_secretsmanager::Client::new(&sdk),
-                    required("LINK_SIGNING_SECRET_ARN")?,
-                )),
-                required("LINKS_BASE_URL")?,
-            ),
+            links: {
+                let mut links = LinkIssuer::lazy(
+                    Box::new(crate::handlers::links::SecretsManagerKeys::new(
+                        aws_sdk_secretsmanager::Client::new(&sdk),
+                        required("LINK_SIGNING_SECRET_ARN")?,
+                    )),
+                    required("LINKS_BASE_URL")?,
+                );
+                if let Some(base) = crate::config::optional("UNSUBSCRIBE_BASE_URL") {
+                    links.unsubscribe_base = base;
+                }
+                links
+            },
             link_ttl: seconds("DOWNLOAD_LINK_TTL_SECONDS", 7 * 24 * 3600)?,
             timing: Timing {
                 lease_margin: seconds("LEASE_MARGIN_SECONDS", 30)?,

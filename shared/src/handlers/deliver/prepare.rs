@@ -99,6 +99,8 @@ pub(super) struct Prepared<'a> {
     pub(super) chart: Option<ChartFile>,
     /// Email: the addresses the target no longer mails.
     pub(super) suppressed: Vec<crate::domain::suppression::Suppression>,
+    /// Email: each recipient's unsubscribe URL, by address key.
+    pub(super) unsubscribe: Vec<(String, String)>,
 }
 
 pub(super) async fn prepare<'a>(
@@ -126,9 +128,19 @@ pub(super) async fn prepare<'a>(
             "the delivery target was deactivated",
         ));
     }
+    let mut unsubscribe = Vec::new();
     let suppressed = match &target.config {
         crate::domain::TargetConfig::Email(config) => {
             let suppressed = deps.suppressions.suppressed(&target.id).await?;
+            for a in config.to.iter().chain(&config.cc).chain(&config.bcc) {
+                let key = crate::domain::suppression::address_key(a.as_str());
+                let url = deps
+                    .links
+                    .unsubscribe_link(&target.id, &key)
+                    .await
+                    .map_err(|e| SendFailure::Delivery(DeliveryError::temporary("link_keys", e)))?;
+                unsubscribe.push((key, url));
+            }
             let recipients =
                 crate::channel::email::recipient_outcomes(config, &suppressed, Timestamp::now());
             if recipients
@@ -206,6 +218,7 @@ pub(super) async fn prepare<'a>(
         preview,
         chart,
         suppressed,
+        unsubscribe,
     })
 }
 

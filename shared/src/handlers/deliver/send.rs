@@ -59,6 +59,7 @@ pub(super) async fn send_with_retries(
             blobs: deps.blobs.as_ref(),
             progress: &progress,
             suppressed: &send.suppressed,
+            unsubscribe: &send.unsubscribe,
         };
         // A local slot first: the send's timeout starts once it is held,
         // and a wait that used up the invocation is not a try.
