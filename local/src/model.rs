@@ -418,6 +418,15 @@ impl ConnectionStore for Model {
 
 #[async_trait]
 impl StatsStore for Model {
+    async fn record_recipient(
+        &self,
+        _: &str,
+        _: shared::domain::Timestamp,
+        _: shared::domain::RecipientStatus,
+    ) -> Result<(), StoreError> {
+        self.call("stats.UpdateItem").await;
+        Ok(())
+    }
     async fn record(&self, _: &shared::domain::stats::Settled) -> Result<(), StoreError> {
         self.call("stats.UpdateItem").await;
         Ok(())

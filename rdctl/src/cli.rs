@@ -30,7 +30,8 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Is delivery healthy? Exit 0 when healthy, 3 when not.
+    /// Is delivery healthy? Exit 0 when healthy or degraded (warnings:
+    /// email bounce or complaint rates), 3 when unhealthy.
     Health,
     /// Delivery statistics of a report, a target or the whole service.
     Stats(StatsArgs),

@@ -129,6 +129,9 @@ async fn health(api: &Api, json: bool) -> Result<Outcome> {
         for r in b["reasons"].as_array().into_iter().flatten() {
             lines.push(format!("reason  {}", crate::output::cell(r)));
         }
+        for w in b["warnings"].as_array().into_iter().flatten() {
+            lines.push(format!("warning {}", crate::output::cell(w)));
+        }
         lines.join("\n")
     });
     Ok(if a.status == 200 {

@@ -59,7 +59,7 @@ fn status_of(a: &DeliveryAttempt, address: &str) -> RecipientStatus {
 
 #[tokio::test]
 async fn bounces_and_complaints_reach_the_record_the_suppressions_and_the_outcome_events() {
-    let s = running_stack("feedback", &[]).await;
+    let s = running_stack("feedback", &[("HEALTH_MIN_RECIPIENTS", "1")]).await;
     s.ses.duplicate(true);
     s.ses.reverse(true);
     seed_target(
@@ -134,6 +134,35 @@ async fn bounces_and_complaints_reach_the_record_the_suppressions_and_the_outcom
             (BOUNCE.to_owned(), SuppressionReason::Bounce),
             (COMPLAINT.to_owned(), SuppressionReason::Complaint)
         ]
+    );
+
+    // The target's statistics count each recipient's strongest news once
+    // (the Complaint came before its Delivery, which then counts nothing).
+    let (status, _, stats) = crate::api::Api::of(&s)
+        .call("GET", "/stats?report_id=rpt-fb&target_id=fb", None, &[])
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats["total"]["recipients"],
+        json!({"delivered": 1, "bounced": 1, "complained": 1}),
+        "{stats}"
+    );
+
+    // One of four recipients bounced and one complained: /health says
+    // degraded (it still delivers: 200), with both reasons.
+    let (status, _, health) = crate::api::Api::of(&s)
+        .call("GET", "/health", None, &[])
+        .await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &json!("degraded")),
+        "{health}"
+    );
+    let warnings = health["warnings"].to_string();
+    assert!(
+        warnings.contains("25.00% of the last 24 hours' 4 email recipients bounced")
+            && warnings.contains("complained"),
+        "{warnings}"
     );
 
     // One event per recipient and kind (copies carry the same event_id),

@@ -546,7 +546,7 @@ async fn health_and_stats_answer_through_the_iam_function_url() {
     assert_eq!(h["status"], "healthy", "{h:#}");
     assert_eq!(h["checks"]["dynamodb"]["status"], "ok");
     assert_eq!(h["checks"]["bucket"]["status"], "ok");
-    assert_eq!(h["checks"]["queues"].as_object().map(|q| q.len()), Some(8));
+    assert_eq!(h["checks"]["queues"].as_object().map(|q| q.len()), Some(10));
     assert_eq!(h["checks"]["queues"]["delivery-dlq"]["visible"], 0);
     assert_eq!(h["checks"]["last_hour"]["delivered"], 1);
     assert!(

@@ -677,6 +677,7 @@ async fn a_batch_of_settled_attempts_is_counted_exactly_with_one_write_per_count
         retries: 0,
         delivery_ms: delivered.then_some(ms),
         error_code: (!delivered).then(|| "http_410".to_owned()),
+        recipients_sent: 0,
     };
     let batch = [
         settled("att-1", "tgt-a", true, 120),

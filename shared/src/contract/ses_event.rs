@@ -175,6 +175,20 @@ struct DeliveryDelay {
     delay_type: Option<String>,
 }
 
+/// The SNS `MessageId` of an envelope, if it reads as one: copies that SNS
+/// or SQS delivered twice carry the same.
+pub fn notification_id(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        #[serde(rename = "MessageId")]
+        message_id: String,
+    }
+    if body.len() > MAX_EVENT_BYTES {
+        return None;
+    }
+    serde_json::from_str::<Id>(body).ok().map(|i| i.message_id)
+}
+
 /// Parses an SQS body from the feedback queue.
 pub fn parse(body: &str, expect: &Expect<'_>) -> Result<SesEvent, Refused> {
     if body.len() > MAX_EVENT_BYTES {

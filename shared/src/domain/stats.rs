@@ -46,6 +46,9 @@ pub struct Settled {
     pub delivery_ms: Option<u64>,
     /// The failure's code.
     pub error_code: Option<String>,
+    /// Email recipients SES accepted a copy for (the bounce and complaint
+    /// rates' denominator).
+    pub recipients_sent: u32,
 }
 
 /// Counters as stored, and as summed on read.
@@ -74,6 +77,28 @@ pub struct Counters {
     /// counters only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<u64>,
+    /// Email recipients SES accepted a copy for.
+    #[serde(default)]
+    pub recipients_sent: u64,
+    /// Email recipients SES reported delivered (targets' days only).
+    #[serde(default)]
+    pub recipients_delivered: u64,
+    /// Email recipients that bounced.
+    #[serde(default)]
+    pub recipients_bounced: u64,
+    /// Email recipients that complained.
+    #[serde(default)]
+    pub recipients_complained: u64,
+}
+
+/// The counter a recipient's news adds one to, if any.
+pub fn recipient_counter(status: super::RecipientStatus) -> Option<&'static str> {
+    match status {
+        super::RecipientStatus::Delivered => Some("recipients_delivered"),
+        super::RecipientStatus::Bounced => Some("recipients_bounced"),
+        super::RecipientStatus::Complained => Some("recipients_complained"),
+        _ => None,
+    }
 }
 
 impl Counters {
@@ -85,6 +110,10 @@ impl Counters {
         self.tries += other.tries;
         self.retries += other.retries;
         self.delivery_ms_sum += other.delivery_ms_sum;
+        self.recipients_sent += other.recipients_sent;
+        self.recipients_delivered += other.recipients_delivered;
+        self.recipients_bounced += other.recipients_bounced;
+        self.recipients_complained += other.recipients_complained;
         if other.last_success_at > self.last_success_at {
             self.last_success_at = other.last_success_at;
         }
@@ -98,6 +127,18 @@ impl Counters {
         for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
             *mine += theirs;
         }
+    }
+
+    /// Bounced email recipients over those sent, when any were sent.
+    pub fn bounce_rate(&self) -> Option<f64> {
+        (self.recipients_sent > 0)
+            .then(|| self.recipients_bounced as f64 / self.recipients_sent as f64)
+    }
+
+    /// Complaining email recipients over those sent, when any were sent.
+    pub fn complaint_rate(&self) -> Option<f64> {
+        (self.recipients_sent > 0)
+            .then(|| self.recipients_complained as f64 / self.recipients_sent as f64)
     }
 
     /// Delivered over settled, when anything settled.

@@ -27,10 +27,10 @@ use crate::contract::{OutcomeEvent, RecipientNewsV1};
 use crate::domain::recipient::{Feedback, RecipientOutcome, RecipientStatus};
 use crate::domain::suppression::{self, Change, Suppression, SuppressionReason, address_key};
 use crate::domain::transition::{Refusal, Transition};
-use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt};
+use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt, Timestamp};
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::Queue;
-use crate::store::{Applied, AttemptStore, SuppressionStore};
+use crate::store::{Applied, AttemptStore, StatsStore, SuppressionStore};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::{info, warn};
 
@@ -43,6 +43,8 @@ pub struct Deps {
     pub metrics: Metrics,
     pub attempts: Box<dyn AttemptStore>,
     pub suppressions: Box<dyn SuppressionStore>,
+    /// Per-target counts of recipients' news (`/stats`).
+    pub stats: Box<dyn StatsStore>,
     pub queue: Box<dyn Queue>,
     /// The feedback queue's own dead-letter queue, for refused records.
     pub dead_letter_url: String,
@@ -74,7 +76,8 @@ impl Deps {
         Ok(Self {
             metrics: Metrics::from_env(),
             attempts: Box::new(store.clone()),
-            suppressions: Box::new(store),
+            suppressions: Box::new(store.clone()),
+            stats: Box::new(store.with_stats_retention(crate::config::stats_retention()?)),
             queue: Box::new(crate::queue::sqs::SqsQueue::new(crate::aws::sqs(&sdk))),
             dead_letter_url: required("DEAD_LETTER_QUEUE_URL")?,
             outcomes_url: optional("OUTCOMES_QUEUE_URL"),
@@ -85,8 +88,22 @@ impl Deps {
     }
 }
 
-/// The Lambda handler.
+/// The Lambda handler. A batch's records run concurrently, except copies
+/// of one SNS notification: the later copies are acknowledged at once, so
+/// two copies never race each other to the record (each would take the
+/// other's identical write for its own and count the news twice).
 pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
+    let mut notifications = std::collections::HashSet::new();
+    let copies: std::collections::HashSet<String> = event
+        .records
+        .iter()
+        .filter_map(|m| {
+            let id = ses_event::notification_id(m.body.as_deref()?)?;
+            (!notifications.insert(id))
+                .then(|| m.message_id.clone())
+                .flatten()
+        })
+        .collect();
     process_batch(
         &event,
         DeadLetters {
@@ -96,9 +113,20 @@ pub async fn handle(deps: &Deps, event: SqsEvent) -> SqsBatchResponse {
             metrics: &deps.metrics,
         },
         4,
-        |m: &SqsMessage| process(deps, m),
+        |m: &SqsMessage| {
+            let copy = m.message_id.as_ref().is_some_and(|id| copies.contains(id));
+            process_unless_copy(deps, m, copy)
+        },
     )
     .await
+}
+
+async fn process_unless_copy(deps: &Deps, m: &SqsMessage, copy: bool) -> Outcome {
+    if copy {
+        ignored(deps, "already_known");
+        return Outcome::Done;
+    }
+    process(deps, m).await
 }
 
 fn ignored(deps: &Deps, reason: &'static str) {
@@ -259,7 +287,18 @@ async fn apply(
         }
         Novelty::New => {
             let suppressed = suppress(deps, &seen, n).await?;
-            (record(deps, seen, n).await?, suppressed)
+            let (after, landed) = record(deps, seen, n).await?;
+            if landed
+                && let Err(e) = deps
+                    .stats
+                    .record_recipient(&after.delivery_target_id, Timestamp::now(), n.status)
+                    .await
+            {
+                // Counted once, when the news lands; a lost count is not
+                // worth a second write of the record.
+                warn!(error = %e, "recipient news not counted in the statistics");
+            }
+            (after, suppressed)
         }
     };
     let (record, suppressed) = record;
@@ -275,19 +314,20 @@ async fn apply(
 }
 
 /// Step 2: one conditional write of the news; the record after it (as it
-/// is, when a race made the news known already).
+/// is, when a race made the news known already), and whether this write
+/// landed.
 async fn record(
     deps: &Deps,
     seen: DeliveryAttempt,
     n: &Feedback,
-) -> Result<DeliveryAttempt, Outcome> {
+) -> Result<(DeliveryAttempt, bool), Outcome> {
     let transition = Transition::Feedback(n.clone());
     match deps.attempts.apply_from(&seen, &transition).await {
-        Ok(Applied::Yes(a)) => Ok(a),
+        Ok(Applied::Yes(a)) => Ok((a, true)),
         Ok(Applied::Refused(Some(a))) => match transition.decide(&a) {
             Err(Refusal::AlreadyKnown) => {
                 ignored(deps, "already_known");
-                Ok(a)
+                Ok((a, false))
             }
             Err(other) => Err(Outcome::Reject {
                 code: "unknown_message_id",
@@ -299,7 +339,7 @@ async fn record(
         },
         Ok(Applied::Refused(None)) => {
             ignored(deps, "unknown_attempt");
-            Ok(seen)
+            Ok((seen, false))
         }
         Err(e) => Err(store_outcome(&e)),
     }

@@ -214,6 +214,14 @@ pub async fn record_settled(
             .delivery_millis()
             .and_then(|ms| u64::try_from(ms).ok()),
         error_code: attempt.last_error.as_ref().map(|e| e.code.clone()),
+        recipients_sent: u32::try_from(
+            attempt
+                .recipients
+                .iter()
+                .filter(|r| r.message_id.is_some())
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
     };
     match stats {
         StatsSink::Store(store) => {

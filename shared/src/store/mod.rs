@@ -121,6 +121,14 @@ pub trait StatsStore: Send + Sync {
         }
         Ok(())
     }
+    /// Counts one email recipient's news (delivered, bounced, complained)
+    /// on its target's day; other news counts nothing.
+    async fn record_recipient(
+        &self,
+        target_id: &str,
+        at: Timestamp,
+        status: crate::domain::RecipientStatus,
+    ) -> Result<(), StoreError>;
     /// A target's counters per UTC day (`2026-11-27`), `from` to `to`.
     async fn target_days(
         &self,

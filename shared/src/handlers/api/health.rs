@@ -36,6 +36,14 @@ pub struct Thresholds {
     pub max_p95_ms: u64,
     /// Share of the 24-hour email quota that must be left.
     pub min_email_quota_left: f64,
+    /// Bounced email recipients per recipient sent over 24 hours above
+    /// which the service is degraded (SES reviews an account at 5 %).
+    pub max_bounce_rate: f64,
+    /// Complaints per recipient sent over 24 hours above which the
+    /// service is degraded (SES reviews an account at 0.1 %).
+    pub max_complaint_rate: f64,
+    /// Below this many recipients sent in 24 hours the rates are not judged.
+    pub min_recipients: u64,
 }
 
 impl Default for Thresholds {
@@ -48,6 +56,9 @@ impl Default for Thresholds {
             max_pending_age_seconds: 2 * 3600,
             max_p95_ms: 15 * 60 * 1000,
             min_email_quota_left: 0.1,
+            max_bounce_rate: 0.02,
+            max_complaint_rate: 0.0005,
+            min_recipients: 100,
         }
     }
 }
@@ -79,6 +90,14 @@ impl Thresholds {
             )?,
             max_p95_ms: num("HEALTH_MAX_P95_MS", d.max_p95_ms)?,
             min_email_quota_left: num("HEALTH_MIN_EMAIL_QUOTA_LEFT", d.min_email_quota_left)?,
+            // Percent, as the stack's alarm parameters give them.
+            max_bounce_rate: num("HEALTH_MAX_BOUNCE_RATE_PERCENT", d.max_bounce_rate * 100.0)?
+                / 100.0,
+            max_complaint_rate: num(
+                "HEALTH_MAX_COMPLAINT_RATE_PERCENT",
+                d.max_complaint_rate * 100.0,
+            )? / 100.0,
+            min_recipients: num("HEALTH_MIN_RECIPIENTS", d.min_recipients)?,
         })
     }
 }
@@ -94,6 +113,8 @@ pub struct Observed {
     pub queues: Vec<(&'static str, bool, Result<QueueDepth, String>)>,
     /// The last hour's service-wide counters.
     pub last_hour: Option<Counters>,
+    /// The last 24 hours' service-wide counters (email reputation).
+    pub last_day: Option<Counters>,
     /// Age of the oldest execution with an unsettled attempt (rendered
     /// then; its attempts were created within its fan-out).
     pub oldest_pending: Option<Duration>,
@@ -179,11 +200,40 @@ pub fn evaluate(o: &Observed, t: &Thresholds) -> Vec<String> {
     reasons
 }
 
+/// What makes the service degraded (empty: not): it delivers, but SES's
+/// bounce or complaint rate over the last 24 hours is past its threshold,
+/// which puts the sending account at risk.
+pub fn warnings(o: &Observed, t: &Thresholds) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(c) = &o.last_day else { return out };
+    if c.recipients_sent < t.min_recipients {
+        return out;
+    }
+    for (what, rate, max) in [
+        ("bounced", c.bounce_rate(), t.max_bounce_rate),
+        ("complained", c.complaint_rate(), t.max_complaint_rate),
+    ] {
+        if let Some(rate) = rate
+            && rate > max
+        {
+            out.push(format!(
+                "{:.2}% of the last 24 hours' {} email recipients {what} (maximum {:.2}%)",
+                rate * 100.0,
+                c.recipients_sent,
+                max * 100.0
+            ));
+        }
+    }
+    out
+}
+
 /// Runs every check at once.
 pub async fn observe(deps: &Deps, now: Timestamp) -> Observed {
     let hour_ago = now.plus(time::Duration::hours(-1));
-    let (last_hour, oldest, bucket, email, queues) = tokio::join!(
+    let day_ago = now.plus(time::Duration::hours(-24));
+    let (last_hour, last_day, oldest, bucket, email, queues) = tokio::join!(
         deps.stats.service_hours(hour_ago, now),
+        deps.stats.service_hours(day_ago, now),
         deps.executions.oldest_unsettled(),
         deps.blobs.get("health/probe"),
         async {
@@ -210,6 +260,7 @@ pub async fn observe(deps: &Deps, now: Timestamp) -> Observed {
         email,
         queues,
         last_hour: last_hour.ok(),
+        last_day: last_day.ok(),
         oldest_pending: oldest
             .ok()
             .flatten()
@@ -218,7 +269,7 @@ pub async fn observe(deps: &Deps, now: Timestamp) -> Observed {
 }
 
 /// The answer's body.
-pub fn body(o: &Observed, t: &Thresholds, reasons: &[String]) -> Value {
+pub fn body(o: &Observed, t: &Thresholds, reasons: &[String], warnings: &[String]) -> Value {
     let queues: serde_json::Map<String, Value> = o
         .queues
         .iter()
@@ -249,9 +300,26 @@ pub fn body(o: &Observed, t: &Thresholds, reasons: &[String]) -> Value {
             "p95_delivery_ms": c.latency_percentile_ms(95.0),
         })
     });
+    let day = o.last_day.as_ref().map(|c| {
+        json!({
+            "recipients_sent": c.recipients_sent,
+            "bounced": c.recipients_bounced,
+            "complained": c.recipients_complained,
+            "bounce_rate": c.bounce_rate(),
+            "complaint_rate": c.complaint_rate(),
+        })
+    });
+    let status = if !reasons.is_empty() {
+        "unhealthy"
+    } else if !warnings.is_empty() {
+        "degraded"
+    } else {
+        "healthy"
+    };
     json!({
-        "status": if reasons.is_empty() { "healthy" } else { "unhealthy" },
+        "status": status,
         "reasons": reasons,
+        "warnings": warnings,
         "checks": {
             "dynamodb": status_of(&o.store),
             "bucket": status_of(&o.bucket),
@@ -259,6 +327,7 @@ pub fn body(o: &Observed, t: &Thresholds, reasons: &[String]) -> Value {
             "queues": queues,
             "oldest_unsettled_attempt_seconds": o.oldest_pending.map(|d| d.as_secs()),
             "last_hour": hour,
+            "email_reputation": day,
         },
         "thresholds": t,
     })
@@ -275,12 +344,18 @@ fn status_of(r: &Result<(), String>) -> Value {
 pub async fn get(State(deps): State<Arc<Deps>>) -> Response {
     let observed = observe(&deps, Timestamp::now()).await;
     let reasons = evaluate(&observed, &deps.thresholds);
+    let warnings = warnings(&observed, &deps.thresholds);
+    // Degraded still delivers: 200, with the warnings.
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body(&observed, &deps.thresholds, &reasons))).into_response()
+    (
+        status,
+        Json(body(&observed, &deps.thresholds, &reasons, &warnings)),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -311,6 +386,11 @@ mod tests {
                 ..Counters::default()
             }),
             oldest_pending: Some(Duration::from_secs(60)),
+            last_day: Some(Counters {
+                recipients_sent: 1_000,
+                recipients_bounced: 10,
+                ..Counters::default()
+            }),
         }
     }
 
@@ -419,8 +499,33 @@ mod tests {
         o.email = Some(AccountCheck::Unsupported("404".into()));
         let reasons = evaluate(&o, &Thresholds::default());
         assert!(reasons.is_empty());
-        let b = body(&o, &Thresholds::default(), &reasons);
+        let b = body(&o, &Thresholds::default(), &reasons, &[]);
         assert_eq!(b["checks"]["email"]["status"], "unchecked");
         assert_eq!(b["status"], "healthy");
+    }
+
+    #[test]
+    fn bounce_and_complaint_rates_past_their_thresholds_make_it_degraded_not_unhealthy() {
+        let t = Thresholds::default();
+        assert!(warnings(&healthy(), &t).is_empty(), "1 % bounced is fine");
+        let mut o = healthy();
+        if let Some(c) = &mut o.last_day {
+            c.recipients_bounced = 21;
+            c.recipients_complained = 1;
+        }
+        let w = warnings(&o, &t);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("2.10% of the last 24 hours' 1000 email recipients bounced"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("complained"), "{w:?}");
+        assert!(evaluate(&o, &t).is_empty(), "degraded is not unhealthy");
+        assert_eq!(body(&o, &t, &[], &w)["status"], "degraded");
+        // A handful of recipients is not judged.
+        if let Some(c) = &mut o.last_day {
+            c.recipients_sent = 50;
+        }
+        assert!(warnings(&o, &t).is_empty());
     }
 }

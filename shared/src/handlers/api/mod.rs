@@ -268,6 +268,8 @@ impl Deps {
             ("executions-dlq", "EXECUTIONS_DLQ_URL", true),
             ("fanout-dlq", "FANOUT_DLQ_URL", true),
             ("delivery-dlq", "DELIVERY_DLQ_URL", true),
+            ("feedback", "FEEDBACK_QUEUE_URL", false),
+            ("feedback-dlq", "FEEDBACK_DLQ_URL", true),
         ];
         let mut queues = Vec::new();
         for (name, var, dead_letter) in watched {

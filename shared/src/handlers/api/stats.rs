@@ -136,6 +136,11 @@ pub fn figures(c: &Counters) -> Value {
         "last_success_at": c.last_success_at,
         "last_error_code": c.last_error_code,
         "last_error_at": c.last_error_at,
+        "recipients": {
+            "delivered": c.recipients_delivered,
+            "bounced": c.recipients_bounced,
+            "complained": c.recipients_complained,
+        },
     })
 }
 

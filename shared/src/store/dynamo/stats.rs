@@ -25,6 +25,7 @@ struct Gain {
     tries: u64,
     retries: u64,
     delivery_ms: u64,
+    recipients_sent: u64,
     /// Latency bucket → deliveries (only on items that keep the histogram).
     latency: BTreeMap<usize, u64>,
     last_success: Option<Timestamp>,
@@ -40,6 +41,7 @@ impl Gain {
         self.tries += u64::from(s.tries);
         self.retries += u64::from(s.retries);
         self.delivery_ms += s.delivery_ms.unwrap_or(0);
+        self.recipients_sent += u64::from(s.recipients_sent);
         if histogram && s.delivered {
             *self
                 .latency
@@ -67,6 +69,7 @@ impl DynamoStore {
             "tries :t".to_owned(),
             "retries :r".to_owned(),
             "delivery_ms_sum :ms".to_owned(),
+            "recipients_sent :rs".to_owned(),
         ];
         let mut sets = vec!["expires_at = :ttl"];
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
@@ -76,6 +79,7 @@ impl DynamoStore {
             (":t".into(), n(g.tries)),
             (":r".into(), n(g.retries)),
             (":ms".into(), n(g.delivery_ms)),
+            (":rs".into(), n(g.recipients_sent)),
             (":ttl".into(), AttributeValue::N(g.expires_at.to_string())),
         ]);
         for (bucket, count) in &g.latency {
@@ -162,6 +166,10 @@ fn counters(item: &HashMap<String, AttributeValue>) -> Counters {
         tries: num("tries"),
         retries: num("retries"),
         delivery_ms_sum: num("delivery_ms_sum"),
+        recipients_sent: num("recipients_sent"),
+        recipients_delivered: num("recipients_delivered"),
+        recipients_bounced: num("recipients_bounced"),
+        recipients_complained: num("recipients_complained"),
         last_success_at: time("last_success_at"),
         last_error_code: item
             .get("last_error_code")
@@ -225,6 +233,44 @@ impl StatsStore for DynamoStore {
                 .map(|((pk, sk), (gain, last))| self.add_to(pk, sk, gain, last)),
         )
         .await?;
+        Ok(())
+    }
+
+    async fn record_recipient(
+        &self,
+        target_id: &str,
+        at: Timestamp,
+        status: crate::domain::RecipientStatus,
+    ) -> Result<(), StoreError> {
+        let Some(counter) = crate::domain::stats::recipient_counter(status) else {
+            return Ok(());
+        };
+        let keep =
+            time::Duration::try_from(self.stats_retention).unwrap_or(time::Duration::days(400));
+        let ttl = (at.plus(keep).unix_millis() / 1000).to_string();
+        // The target's day; bounces and complaints also the service's hour
+        // (the reputation rates /health judges). Deliveries, the bulk of
+        // the news, cost one write, not two.
+        let mut items = vec![(target_key(target_id), day_key(at))];
+        if status != crate::domain::RecipientStatus::Delivered {
+            items.push((
+                global_key(shard(&format!("{target_id}{at}"), GLOBAL_SHARDS)),
+                hour_key(at),
+            ));
+        }
+        for (pk, sk) in items {
+            self.client
+                .update_item()
+                .table_name(&self.tables.stats)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .update_expression(format!("ADD {counter} :one SET expires_at = :ttl"))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":ttl", AttributeValue::N(ttl.clone()))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
         Ok(())
     }
 
