@@ -123,4 +123,4 @@ fuzz:
 ## wcu: DynamoDB write units per delivery, measured from streams (WCU_TARGETS, default 20; see BENCHMARKS.md)
 wcu: venv build
 	@bash scripts/moto.sh start
-	@trap 'bash scripts/moto.sh stop' EXIT; cargo test -p report-delivery-tests --test it -- --ignored --exact cost::write_units_per_delivery --nocapture 2>&1 | grep -v "^test \|^running\|^$$"
+	@trap 'bash scripts/moto.sh stop' EXIT; cargo test -p report-delivery-tests --test it -- --ignored --exact cost::write_units_per_delivery cost::write_units_per_email_delivery_with_feedback --nocapture --test-threads 1 2>&1 | grep -v "^test \|^running\|^$$"

@@ -148,6 +148,9 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
         }
         emails.extend(stack.capture_emails(&msg.execution_id).await?);
     }
+    if let Err(e) = email_feedback(&stack, &sent).await {
+        println!("  email feedback could not be read: {e:#}");
+    }
     // The reconciler runs every 5 minutes on AWS; here it runs once, on demand.
     if let Ok(host) = stack.function("reconcile") {
         let report = host.invoke_json(&serde_json::json!({})).await?;
@@ -193,6 +196,70 @@ async fn demo(execution: Option<String>, targets: Option<String>) -> Result<()> 
     }
     stack.down().await;
     result
+}
+
+/// What SES said of each email recipient (the local SES mailbox simulator
+/// bounces `bounce@simulator.amazonses.com` and has
+/// `complaint@simulator.amazonses.com` complain), and the suppressions
+/// that followed.
+async fn email_feedback(
+    stack: &LocalStack,
+    sent: &[shared::contract::ExecutionCompletedV1],
+) -> Result<()> {
+    use shared::domain::RecipientStatus;
+    use shared::store::{AttemptStore, SuppressionStore};
+    let Some(first) = sent.first() else {
+        return Ok(());
+    };
+    let mut ids = Vec::new();
+    for a in stack.store.by_execution(&first.execution_id).await? {
+        if !a.recipients.is_empty() {
+            ids.push(a.id);
+        }
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let mut attempts = Vec::new();
+    loop {
+        attempts.clear();
+        for id in &ids {
+            attempts.extend(stack.store.get(id).await?);
+        }
+        let waiting = attempts
+            .iter()
+            .flat_map(|a| &a.recipients)
+            .any(|r| r.status == RecipientStatus::Sent);
+        if !waiting || std::time::Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for a in &attempts {
+        println!();
+        println!(
+            "Email recipients of {} (execution {}), as SES reported them:",
+            a.delivery_target_id, first.execution_id
+        );
+        for r in &a.recipients {
+            println!(
+                "  {:<36} {:<4} {:<11} {}",
+                r.address,
+                format!("{:?}", r.role).to_lowercase(),
+                r.status.as_str(),
+                r.detail.as_deref().unwrap_or("")
+            );
+        }
+        let suppressed = stack.store.suppressed(&a.delivery_target_id).await?;
+        if !suppressed.is_empty() {
+            println!(
+                "  now suppressed for {} (later sends skip them):",
+                a.delivery_target_id
+            );
+            for x in suppressed {
+                println!("    {:<34} {}", x.address, x.reason.as_str());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Calls the API function's `/health` and `/stats` (its URL is `AWS_IAM`:
@@ -245,6 +312,9 @@ async fn health_and_stats(
     );
     for reason in h["reasons"].as_array().into_iter().flatten() {
         println!("  ! {}", reason.as_str().unwrap_or_default());
+    }
+    for warning in h["warnings"].as_array().into_iter().flatten() {
+        println!("  ~ {}", warning.as_str().unwrap_or_default());
     }
     println!(
         "  dynamodb {} · bucket {} · email {} · queues {} ({} watched)",

@@ -79,3 +79,85 @@ async fn write_units_per_delivery() {
     println!("{}", wcu(&report));
     s.down().await;
 }
+
+/// An email delivery with SES's news (through the local SES mailbox
+/// simulator): `WCU_EMAIL_TARGETS` targets (default 5), each mailing three
+/// recipients who are delivered, one of them bouncing and one complaining
+/// on every fifth target. Counted once every recipient's news landed.
+#[tokio::test]
+#[ignore = "measures write units: run with `make wcu`"]
+async fn write_units_per_email_delivery_with_feedback() {
+    use shared::domain::RecipientStatus;
+    use shared::store::AttemptStore;
+    let n: usize = std::env::var("WCU_EMAIL_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let s = running_stack("wcu-email", &[]).await;
+    let t = s.store_tables();
+    let tables = [
+        t.targets.clone(),
+        t.attempts.clone(),
+        t.executions.clone(),
+        t.stats.clone(),
+        t.suppressions.clone(),
+    ];
+    let table_args: Vec<&str> = tables
+        .iter()
+        .flat_map(|t| ["--table", t.as_str()])
+        .collect();
+    for i in 0..n {
+        let to = if i % 5 == 0 {
+            serde_json::json!([
+                "success@simulator.amazonses.com",
+                "bounce@simulator.amazonses.com",
+                "complaint@simulator.amazonses.com"
+            ])
+        } else {
+            serde_json::json!([
+                format!("success+a{i}@simulator.amazonses.com"),
+                format!("success+b{i}@simulator.amazonses.com"),
+                format!("success+c{i}@simulator.amazonses.com")
+            ])
+        };
+        report_delivery_tests::seed_target(
+            &s,
+            "rpt-wcu-mail",
+            &format!("m{i}"),
+            "email",
+            serde_json::json!({"to": to}),
+            None,
+            &["pdf"],
+        )
+        .await;
+    }
+    let mut arm = vec!["arm"];
+    arm.extend(&table_args);
+    wcu(&arm);
+    let (execution_id, body) = sample_execution("rpt-wcu-mail");
+    s.send("ExecutionsQueue", &body).await.expect("send");
+    let attempts = s
+        .wait_settled(&execution_id, n, Duration::from_secs(120))
+        .await
+        .expect("settles");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    for a in &attempts {
+        loop {
+            let now = s.store.get(&a.id).await.expect("read").expect("recorded");
+            if now
+                .recipients
+                .iter()
+                .all(|r| r.status != RecipientStatus::Sent)
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "news never landed");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let per = n.to_string();
+    let mut report = vec!["report", "--per", per.as_str()];
+    report.extend(&table_args);
+    println!("{}", wcu(&report));
+    s.down().await;
+}

@@ -212,3 +212,92 @@ fn hostile_records_are_refused_with_a_code() {
         Err("malformed_envelope")
     );
 }
+
+#[test]
+fn each_documented_event_applies_to_the_attempt_that_sent_it_and_a_delivery_never_undoes_a_bounce()
+{
+    use crate::domain::recipient::{RecipientOutcome, Role};
+    use crate::domain::transition::{Refusal, Transition};
+    use crate::domain::{AttemptStatus, DeliveryAttempt, TargetType};
+    let records = [
+        fixture!("bounce"),
+        fixture!("complaint"),
+        fixture!("delivery"),
+        fixture!("send"),
+        fixture!("reject"),
+        fixture!("delivery-delay"),
+    ];
+    for record in records {
+        let e = parse_record(record, &DOC_SET).expect("parses");
+        let mut a = DeliveryAttempt::queued("e", "r", "t", TargetType::Email, Timestamp::now());
+        a.status = AttemptStatus::Delivered;
+        a.recipients = e
+            .news
+            .iter()
+            .map(|n| RecipientOutcome {
+                address: n.address.clone(),
+                role: Role::To,
+                status: RecipientStatus::Sent,
+                message_id: Some(e.message_id.clone()),
+                bounce: None,
+                detail: None,
+                at: Timestamp::now(),
+            })
+            .collect();
+        for n in &e.news {
+            let t = Transition::Feedback(n.clone());
+            if n.status == RecipientStatus::Sent {
+                assert_eq!(
+                    t.decide(&a),
+                    Err(Refusal::AlreadyKnown),
+                    "a Send adds nothing"
+                );
+                continue;
+            }
+            let next = t
+                .decide(&a)
+                .unwrap_or_else(|r| panic!("{:?}: {r:?}", e.kind));
+            let r = next
+                .recipients
+                .iter()
+                .find(|r| r.address == n.address)
+                .expect("recipient");
+            assert_eq!(r.status, n.status, "{:?}", e.kind);
+            assert_eq!(
+                (next.status, next.version),
+                (AttemptStatus::Delivered, a.version + 1),
+                "the send's outcome stays"
+            );
+            a = next;
+        }
+    }
+    // The bounce fixture's recipient, then a Delivery of that message to
+    // them (out of order): the bounce stays.
+    let bounce = parse_record(fixture!("bounce"), &DOC_SET).expect("bounce");
+    let n = &bounce.news[0];
+    let mut a = DeliveryAttempt::queued("e", "r", "t", TargetType::Email, Timestamp::now());
+    a.recipients = vec![RecipientOutcome {
+        address: n.address.clone(),
+        role: Role::To,
+        status: RecipientStatus::Sent,
+        message_id: Some(n.message_id.clone()),
+        bounce: None,
+        detail: None,
+        at: Timestamp::now(),
+    }];
+    let a = Transition::Feedback(n.clone()).decide(&a).expect("bounced");
+    let late = Feedback {
+        status: RecipientStatus::Delivered,
+        bounce: None,
+        ..n.clone()
+    };
+    assert_eq!(
+        Transition::Feedback(late).decide(&a),
+        Err(Refusal::AlreadyKnown)
+    );
+    assert_eq!(
+        Transition::Feedback(n.clone()).decide(&a),
+        Err(Refusal::AlreadyKnown),
+        "a copy changes nothing"
+    );
+}
