@@ -169,8 +169,9 @@ pub enum Metric {
     FeedbackIgnored,
 }
 
-/// The `Event` values of [`Metric::EmailEvents`].
-pub const EMAIL_EVENTS: [&str; 7] = [
+/// The `Event` values of [`Metric::EmailEvents`] (`unsubscribe` from the
+/// one-click links, the rest from SES).
+pub const EMAIL_EVENTS: [&str; 8] = [
     "send",
     "delivery",
     "bounce",
@@ -178,6 +179,7 @@ pub const EMAIL_EVENTS: [&str; 7] = [
     "reject",
     "delivery_delay",
     "other",
+    "unsubscribe",
 ];
 
 /// The `Reason` values of [`Metric::FeedbackIgnored`]: `untagged` (not a

@@ -132,6 +132,12 @@ async fn a_one_click_post_unsubscribes_that_recipient_from_that_target_and_the_p
             .is_empty(),
         "other reports keep coming"
     );
+    let counted = crate::monitoring::sum(
+        &crate::monitoring::emitted(&s),
+        shared::metrics::Metric::EmailEvents,
+        &[("Event", "unsubscribe")],
+    );
+    assert_eq!(counted, 1.0, "the unsubscribe is counted once");
 
     // The next execution skips them for that target only.
     let (_, mut next) = run_sample(&s, "rpt-unsub", 1).await;

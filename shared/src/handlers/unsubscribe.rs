@@ -161,6 +161,12 @@ pub async fn handle(
             };
             match stores.suppressions.suppress(&entry).await {
                 Ok(new) => {
+                    if new {
+                        crate::metrics::Metrics::from_env().count(
+                            crate::metrics::Metric::EmailEvents,
+                            &[(crate::metrics::Dim::Event, "unsubscribe")],
+                        );
+                    }
                     info!(%target_id, address_digest = %digest, one_click, new, source_ip = %who.ip, user_agent = %who.agent, "recipient unsubscribed");
                     page(
                         200,
