@@ -344,7 +344,7 @@ pub fn mode(files: &[LinkedFile], limit: u64) -> Mode {
 /// One recipient's copy: its one-click unsubscribe URL (RFC 8058) and
 /// the `Message-ID` local part.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Copy<'a> {
+pub struct RecipientCopy<'a> {
     pub unsubscribe: Option<&'a str>,
     /// Numbers the copies of one attempt, so each has its own Message-ID.
     pub n: usize,
@@ -359,7 +359,7 @@ pub fn build_message(
     attachments: &[(String, &LinkedFile, Vec<u8>)],
     chart: Option<&[u8]>,
     limit: u64,
-    copy: Copy<'_>,
+    copy: RecipientCopy<'_>,
 ) -> Result<Vec<u8>, DeliveryError> {
     use mail_builder::mime::MimePart;
     let name = header_text(&ctx.execution.report_name);
@@ -502,7 +502,7 @@ impl Channel for EmailChannel {
                 &attachments,
                 chart.as_deref(),
                 self.attachment_limit,
-                Copy { unsubscribe, n },
+                RecipientCopy { unsubscribe, n },
             )?;
             size = size.max(raw.len());
             match self.sender.send_raw(&self.envelope(ctx, r), raw).await {

@@ -82,31 +82,34 @@ impl LinkSigner {
         Ok(Self { keys })
     }
 
-    fn mac(key: &SecretString, payload: &[u8]) -> Hmac<Sha256> {
+    fn mac(key: &SecretString, domain: &[u8], payload: &[u8]) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret().as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(b"report-delivery-link.v1\n");
+        mac.update(domain);
         mac.update(payload);
         mac
     }
 
-    /// A token for `key` valid until `expires_at`.
-    pub fn issue(&self, key: &str, expires_at: Timestamp) -> String {
-        let payload = format!("{}\n{key}", expires_at.unix_millis() / 1000);
-        let tag = Self::mac(&self.keys[0], payload.as_bytes())
+    /// `payload.tag`, both base64url, the tag the first `tag_len` bytes of
+    /// HMAC-SHA256(newest key, `domain` + payload).
+    fn sign(&self, domain: &[u8], payload: &str, tag_len: usize) -> String {
+        let tag = Self::mac(&self.keys[0], domain, payload.as_bytes())
             .finalize()
             .into_bytes();
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(tag)
+            URL_SAFE_NO_PAD.encode(&tag[..tag_len])
         )
     }
 
-    /// Checks the signature (against every key, in constant time) and then
-    /// the expiry.
-    pub fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, LinkError> {
+    /// The payload of a token [`Self::sign`] made with any of the keys
+    /// (checked in constant time).
+    fn open(&self, domain: &[u8], token: &str, tag_len: usize) -> Result<String, LinkError> {
+        if token.len() > 4096 {
+            return Err(LinkError::Malformed);
+        }
         let (payload, tag) = token.split_once('.').ok_or(LinkError::Malformed)?;
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
@@ -114,14 +117,27 @@ impl LinkSigner {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| LinkError::Malformed)?;
-        if !self
-            .keys
-            .iter()
-            .any(|k| Self::mac(k, &payload).verify_slice(&tag).is_ok())
-        {
+        let holds = |k: &SecretString| {
+            Self::mac(k, domain, &payload)
+                .verify_truncated_left(&tag)
+                .is_ok()
+        };
+        if tag.len() != tag_len || !self.keys.iter().any(holds) {
             return Err(LinkError::BadSignature);
         }
-        let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
+        String::from_utf8(payload).map_err(|_| LinkError::Malformed)
+    }
+
+    /// A token for `key` valid until `expires_at`.
+    pub fn issue(&self, key: &str, expires_at: Timestamp) -> String {
+        let payload = format!("{}\n{key}", expires_at.unix_millis() / 1000);
+        self.sign(DOWNLOAD, &payload, 32)
+    }
+
+    /// Checks the signature (against every key, in constant time) and then
+    /// the expiry.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<LinkClaim, LinkError> {
+        let text = self.open(DOWNLOAD, token, 32)?;
         let (expires, key) = text.split_once('\n').ok_or(LinkError::Malformed)?;
         let expires: i64 = expires.parse().map_err(|_| LinkError::Malformed)?;
         let expires_at = Timestamp::from_unix_millis(expires.saturating_mul(1000))
@@ -134,60 +150,31 @@ impl LinkSigner {
             expires_at,
         })
     }
-}
 
-/// Tokens of the RFC 8058 unsubscribe links: one per recipient of a target,
-/// with no expiry (they stop working when the target is deleted). The
-/// address is not in the token, only a digest of it, so the link names no
-/// one; the links function finds the recipient among the target's.
-impl LinkSigner {
-    fn unsubscribe_mac(key: &SecretString, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(b"report-delivery-unsubscribe.v1\n");
-        mac.update(payload);
-        mac
-    }
-
-    /// The unsubscribe token of `address` (any case) for `target_id`.
+    /// The unsubscribe token of `address` (any case) for `target_id`
+    /// (RFC 8058 links: one per recipient of a target, with no expiry; they
+    /// stop working when the target is deleted). The address is not in the
+    /// token, only a digest of it, so the link names no one; the links
+    /// function finds the recipient among the target's.
     pub fn issue_unsubscribe(&self, target_id: &str, address: &str) -> String {
         let payload = format!("{target_id}\n{}", address_digest(address));
-        let tag = Self::unsubscribe_mac(&self.keys[0], payload.as_bytes())
-            .finalize()
-            .into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(&tag[..16])
-        )
+        self.sign(UNSUBSCRIBE, &payload, 16)
     }
 
     /// The target id and address digest of an unsubscribe token, once its
-    /// signature holds (against every key, in constant time).
+    /// signature holds.
     pub fn verify_unsubscribe(&self, token: &str) -> Result<(String, String), LinkError> {
-        if token.len() > 512 {
-            return Err(LinkError::Malformed);
-        }
-        let (payload, tag) = token.split_once('.').ok_or(LinkError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| LinkError::Malformed)?;
-        if !self.keys.iter().any(|k| {
-            Self::unsubscribe_mac(k, &payload)
-                .verify_truncated_left(&tag)
-                .is_ok()
-        }) || tag.len() != 16
-        {
-            return Err(LinkError::BadSignature);
-        }
-        let text = String::from_utf8(payload).map_err(|_| LinkError::Malformed)?;
+        let text = self.open(UNSUBSCRIBE, token, 16)?;
         let (target, digest) = text.split_once('\n').ok_or(LinkError::Malformed)?;
         Ok((target.to_owned(), digest.to_owned()))
     }
 }
+
+/// What a download token's MAC covers first, so no token of one kind is
+/// ever valid as the other.
+const DOWNLOAD: &[u8] = b"report-delivery-link.v1\n";
+/// The same for unsubscribe tokens.
+const UNSUBSCRIBE: &[u8] = b"report-delivery-unsubscribe.v1\n";
 
 /// The digest an unsubscribe token carries for an address: SHA-256 of the
 /// lower-cased address, 24 hex digits.

@@ -253,13 +253,14 @@ enum Novelty {
     Weaker,
 }
 
-fn novelty(known: RecipientStatus, n: &Feedback) -> Novelty {
-    if n.status.rank() > known.rank() {
-        Novelty::New
-    } else if n.status == known {
-        Novelty::Copy
-    } else {
-        Novelty::Weaker
+/// Asks the one rule ([`Feedback::apply`]) whether `n` changes
+/// `recipients`; refused news is a copy when the recipient already has
+/// that status, else weaker.
+fn novelty(recipients: &[RecipientOutcome], n: &Feedback) -> Novelty {
+    match n.apply(recipients) {
+        Ok(_) => Novelty::New,
+        Err(_) if recipient(recipients, n).map(|r| r.status) == Some(n.status) => Novelty::Copy,
+        Err(_) => Novelty::Weaker,
     }
 }
 
@@ -270,10 +271,10 @@ async fn apply(
     seen: DeliveryAttempt,
     n: &Feedback,
 ) -> Result<DeliveryAttempt, Outcome> {
-    let Some(known) = recipient(&seen.recipients, n).map(|r| r.status) else {
+    if recipient(&seen.recipients, n).is_none() {
         return Ok(seen);
-    };
-    let record = match novelty(known, n) {
+    }
+    let record = match novelty(&seen.recipients, n) {
         Novelty::Weaker => {
             ignored(deps, "already_known");
             return Ok(seen);
@@ -424,17 +425,7 @@ pub fn news_event(a: &DeliveryAttempt, n: &Feedback, suppressed: bool) -> Option
 }
 
 async fn send_event(deps: &Deps, event: &OutcomeEvent) -> bool {
-    let Some(url) = deps.outcomes_url.as_deref() else {
-        return true;
-    };
-    let body = serde_json::to_string(event).unwrap_or_default();
-    for _ in 0..3 {
-        match deps.queue.send(url, &body).await {
-            Ok(()) => return true,
-            Err(e) => warn!(error = %e, "outcome event not sent; trying again"),
-        }
-    }
-    false
+    super::outcomes::send_event(deps.queue.as_ref(), deps.outcomes_url.as_deref(), event).await
 }
 
 #[cfg(test)]
@@ -532,11 +523,22 @@ mod tests {
     }
 
     #[test]
-    fn novelty_follows_the_rank() {
+    fn novelty_follows_the_rule() {
         let n = news("a@example.com", "m-1", RecipientStatus::Delivered);
-        assert_eq!(novelty(RecipientStatus::Sent, &n), Novelty::New);
-        assert_eq!(novelty(RecipientStatus::Delivered, &n), Novelty::Copy);
-        assert_eq!(novelty(RecipientStatus::Bounced, &n), Novelty::Weaker);
+        let with = |status| {
+            let mut r = attempt(AttemptStatus::Delivered).recipients;
+            r[0].status = status;
+            r
+        };
+        assert_eq!(novelty(&with(RecipientStatus::Sent), &n), Novelty::New);
+        assert_eq!(
+            novelty(&with(RecipientStatus::Delivered), &n),
+            Novelty::Copy
+        );
+        assert_eq!(
+            novelty(&with(RecipientStatus::Bounced), &n),
+            Novelty::Weaker
+        );
     }
 
     #[test]

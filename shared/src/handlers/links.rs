@@ -255,10 +255,7 @@ impl LinkIssuer {
     /// A link to `key` valid until `expires_at`; fails (temporarily) when
     /// the keys cannot be read.
     pub async fn link(&self, key: &str, expires_at: Timestamp) -> Result<String, String> {
-        let signer = self
-            .signer
-            .get_or_try_init(|| async { LinkSigner::from_list(&self.source.fetch().await?) })
-            .await?;
+        let signer = self.signer().await?;
         Ok(format!(
             "{}{}{}",
             self.base_url.trim_end_matches('/'),
@@ -269,12 +266,16 @@ impl LinkIssuer {
 }
 
 impl LinkIssuer {
+    /// The signer, reading the keys at the first use.
+    async fn signer(&self) -> Result<&LinkSigner, String> {
+        self.signer
+            .get_or_try_init(|| async { LinkSigner::from_list(&self.source.fetch().await?) })
+            .await
+    }
+
     /// The RFC 8058 unsubscribe URL of `address` for `target_id`.
     pub async fn unsubscribe_link(&self, target_id: &str, address: &str) -> Result<String, String> {
-        let signer = self
-            .signer
-            .get_or_try_init(|| async { LinkSigner::from_list(&self.source.fetch().await?) })
-            .await?;
+        let signer = self.signer().await?;
         Ok(format!(
             "{}{}{}",
             self.unsubscribe_base.trim_end_matches('/'),
@@ -461,6 +462,7 @@ impl Deps {
             unsubscribe: Some(crate::handlers::unsubscribe::Stores {
                 targets: Box::new(store.clone()),
                 suppressions: Box::new(store),
+                metrics: crate::metrics::Metrics::from_env(),
             }),
         })
     }

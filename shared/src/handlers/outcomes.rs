@@ -159,17 +159,23 @@ pub fn execution_event(
     }
 }
 
+/// Sends one outcome event to `url` (three tries); `true` when it went,
+/// or when no outcomes queue is configured.
+pub async fn send_event(queue: &dyn Queue, url: Option<&str>, event: &OutcomeEvent) -> bool {
+    let Some(url) = url else { return true };
+    let body = serde_json::to_string(event).unwrap_or_default();
+    for _ in 0..3 {
+        match queue.send(url, &body).await {
+            Ok(()) => return true,
+            Err(e) => warn!(error = %e, "outcome event not sent; trying again"),
+        }
+    }
+    false
+}
+
 impl Outcomes<'_> {
     async fn send(&self, event: &OutcomeEvent) -> bool {
-        let Some(url) = self.url else { return true };
-        let body = serde_json::to_string(event).unwrap_or_default();
-        for _ in 0..3 {
-            match self.queue.send(url, &body).await {
-                Ok(()) => return true,
-                Err(e) => warn!(error = %e, "outcome event not sent; trying again"),
-            }
-        }
-        false
+        send_event(self.queue, self.url, event).await
     }
 
     /// After an attempt settled: its event, then its execution's check.

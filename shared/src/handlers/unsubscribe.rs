@@ -37,6 +37,8 @@ pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 pub struct Stores {
     pub targets: Box<dyn TargetStore>,
     pub suppressions: Box<dyn SuppressionStore>,
+    /// Counts unsubscribes (`EmailEvents`, `Event` `unsubscribe`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What a request asks for.
@@ -162,7 +164,7 @@ pub async fn handle(
             match stores.suppressions.suppress(&entry).await {
                 Ok(new) => {
                     if new {
-                        crate::metrics::Metrics::from_env().count(
+                        stores.metrics.count(
                             crate::metrics::Metric::EmailEvents,
                             &[(crate::metrics::Dim::Event, "unsubscribe")],
                         );
