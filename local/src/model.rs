@@ -232,6 +232,21 @@ impl AttemptStore for Model {
     ) -> Result<Applied, StoreError> {
         self.apply(id, transition).await
     }
+    async fn apply_once(
+        &self,
+        seen: &DeliveryAttempt,
+        transition: &Transition,
+    ) -> Result<Option<DeliveryAttempt>, StoreError> {
+        self.call("attempts.PutItem").await;
+        self.with(|s| match s.attempts.get_mut(&seen.id) {
+            Some(a) if a.version == seen.version => {
+                let next = transition.decide(a).ok()?;
+                *a = next.clone();
+                Some(next)
+            }
+            _ => None,
+        })
+    }
     async fn by_target(
         &self,
         _: &str,
@@ -422,7 +437,7 @@ impl StatsStore for Model {
         &self,
         _: &str,
         _: shared::domain::Timestamp,
-        _: shared::domain::RecipientStatus,
+        _: shared::domain::stats::RecipientDelta,
     ) -> Result<(), StoreError> {
         self.call("stats.UpdateItem").await;
         Ok(())

@@ -80,7 +80,8 @@ pub struct Counters {
     /// Email recipients SES accepted a copy for.
     #[serde(default)]
     pub recipients_sent: u64,
-    /// Email recipients SES reported delivered (targets' days only).
+    /// Email recipients SES reported delivered, those who complained
+    /// included (targets' days only; see [`RecipientDelta`]).
     #[serde(default)]
     pub recipients_delivered: u64,
     /// Email recipients that bounced.
@@ -91,13 +92,59 @@ pub struct Counters {
     pub recipients_complained: u64,
 }
 
-/// The counter a recipient's news adds one to, if any.
-pub fn recipient_counter(status: super::RecipientStatus) -> Option<&'static str> {
-    match status {
-        super::RecipientStatus::Delivered => Some("recipients_delivered"),
-        super::RecipientStatus::Bounced => Some("recipients_bounced"),
-        super::RecipientStatus::Complained => Some("recipients_complained"),
-        _ => None,
+/// What one recipient's change of status adds to its target's recipient
+/// counters. Each counter is a function of the status alone (a complaint
+/// proves a delivery; a bounce after a delivery takes it back), so the
+/// changes a recipient goes through sum to the counts of where it ends,
+/// whatever order SES's news came in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipientDelta {
+    pub delivered: i64,
+    pub bounced: i64,
+    pub complained: i64,
+}
+
+impl RecipientDelta {
+    /// The counts of one recipient at `status`.
+    pub fn of(status: super::RecipientStatus) -> Self {
+        use super::RecipientStatus as S;
+        RecipientDelta {
+            delivered: i64::from(matches!(status, S::Delivered | S::Complained)),
+            bounced: i64::from(status == S::Bounced),
+            complained: i64::from(status == S::Complained),
+        }
+    }
+
+    /// What moving one recipient from `before` to `after` adds.
+    pub fn between(before: super::RecipientStatus, after: super::RecipientStatus) -> Self {
+        let (b, a) = (Self::of(before), Self::of(after));
+        RecipientDelta {
+            delivered: a.delivered - b.delivered,
+            bounced: a.bounced - b.bounced,
+            complained: a.complained - b.complained,
+        }
+    }
+
+    /// Adds nothing.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The stored counters it changes, by name, with what it adds.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, i64)> {
+        [
+            ("recipients_delivered", self.delivered),
+            ("recipients_bounced", self.bounced),
+            ("recipients_complained", self.complained),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+    }
+
+    /// Whether it changes a reputation counter (bounces or complaints),
+    /// which the service's hours keep too.
+    pub fn touches_reputation(&self) -> bool {
+        self.bounced != 0 || self.complained != 0
     }
 }
 
@@ -311,5 +358,95 @@ mod tests {
         assert_eq!(c.latency_percentile_ms(99.0), Some(300_000));
         assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS_MS.len() - 1);
         assert_eq!(Counters::default().latency_percentile_ms(50.0), None);
+    }
+
+    mod recipient_counts {
+        use super::super::RecipientDelta;
+        use crate::domain::Timestamp;
+        use crate::domain::recipient::{Feedback, RecipientOutcome, RecipientStatus, Role};
+        use proptest::prelude::*;
+
+        fn news(status: RecipientStatus) -> Feedback {
+            Feedback {
+                message_id: "m-1".into(),
+                address: "a@example.com".into(),
+                status,
+                bounce: None,
+                detail: None,
+                at: Timestamp::from_unix_millis(1_800_000_000_000).expect("a time"),
+            }
+        }
+
+        /// What the counters add up to after `seq` reaches one recipient
+        /// through the one rule, and where the recipient ends.
+        fn run(seq: &[RecipientStatus]) -> (RecipientDelta, RecipientStatus) {
+            let mut r = vec![RecipientOutcome {
+                address: "a@example.com".into(),
+                role: Role::To,
+                status: RecipientStatus::Sent,
+                message_id: Some("m-1".into()),
+                bounce: None,
+                detail: None,
+                at: Timestamp::from_unix_millis(1_800_000_000_000).expect("a time"),
+            }];
+            let mut sum = RecipientDelta::default();
+            for s in seq {
+                let before = r[0].status;
+                if let Ok(next) = news(*s).apply(&r) {
+                    r = next;
+                    let d = RecipientDelta::between(before, r[0].status);
+                    sum.delivered += d.delivered;
+                    sum.bounced += d.bounced;
+                    sum.complained += d.complained;
+                }
+            }
+            (sum, r[0].status)
+        }
+
+        fn status() -> impl Strategy<Value = RecipientStatus> {
+            prop::sample::select(vec![
+                RecipientStatus::Delayed,
+                RecipientStatus::Delivered,
+                RecipientStatus::Rejected,
+                RecipientStatus::Bounced,
+                RecipientStatus::Complained,
+            ])
+        }
+
+        #[test]
+        fn a_complaint_counts_a_delivery_and_a_late_bounce_takes_it_back() {
+            use RecipientStatus as S;
+            let d = RecipientDelta::between(S::Sent, S::Complained);
+            assert_eq!((d.delivered, d.bounced, d.complained), (1, 0, 1));
+            let d = RecipientDelta::between(S::Delivered, S::Complained);
+            assert_eq!((d.delivered, d.bounced, d.complained), (0, 0, 1));
+            let d = RecipientDelta::between(S::Delivered, S::Bounced);
+            assert_eq!((d.delivered, d.bounced, d.complained), (-1, 1, 0));
+            assert!(RecipientDelta::between(S::Sent, S::Delayed).is_zero());
+            assert_eq!(
+                d.counters().collect::<Vec<_>>(),
+                [("recipients_delivered", -1), ("recipients_bounced", 1)]
+            );
+        }
+
+        proptest! {
+            /// Whatever order and however many times SES's news comes, the
+            /// counts a recipient adds are those of where it ends, and two
+            /// orders of the same news count the same (SES never both
+            /// rejects and bounces one recipient: those two tie).
+            #[test]
+            fn counts_depend_on_the_news_not_its_order(
+                (seq, other) in prop::collection::vec(status(), 0..8)
+                    .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
+            ) {
+                let (sum, end) = run(&seq);
+                prop_assert_eq!(sum, RecipientDelta::of(end));
+                let tie = seq.contains(&RecipientStatus::Rejected)
+                    && seq.contains(&RecipientStatus::Bounced);
+                if !tie {
+                    prop_assert_eq!(run(&other).0, sum);
+                }
+            }
+        }
     }
 }

@@ -25,12 +25,13 @@ use super::{DeadLetters, Outcome, process_batch, store_outcome};
 use crate::contract::ses_event::{self, EventKind, Expect, SesEvent};
 use crate::contract::{OutcomeEvent, RecipientNewsV1};
 use crate::domain::recipient::{Feedback, RecipientOutcome, RecipientStatus};
+use crate::domain::stats::RecipientDelta;
 use crate::domain::suppression::{self, Change, Suppression, SuppressionReason, address_key};
 use crate::domain::transition::{Refusal, Transition};
-use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt, Timestamp};
+use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt};
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::Queue;
-use crate::store::{Applied, AttemptStore, StatsStore, SuppressionStore};
+use crate::store::{AttemptStore, StatsStore, SuppressionStore};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::{info, warn};
 
@@ -288,16 +289,9 @@ async fn apply(
         }
         Novelty::New => {
             let suppressed = suppress(deps, &seen, n).await?;
-            let (after, landed) = record(deps, seen, n).await?;
-            if landed
-                && let Err(e) = deps
-                    .stats
-                    .record_recipient(&after.delivery_target_id, Timestamp::now(), n.status)
-                    .await
-            {
-                // Counted once, when the news lands; a lost count is not
-                // worth a second write of the record.
-                warn!(error = %e, "recipient news not counted in the statistics");
+            let (after, landed_from) = record(deps, seen, n).await?;
+            if let Some(before) = landed_from {
+                count(deps, &after, before, n.status).await;
             }
             (after, suppressed)
         }
@@ -314,36 +308,67 @@ async fn apply(
     Ok(record)
 }
 
+/// Counts the change the write that landed made, once, on the day the
+/// attempt was created (so all of one recipient's changes sum on one item,
+/// whatever order they came in). A lost count is not worth a second write
+/// of the record.
+async fn count(deps: &Deps, a: &DeliveryAttempt, before: RecipientStatus, after: RecipientStatus) {
+    let delta = RecipientDelta::between(before, after);
+    if let Err(e) = deps
+        .stats
+        .record_recipient(&a.delivery_target_id, a.created_at, delta)
+        .await
+    {
+        warn!(error = %e, "recipient news not counted in the statistics");
+    }
+}
+
+/// Writes of one piece of news tried before it is handed back to the
+/// queue, when other news keeps changing the record first.
+const RACES: usize = 5;
+
 /// Step 2: one conditional write of the news; the record after it (as it
-/// is, when a race made the news known already), and whether this write
-/// landed.
+/// is, when a race made the news known already), and the recipient's
+/// status before it when this very write landed (a twin copy of the news
+/// that lost the race counts nothing).
 async fn record(
     deps: &Deps,
-    seen: DeliveryAttempt,
+    mut seen: DeliveryAttempt,
     n: &Feedback,
-) -> Result<(DeliveryAttempt, bool), Outcome> {
+) -> Result<(DeliveryAttempt, Option<RecipientStatus>), Outcome> {
     let transition = Transition::Feedback(n.clone());
-    match deps.attempts.apply_from(&seen, &transition).await {
-        Ok(Applied::Yes(a)) => Ok((a, true)),
-        Ok(Applied::Refused(Some(a))) => match transition.decide(&a) {
+    for _ in 0..RACES {
+        let before = recipient(&seen.recipients, n).map(|r| r.status);
+        match deps.attempts.apply_once(&seen, &transition).await {
+            Ok(Some(after)) => return Ok((after, before)),
+            Ok(None) => {}
+            Err(e) => return Err(store_outcome(&e)),
+        }
+        seen = match deps.attempts.get(&seen.id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                ignored(deps, "unknown_attempt");
+                return Ok((seen, None));
+            }
+            Err(e) => return Err(store_outcome(&e)),
+        };
+        match transition.decide(&seen) {
+            Ok(_) => {}
             Err(Refusal::AlreadyKnown) => {
                 ignored(deps, "already_known");
-                Ok((a, false))
+                return Ok((seen, None));
             }
-            Err(other) => Err(Outcome::Reject {
-                code: "unknown_message_id",
-                reason: format!("attempt {} refused the news: {other:?}", a.id),
-            }),
-            Ok(_) => Err(Outcome::Retry {
-                reason: format!("attempt {} kept changing; news not recorded", a.id),
-            }),
-        },
-        Ok(Applied::Refused(None)) => {
-            ignored(deps, "unknown_attempt");
-            Ok((seen, false))
+            Err(other) => {
+                return Err(Outcome::Reject {
+                    code: "unknown_message_id",
+                    reason: format!("attempt {} refused the news: {other:?}", seen.id),
+                });
+            }
         }
-        Err(e) => Err(store_outcome(&e)),
     }
+    Err(Outcome::Retry {
+        reason: format!("attempt {} kept changing; news not recorded", seen.id),
+    })
 }
 
 /// Step 1: what the news does to the address's suppression for the

@@ -121,13 +121,15 @@ pub trait StatsStore: Send + Sync {
         }
         Ok(())
     }
-    /// Counts one email recipient's news (delivered, bounced, complained)
-    /// on its target's day; other news counts nothing.
+    /// Adds one email recipient's change of status to its target's day
+    /// (and bounces and complaints to the service's hour) at `at`: the
+    /// recipient's attempt's creation, so every change of one recipient
+    /// lands on the same items.
     async fn record_recipient(
         &self,
         target_id: &str,
         at: Timestamp,
-        status: crate::domain::RecipientStatus,
+        delta: crate::domain::stats::RecipientDelta,
     ) -> Result<(), StoreError>;
     /// A target's counters per UTC day (`2026-11-27`), `from` to `to`.
     async fn target_days(
@@ -242,6 +244,17 @@ pub trait AttemptStore: Send + Sync {
     ) -> Result<Applied, StoreError> {
         self.apply(&seen.id, transition).await
     }
+    /// Decides the transition on `seen` and writes the answer on condition
+    /// that the record is still `seen`, once: the record after it only when
+    /// this very write landed. `None` when the transition refuses `seen` or
+    /// the condition refused the write (the record moved on, or a twin
+    /// wrote the same answer first); no read and no second try. For callers
+    /// whose side effects must follow their own write and no other.
+    async fn apply_once(
+        &self,
+        seen: &DeliveryAttempt,
+        transition: &Transition,
+    ) -> Result<Option<DeliveryAttempt>, StoreError>;
     /// One page of the open attempts (not settled, or failed with their
     /// dead letter not yet confirmed) in one shard of the sparse `open`
     /// index, created before `created_before`; read back from the table.

@@ -152,6 +152,20 @@ impl AttemptStore for DynamoStore {
         self.apply(&seen.id, t).await
     }
 
+    async fn apply_once(
+        &self,
+        seen: &DeliveryAttempt,
+        t: &Transition,
+    ) -> Result<Option<DeliveryAttempt>, StoreError> {
+        let Ok(next) = t.decide(seen) else {
+            return Ok(None);
+        };
+        Ok(self
+            .put_attempt_if(&next, seen.version)
+            .await?
+            .then_some(next))
+    }
+
     async fn open_page(
         &self,
         shard: u8,

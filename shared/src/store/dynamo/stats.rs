@@ -148,8 +148,8 @@ fn counters(item: &HashMap<String, AttributeValue>) -> Counters {
     let num = |k: &str| {
         item.get(k)
             .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |v| u64::try_from(v).unwrap_or(0))
     };
     let time = |k: &str| {
         item.get(k)
@@ -240,11 +240,11 @@ impl StatsStore for DynamoStore {
         &self,
         target_id: &str,
         at: Timestamp,
-        status: crate::domain::RecipientStatus,
+        delta: crate::domain::stats::RecipientDelta,
     ) -> Result<(), StoreError> {
-        let Some(counter) = crate::domain::stats::recipient_counter(status) else {
+        if delta.is_zero() {
             return Ok(());
-        };
+        }
         let keep =
             time::Duration::try_from(self.stats_retention).unwrap_or(time::Duration::days(400));
         let ttl = (at.plus(keep).unix_millis() / 1000).to_string();
@@ -252,24 +252,34 @@ impl StatsStore for DynamoStore {
         // (the reputation rates /health judges). Deliveries, the bulk of
         // the news, cost one write, not two.
         let mut items = vec![(target_key(target_id), day_key(at))];
-        if status != crate::domain::RecipientStatus::Delivered {
+        if delta.touches_reputation() {
             items.push((
                 global_key(shard(&format!("{target_id}{at}"), GLOBAL_SHARDS)),
                 hour_key(at),
             ));
         }
+        let adds: Vec<(&str, i64)> = delta.counters().collect();
+        let expression = adds
+            .iter()
+            .map(|(name, _)| format!("{name} :{name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         for (pk, sk) in items {
-            self.client
+            let mut update = self
+                .client
                 .update_item()
                 .table_name(&self.tables.stats)
                 .key("pk", s(pk))
                 .key("sk", s(sk))
-                .update_expression(format!("ADD {counter} :one SET expires_at = :ttl"))
-                .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":ttl", AttributeValue::N(ttl.clone()))
-                .send()
-                .await
-                .map_err(backend)?;
+                .update_expression(format!("ADD {expression} SET expires_at = :ttl"))
+                .expression_attribute_values(":ttl", AttributeValue::N(ttl.clone()));
+            for (name, by) in &adds {
+                update = update.expression_attribute_values(
+                    format!(":{name}"),
+                    AttributeValue::N(by.to_string()),
+                );
+            }
+            update.send().await.map_err(backend)?;
         }
         Ok(())
     }
