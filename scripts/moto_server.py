@@ -8,7 +8,7 @@ delivery lease depends on that. This launcher builds moto's app the way
 while it handles a DynamoDB (or DynamoDB Streams) request, and serves it
 threaded, so an SQS long poll never waits for the lock and never holds it.
 
-The integration test `storage::conditional_writes_on_one_item_never_both_win`
+The integration test `open_work::conditional_writes_on_one_item_never_both_win`
 fails when this wrapper is missing.
 
 Usage: moto_server.py [-H host] [-p port]

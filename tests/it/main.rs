@@ -3,6 +3,7 @@
 //! the local Lambda runner with the real function binaries.
 
 mod api;
+mod api_access;
 mod bad_input;
 mod chaos;
 mod cost;
@@ -16,6 +17,7 @@ mod hostile;
 mod links;
 mod monitoring;
 mod moto_restart;
+mod open_work;
 mod openapi;
 mod outcomes;
 mod rdctl;
