@@ -31,7 +31,7 @@ use crate::domain::transition::{Refusal, Transition};
 use crate::domain::{AttemptKind, AttemptStatus, DeliveryAttempt};
 use crate::metrics::{Dim, Metric, Metrics, Stage};
 use crate::queue::Queue;
-use crate::store::{AttemptStore, StatsStore, SuppressionStore};
+use crate::store::{AttemptStore, MAX_RACES, StatsStore, SuppressionStore};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tracing::{info, warn};
 
@@ -323,10 +323,6 @@ async fn count(deps: &Deps, a: &DeliveryAttempt, before: RecipientStatus, after:
     }
 }
 
-/// Writes of one piece of news tried before it is handed back to the
-/// queue, when other news keeps changing the record first.
-const RACES: usize = 5;
-
 /// Step 2: one conditional write of the news; the record after it (as it
 /// is, when a race made the news known already), and the recipient's
 /// status before it when this very write landed (a twin copy of the news
@@ -337,7 +333,7 @@ async fn record(
     n: &Feedback,
 ) -> Result<(DeliveryAttempt, Option<RecipientStatus>), Outcome> {
     let transition = Transition::Feedback(n.clone());
-    for _ in 0..RACES {
+    for _ in 0..MAX_RACES {
         let before = recipient(&seen.recipients, n).map(|r| r.status);
         match deps.attempts.apply_once(&seen, &transition).await {
             Ok(Some(after)) => return Ok((after, before)),

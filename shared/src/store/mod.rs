@@ -40,6 +40,10 @@ impl StoreError {
 /// partition.
 pub const PENDING_SHARDS: u8 = 16;
 
+/// Reads and decisions in a row that may lose a race for one attempt
+/// before a write gives up (as a temporary error).
+pub const MAX_RACES: usize = 8;
+
 /// One page of a query, with the cursor for the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {

@@ -4,6 +4,7 @@
 //! through the keys-only indexes batch-get the items.
 
 use super::*;
+use crate::store::MAX_RACES;
 
 #[async_trait]
 impl AttemptStore for DynamoStore {
@@ -312,10 +313,6 @@ impl AttemptStore for DynamoStore {
         })
     }
 }
-
-/// Reads and decisions in a row that may lose a race for one attempt
-/// before the write gives up (as a temporary error).
-const MAX_RACES: usize = 8;
 
 impl DynamoStore {
     /// Writes an attempt's next record on condition that the stored one is
